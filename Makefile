@@ -1,0 +1,50 @@
+# Headroom: `make run` to try it, `make test` to check it.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+HEADROOM_DB ?= data/headroom.db
+HEADROOM_DASHBOARD_PORT ?= 8501
+HEADROOM_API_PORT ?= 8000
+export HEADROOM_DB HEADROOM_DASHBOARD_PORT HEADROOM_API_PORT
+
+.PHONY: run test worker dashboard api install install-dev browser clean bench
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+# Debian's Chromium for the one real-browser test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: the browser test will be skipped"; \
+	  else echo "no apt-get: the browser test will be skipped"; fi; }
+
+run: install
+	@bash scripts/run_all.sh
+
+worker: install
+	$(PY) worker.py
+
+dashboard: install
+	$(PY) -m streamlit run streamlit_app.py --server.port $(HEADROOM_DASHBOARD_PORT)
+
+api: install
+	$(PY) -m uvicorn forecasting.api:app --host $${HEADROOM_API_HOST:-127.0.0.1} --port $(HEADROOM_API_PORT)
+
+test: install-dev browser
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis artifacts

@@ -1,0 +1,79 @@
+"""The ingest job: ask the source for what is new, write it to the store in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from forecasting.settings import Settings
+from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, Source, align
+from forecasting.store import Store
+
+log = logging.getLogger("headroom.ingest")
+
+LATE_DATA_SECONDS = 15 * 60
+"""CloudWatch fills late buckets: every fetch re-reads the last 15 minutes of each series."""
+
+
+@dataclass
+class IngestReport:
+    instances: int
+    rows: int
+    calls: int
+    calls_required: int
+    pruned: int
+    errors: list[str]
+
+    def summary(self) -> str:
+        text = f"{self.instances} instances, {self.rows} datapoints, {self.calls} calls (minimum {self.calls_required}), {self.pruned} pruned"
+        return text + (f", {len(self.errors)} series with errors" if self.errors else "")
+
+
+def make_source(settings: Settings, store: Store, now: int) -> Source:
+    """The source named by settings; the demo's anchor time is remembered in the store."""
+    if settings.source == "cloudwatch":
+        from forecasting.sources.cloudwatch import CloudWatchSource
+
+        return CloudWatchSource(settings)
+    from forecasting.sources.demo import DemoSource
+
+    anchor = store.get_meta("demo_anchor")
+    if anchor is None:
+        anchor = str(align(now, settings.period))
+        store.set_meta("demo_anchor", anchor)
+    return DemoSource(settings.demo_instances, settings.demo_seed, int(anchor), settings.period)
+
+
+def plan_requests(instances: list[InstanceInfo], metrics_of: dict[str, list[str]], last_ts: dict[tuple[str, str], int], settings: Settings, end: int) -> list[SeriesRequest]:
+    """One request per series: from its last stored point minus 15 min, or the training window on first sight."""
+    backfill_from = align(end - settings.train_days * 86_400, settings.period)
+    requests = []
+    for info in instances:
+        for metric in metrics_of[info.instance_id]:
+            last = last_ts.get((info.instance_id, metric))
+            start = backfill_from if last is None else max(backfill_from, last - LATE_DATA_SECONDS)
+            requests.append(SeriesRequest(info.instance_id, metric, start))
+    return requests
+
+
+def run_ingest(store: Store, settings: Settings, now: int, source: Source | None = None) -> IngestReport:
+    """Fetch new datapoints for every monitored instance and upsert them with the instance rows, atomically."""
+    source = source or make_source(settings, store, now)
+    instances = source.list_instances()
+    end = align(now, settings.period) + settings.period  # the current, still-filling bucket included
+    metrics_of = {info.instance_id: _metrics_of(source, info.instance_id) for info in instances}
+    requests = plan_requests(instances, metrics_of, store.last_sample_ts(), settings, end)
+    result: FetchResult = source.fetch(requests, end)
+    for error in result.errors:
+        log.warning("ingest: %s", error)
+    with store.transaction():
+        for info in instances:
+            store.upsert_instance(info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now)
+        rows = store.upsert_samples(result.rows)
+        pruned = store.prune(now - int(settings.history_days * 86_400))
+    return IngestReport(len(instances), rows, result.calls, result.calls_required, pruned, result.errors)
+
+
+def _metrics_of(source: Source, instance_id: str) -> list[str]:
+    metrics_of = getattr(source, "metrics_of", None)
+    return metrics_of(instance_id) if metrics_of else ["cpu", "memory", "network_in", "network_out"]

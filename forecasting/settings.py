@@ -1,0 +1,199 @@
+"""One settings object for every part of Headroom.
+
+Values come from ``HEADROOM_*`` environment variables, then an optional
+``headroom.toml`` (path from ``HEADROOM_CONFIG``, default ``./headroom.toml``),
+then the defaults below. AWS credentials are never read here: boto3's own chain
+finds them. An invalid value stops the program at start with one line naming the
+variable (see :class:`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message is one line naming the variable."""
+
+
+class ModelParams(BaseSettings):
+    """Hyperparameters of the neural models, in one place (``HEADROOM_MODEL__*`` or ``[model]`` in TOML).
+
+    lookback: input window in steps; units: LSTM units / TCN filters; layers: stacked
+    LSTM layers; dilations: TCN dilations; kernel_size: TCN kernel; epochs, batch_size,
+    learning_rate: training; patience: early-stopping patience in epochs; max_windows:
+    cap on training windows (the most recent are kept) to bound training time.
+    """
+
+    lookback: int = Field(48, ge=4, le=2016)
+    units: int = Field(32, ge=1, le=512)
+    layers: int = Field(1, ge=1, le=4)
+    dilations: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    kernel_size: int = Field(3, ge=2, le=8)
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    learning_rate: float = Field(0.002, gt=0, le=1)
+    patience: int = Field(4, ge=1, le=100)
+    max_windows: int = Field(3000, ge=16)
+    seed: int = 7
+
+
+class Settings(BaseSettings):
+    """Everything configurable in Headroom; see the README's Settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEADROOM_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # where data comes from
+    source: Literal["demo", "cloudwatch"] = "demo"
+    region: str | None = None
+    instances: CommaList = Field(default_factory=list)
+    instance_tag: str | None = None  # "key=value" filter for discovery
+    memory_metric: Literal["cwagent", "legacy"] = "cwagent"
+    demo_instances: int = Field(6, ge=1, le=2000)
+    demo_seed: int = 42
+
+    # thresholds
+    threshold: float = Field(80.0, gt=0, le=100)
+    thresholds: dict[str, float] = Field(default_factory=dict)  # per instance, TOML [thresholds]
+
+    # store and windows
+    db: Path = Path("data/headroom.db")
+    period: int = Field(300, ge=60, le=3600)
+    history_days: float = Field(30, gt=0, le=455)
+    train_days: float = Field(14, gt=0, le=455)
+
+    # forecasting
+    horizon: int = Field(12, ge=1, le=288)
+    models: CommaList = Field(default_factory=lambda: ["naive", "seasonal_naive", "linear", "arima", "lstm", "tcn"])
+    backtest_days: float = Field(2, gt=0, le=30)
+    model: ModelParams = Field(default_factory=ModelParams)
+
+    # worker cadences
+    ingest_every: float = Field(5, gt=0, description="minutes")
+    retrain_every: float = Field(6, gt=0, description="hours")
+    digest_every: float = Field(24, gt=0, description="hours")
+    workers: int = Field(0, ge=0, le=256, description="retrain processes; 0 = one per core")
+    dask_scheduler: str | None = None
+
+    # alerts and mail
+    alert_on: Literal["mean", "upper"] = "mean"
+    alert_margin: float = Field(5.0, ge=0, le=50)
+    alert_cooldown: float = Field(60, ge=0, description="minutes")
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_tls: Literal["ssl", "starttls", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "headroom@localhost"
+    mail_to: CommaList = Field(default_factory=list)
+
+    # dashboard and API
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_token: SecretStr | None = None
+    api_body_limit_mb: float = Field(20, gt=0, le=1024)
+    api_timeout: float = Field(120, gt=0)
+    api_concurrency: int = Field(2, ge=1, le=64)
+    import_limit_mb: float = Field(100, gt=0, le=4096)
+
+    @field_validator("instances", "mail_to", "models", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        from forecasting.models import MODEL_NAMES
+
+        unknown = [name for name in value if name not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODEL_NAMES)}")
+        if not value:
+            raise ValueError("at least one model is needed")
+        return value
+
+    @field_validator("instance_tag")
+    @classmethod
+    def _tag_filter(cls, value: str | None) -> str | None:
+        if value is not None and "=" not in value:
+            raise ValueError("expected key=value, e.g. team=web")
+        return value
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> Settings:
+        if self.train_days > self.history_days:
+            raise ValueError("train_days must not exceed history_days")
+        return self
+
+    def threshold_for(self, instance_id: str, tag_value: float | None = None) -> float:
+        """The CPU threshold of one instance: TOML override, then EC2 tag, then the global one."""
+        if instance_id in self.thresholds:
+            return self.thresholds[instance_id]
+        if tag_value is not None:
+            return tag_value
+        return self.threshold
+
+    @property
+    def models_dir(self) -> Path:
+        """Model files live beside the database."""
+        return self.db.parent / "models"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("HEADROOM_CONFIG", "headroom.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    variable = "HEADROOM_" + "__".join(loc).upper() if loc else "HEADROOM settings"
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
+    return f"invalid setting {variable}: {first['msg']}{shown}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise SettingsError with one clear line on a bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(_one_line(error)) from None
+    except Exception as error:  # a broken headroom.toml, an unparsable env value
+        raise SettingsError(f"invalid settings: {str(error).splitlines()[0]}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for long-running processes (dashboard, API), read once."""
+    return load_settings()

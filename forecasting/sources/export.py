@@ -1,0 +1,281 @@
+"""Parse CloudWatch ``get-metric-data`` JSON exports (and simple CSVs) into samples.
+
+This one parser serves ``python -m forecasting import``, the dashboard upload
+and the API. Every problem raises :class:`ExportError` with one line saying
+what is wrong and where; nothing is returned half-parsed.
+
+Accepted metric names (query ``Id`` or ``Label``, case-insensitive, ``-``/space
+treated as ``_``; a CSV column header works the same way):
+
+- ``cpu``: cpu, cpuutilization, cpu_utilization, cpu_percent, value
+- ``memory``: memory, mem, mem_used_percent, memoryutilization, memory_utilization
+- ``network_in``: network_in, networkin, net_in
+- ``network_out``: network_out, networkout, net_out
+
+An ``Id``/``Label`` may also carry the instance, e.g. ``cpu_i_0abc123`` or
+``i-0abc123 CPUUtilization``; otherwise the instance comes from ``--instance``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+METRIC_ALIASES: dict[str, str] = {
+    **dict.fromkeys(["cpu", "cpuutilization", "cpu_utilization", "cpu_percent", "value"], "cpu"),
+    **dict.fromkeys(["memory", "mem", "mem_used_percent", "memoryutilization", "memory_utilization"], "memory"),
+    **dict.fromkeys(["network_in", "networkin", "net_in"], "network_in"),
+    **dict.fromkeys(["network_out", "networkout", "net_out"], "network_out"),
+}
+TIMESTAMP_COLUMNS = ("timestamp", "ts", "time", "datetime", "date")
+INSTANCE_RE = re.compile(r"i[-_][0-9a-f]{8,17}", re.IGNORECASE)
+DEFAULT_LIMIT_BYTES = 100 * 1024 * 1024
+
+
+class ExportError(ValueError):
+    """An export that cannot be used; ``str()`` is one line saying what and where."""
+
+
+@dataclass
+class ParsedExport:
+    """Series read from one export: {instance_id: {metric: (timestamps, values)}}, sorted, unique timestamps."""
+
+    series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, str, int, float]]:
+        """(instance_id, metric, ts, value) rows ready for :meth:`Store.upsert_samples`."""
+        return [
+            (iid, metric, int(t), float(v))
+            for iid, metrics in self.series.items()
+            for metric, (ts, vals) in metrics.items()
+            for t, v in zip(ts, vals, strict=True)
+        ]
+
+    @property
+    def instances(self) -> list[str]:
+        return sorted(self.series)
+
+    def points(self) -> int:
+        return sum(len(ts) for metrics in self.series.values() for ts, _ in metrics.values())
+
+
+def metric_key(name: str) -> str | None:
+    """Map an Id/Label/column name to a metric key, or None if it names none."""
+    cleaned = re.sub(r"[\s\-]+", "_", name.strip().lower())
+    cleaned = INSTANCE_RE.sub("", cleaned).strip("_")
+    if cleaned in METRIC_ALIASES:
+        return METRIC_ALIASES[cleaned]
+    for part in re.split(r"_+", cleaned):
+        if part in METRIC_ALIASES and part != "value":
+            return METRIC_ALIASES[part]
+    for alias, key in sorted(METRIC_ALIASES.items(), key=lambda kv: -len(kv[0])):
+        if len(alias) > 4 and alias in cleaned:
+            return key
+    return None
+
+
+def parse_timestamp(text: object, where: str) -> int:
+    """ISO 8601 (with Z or offset; naive means UTC) or unix seconds → unix seconds."""
+    if isinstance(text, bool):
+        raise ExportError(f"{where}: timestamp {text!r} is not a time")
+    if isinstance(text, (int, float)):
+        if not math.isfinite(text):
+            raise ExportError(f"{where}: timestamp {text!r} is not a time")
+        return int(text)
+    if not isinstance(text, str):
+        raise ExportError(f"{where}: timestamp {text!r} is not a time")
+    raw = text.strip()
+    if re.fullmatch(r"\d{9,11}(\.\d+)?", raw):
+        return int(float(raw))
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ExportError(f"{where}: timestamp {text[:40]!r} is not ISO 8601") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ExportError(f"{where}: value {value[:40]!r} is not a number") from None
+        else:
+            raise ExportError(f"{where}: value {value!r} is not a number")
+    if not math.isfinite(value):
+        raise ExportError(f"{where}: value {value!r} is not a finite number")
+    return float(value)
+
+
+def _json_documents(text: str, name: str) -> list[object]:
+    """One JSON document, or several concatenated (as paged CLI output saved together)."""
+    decoder = json.JSONDecoder()
+    docs, pos = [], 0
+    text = text.lstrip("\ufeff")
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        try:
+            doc, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as error:
+            raise ExportError(f"{name}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        docs.append(doc)
+    if not docs:
+        raise ExportError(f"{name}: the file is empty")
+    return docs
+
+
+def _results(docs: list[object], name: str) -> list[dict]:
+    pages: list[object] = []
+    for doc in docs:
+        pages.extend(doc if isinstance(doc, list) else [doc])
+    results: list[dict] = []
+    for p, page in enumerate(pages):
+        if not isinstance(page, dict) or not isinstance(page.get("MetricDataResults"), list):
+            raise ExportError(f"{name}: page {p + 1} has no MetricDataResults list (is this `aws cloudwatch get-metric-data` output?)")
+        for r, result in enumerate(page["MetricDataResults"]):
+            if not isinstance(result, dict):
+                raise ExportError(f"{name}: MetricDataResults[{r}] of page {p + 1} is not an object")
+            results.append(result)
+    return results
+
+
+class _Collector:
+    """Gathers points per (instance, metric), later values winning on duplicate timestamps."""
+
+    def __init__(self) -> None:
+        self.points: dict[tuple[str, str], dict[int, float]] = {}
+
+    def add(self, instance: str, metric: str, ts: int, value: float) -> None:
+        self.points.setdefault((instance, metric), {})[ts] = value
+
+    def finish(self, name: str) -> ParsedExport:
+        parsed = ParsedExport()
+        for (iid, metric), points in sorted(self.points.items()):
+            ts = np.fromiter(sorted(points), dtype=np.int64, count=len(points))
+            vals = np.array([points[t] for t in ts], dtype=float)
+            parsed.series.setdefault(iid, {})[metric] = (ts, vals)
+        if not any("cpu" in metrics and len(metrics["cpu"][0]) for metrics in parsed.series.values()):
+            raise ExportError(f"{name}: no CPU series found (name a query cpu or CPUUtilization)")
+        return parsed
+
+
+def _instance_of(texts: list[str], default: str) -> str:
+    for text in texts:
+        match = INSTANCE_RE.search(text or "")
+        if match:
+            return "i-" + match.group(0)[2:].lower()
+    return default
+
+
+def parse_json_export(text: str, instance: str = "upload", name: str = "export") -> ParsedExport:
+    """Parse the JSON that ``aws cloudwatch get-metric-data`` prints."""
+    results = _results(_json_documents(text, name), name)
+    collector = _Collector()
+    for r, result in enumerate(results):
+        ident, label = str(result.get("Id") or ""), str(result.get("Label") or "")
+        where = f"{name}: MetricDataResults[{r}] ({ident or label or 'no Id'})"
+        metric = metric_key(ident) or metric_key(label)
+        if metric is None:
+            raise ExportError(f"{where}: cannot tell which metric this is; name the query cpu, memory, network_in or network_out")
+        stamps, values = result.get("Timestamps", []), result.get("Values", [])
+        if not isinstance(stamps, list) or not isinstance(values, list):
+            raise ExportError(f"{where}: Timestamps and Values must be lists")
+        if len(stamps) != len(values):
+            raise ExportError(f"{where}: {len(stamps)} timestamps but {len(values)} values")
+        iid = _instance_of([ident, label], instance)
+        for k, (stamp, value) in enumerate(zip(stamps, values, strict=True)):
+            collector.add(iid, metric, parse_timestamp(stamp, f"{where} point {k}"), _number(value, f"{where} point {k}"))
+    return collector.finish(name)
+
+
+def parse_csv_export(text: str, instance: str = "upload", name: str = "export") -> ParsedExport:
+    """Parse a CSV with a timestamp column and one column per metric (e.g. ``timestamp,value``)."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    header = next(reader, None)
+    if not header:
+        raise ExportError(f"{name}: the CSV file is empty")
+    lowered = [h.strip().lower() for h in header]
+    ts_col = next((i for i, h in enumerate(lowered) if h in TIMESTAMP_COLUMNS), None)
+    if ts_col is None:
+        raise ExportError(f"{name}: no timestamp column (expected one of {', '.join(TIMESTAMP_COLUMNS)})")
+    columns = {i: metric_key(h) for i, h in enumerate(header) if i != ts_col}
+    columns = {i: m for i, m in columns.items() if m is not None}
+    if "cpu" not in columns.values():
+        raise ExportError(f"{name}: no CPU column (name it cpu, CPUUtilization or value)")
+    iid = instance
+    if "instance_id" in lowered:
+        iid_col = lowered.index("instance_id")
+    else:
+        iid_col = None
+    collector = _Collector()
+    for line, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise ExportError(f"{name}: line {line} has {len(row)} fields, the header has {len(header)}")
+        ts = parse_timestamp(row[ts_col], f"{name}: line {line}")
+        row_iid = row[iid_col].strip() if iid_col is not None and row[iid_col].strip() else iid
+        for i, metric in columns.items():
+            if row[i].strip() == "":
+                continue
+            collector.add(row_iid, metric, ts, _number(row[i].strip(), f"{name}: line {line}, column {header[i]!r}"))
+    return collector.finish(name)
+
+
+def parse_export(data: bytes | str, instance: str = "upload", name: str = "export", limit_bytes: int = DEFAULT_LIMIT_BYTES) -> ParsedExport:
+    """Parse an export given as bytes or text; JSON or CSV is told from the content."""
+    size = len(data)
+    if size > limit_bytes:
+        raise ExportError(f"{name}: {size / 1e6:.1f} MB is over the {limit_bytes / 1e6:.0f} MB limit")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ExportError(f"{name}: not UTF-8 text (byte {error.start})") from None
+    if not data.strip():
+        raise ExportError(f"{name}: the file is empty")
+    if data.lstrip("\ufeff \t\r\n")[:1] in "{[":
+        return parse_json_export(data, instance, name)
+    return parse_csv_export(data, instance, name)
+
+
+def read_export(path: str, instance: str = "upload", limit_bytes: int = DEFAULT_LIMIT_BYTES) -> ParsedExport:
+    """Read and parse an export file, refusing files over the limit before reading them."""
+    import os
+
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise ExportError(f"{path}: {error.strerror}") from None
+    if size > limit_bytes:
+        raise ExportError(f"{path}: {size / 1e6:.1f} MB is over the {limit_bytes / 1e6:.0f} MB limit")
+    with open(path, "rb") as handle:
+        return parse_export(handle.read(), instance, os.path.basename(path), limit_bytes)
+
+
+def to_json_export(parsed: ParsedExport) -> str:
+    """Write series back as a get-metric-data style document (used by tests and the demo)."""
+    results = []
+    for iid, metrics in parsed.series.items():
+        for metric, (ts, vals) in metrics.items():
+            results.append({
+                "Id": f"{metric}_{iid.replace('-', '_')}",
+                "Label": f"{iid} {metric}",
+                "Timestamps": [datetime.fromtimestamp(int(t), timezone.utc).isoformat() for t in ts],
+                "Values": [float(v) for v in vals],
+                "StatusCode": "Complete",
+            })
+    return json.dumps({"MetricDataResults": results, "Messages": []}, indent=1)

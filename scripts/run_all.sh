@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make run`: the worker, the dashboard and the API together, on the demo source unless configured
+# otherwise; Ctrl-C (or SIGTERM) stops all three.
+set -uo pipefail
+PY=.venv/bin/python
+DB=${HEADROOM_DB:-data/headroom.db}
+DASH_PORT=${HEADROOM_DASHBOARD_PORT:-8501}
+API_PORT=${HEADROOM_API_PORT:-8000}
+API_HOST=${HEADROOM_API_HOST:-127.0.0.1}
+mkdir -p "$(dirname "$DB")" data/logs
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "stopping Headroom..."
+  kill -TERM "${pids[@]}" 2>/dev/null
+  wait "${pids[@]}" 2>/dev/null
+  exit 0
+}
+trap stop INT TERM EXIT
+
+$PY worker.py 2>&1 | tee -a data/logs/worker.log &
+pids+=($!)
+if [ -f streamlit_app.py ]; then
+  $PY -m streamlit run streamlit_app.py --server.port "$DASH_PORT" >data/logs/dashboard.log 2>&1 &
+  pids+=($!)
+fi
+if [ -f forecasting/api.py ]; then
+  $PY -m uvicorn forecasting.api:app --host "$API_HOST" --port "$API_PORT" >data/logs/api.log 2>&1 &
+  pids+=($!)
+fi
+echo "Headroom is running on source=${HEADROOM_SOURCE:-demo}"
+echo "  data:      $DB (worker log: data/logs/worker.log)"
+[ -f streamlit_app.py ] && echo "  dashboard: http://127.0.0.1:$DASH_PORT"
+[ -f forecasting/api.py ] && echo "  API:       http://$API_HOST:$API_PORT  (docs at /docs)"
+echo "Press Ctrl-C to stop."
+wait
