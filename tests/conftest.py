@@ -1,0 +1,8 @@
+"""Shared test setup: real services (moto, SMTP) and real stores, started from the test session."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.stores"]
