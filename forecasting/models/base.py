@@ -2,18 +2,31 @@
 
 A *frame* is a pandas DataFrame on the regular period grid (index: unix seconds,
 int64, UTC), with a ``cpu`` column and, where the instance has them, ``memory``,
-``network_in`` and ``network_out``; long gaps are NaN rows (see ``features``).
+``network_in`` and ``network_out``; long gaps are NaN rows (see ``features.to_frame``).
+
+Intervals are not the model's own: the backtest calibrates per-step offsets from
+its residuals (split conformal) and sets ``interval_offsets``; until then the
+bounds equal the point forecast.
+
+A saved model is a directory: ``meta.json`` (name, period, horizon, offsets and the
+model's own plain-JSON state) plus any files the family needs (``model.keras``).
+It is written under a temporary name and renamed, and loading never unpickles.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
+
+from forecasting.features import future_timestamps
 
 
 @dataclass
@@ -35,24 +48,86 @@ class ModelError(RuntimeError):
 
 
 class ForecastModel(ABC):
-    """Base class: subclasses implement ``_fit``, ``_predict_mean``, and the state they save."""
+    """Base class: subclasses implement ``fit``, ``predict_mean`` and their JSON state (+ extra files)."""
 
     name: ClassVar[str]
-    min_points: ClassVar[int] = 2
+    min_points: ClassVar[int] = 2  # least history (grid rows with CPU) needed to fit
 
+    def __init__(self, period: int = 300, horizon: int = 12) -> None:
+        self.period = period
+        self.horizon = horizon
+        self.interval_offsets: np.ndarray | None = None  # [horizon, 2]: added to mean for lower, upper
+        self.history: pd.DataFrame | None = None
+
+    # ---- what a family implements ------------------------------------
     @abstractmethod
     def fit(self, frame: pd.DataFrame) -> Self:
         """Learn from the history in ``frame``; raise ModelError if the data cannot support the model."""
 
     @abstractmethod
-    def predict(self, horizon: int, history: pd.DataFrame | None = None) -> Forecast:
-        """Forecast ``horizon`` steps after the end of ``history`` (default: the fitted frame), without refitting."""
+    def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
+        """Point forecast of the ``horizon`` steps after the last row of ``history``, without refitting."""
 
-    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """The fitted state as plain JSON-able values (no pickles)."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``state`` returned."""
+
+    def save_files(self, directory: Path) -> None:
+        """Write any files beyond meta.json (e.g. a Keras model)."""
+
+    def load_files(self, directory: Path) -> None:
+        """Read what ``save_files`` wrote."""
+
+    # ---- shared behaviour ---------------------------------------------
+    def predict(self, horizon: int | None = None, history: pd.DataFrame | None = None) -> Forecast:
+        """Forecast after the end of ``history`` (default: the fitted frame) with calibrated bounds."""
+        horizon = horizon or self.horizon
+        history = self.history if history is None else history
+        if history is None or len(history) == 0:
+            raise ModelError(f"{self.name}: no history to forecast from")
+        mean = np.clip(np.asarray(self.predict_mean(horizon, history), dtype=float), 0.0, 100.0)
+        if not np.all(np.isfinite(mean)):
+            raise ModelError(f"{self.name}: forecast is not finite")
+        lower, upper = mean.copy(), mean.copy()
+        if self.interval_offsets is not None:
+            offsets = self.interval_offsets[np.minimum(np.arange(horizon), len(self.interval_offsets) - 1)]
+            lower = np.clip(mean + offsets[:, 0], 0.0, 100.0)
+            upper = np.clip(mean + offsets[:, 1], 0.0, 100.0)
+        stamps = future_timestamps(int(history.index[-1]), horizon, self.period)
+        return Forecast(stamps, mean, lower, upper, self.name)
+
     def save(self, path: Path) -> None:
-        """Write the fitted model to ``path`` (write to a temporary name, then rename)."""
+        """Write the model directory atomically (temporary directory, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = {
+            "name": self.name,
+            "period": self.period,
+            "horizon": self.horizon,
+            "interval_offsets": None if self.interval_offsets is None else self.interval_offsets.tolist(),
+            "state": self.state(),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        self.save_files(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
 
     @classmethod
-    @abstractmethod
     def load(cls, path: Path) -> Self:
-        """Read a model written by ``save``; never unpickles anything."""
+        """Read a model directory written by ``save``."""
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("name") != cls.name:
+            raise ModelError(f"{path} holds a {meta.get('name')!r} model, not {cls.name!r}")
+        model = cls(period=int(meta["period"]), horizon=int(meta["horizon"]))
+        offsets = meta.get("interval_offsets")
+        model.interval_offsets = None if offsets is None else np.asarray(offsets, dtype=float)
+        model.set_state(meta.get("state") or {})
+        model.load_files(path)
+        return model
