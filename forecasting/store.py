@@ -416,6 +416,32 @@ class Store:
     def heartbeats(self) -> dict[str, sqlite3.Row]:
         return {r["job"]: r for r in self.query("SELECT * FROM heartbeats ORDER BY job")}
 
+    # ---- added for the dashboard ----
+    def trailing_series(self, seconds: int, metric: str = "cpu") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The last ``seconds`` of one metric for every instance, ending at each one's newest sample.
+
+        Walks the instances and uses the (instance, metric, ts) key for each, so it stays fast
+        however long the stored history is (the Fleet page's sparklines and current values).
+        """
+        rows = self.query(
+            "SELECT s.instance_id, s.ts, s.value FROM instances i JOIN samples s "
+            "ON s.instance_id = i.instance_id AND s.metric = ? AND s.ts >= "
+            "(SELECT MAX(m.ts) FROM samples m WHERE m.instance_id = i.instance_id AND m.metric = ?) - ? "
+            "ORDER BY s.instance_id, s.ts",
+            (metric, metric, int(seconds)),
+        )
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        for iid, ts, value in rows:
+            series = out.setdefault(iid, ([], []))
+            series[0].append(ts)
+            series[1].append(value)
+        return {i: (np.asarray(t, dtype=np.int64), np.asarray(v, dtype=float)) for i, (t, v) in out.items()}
+
+    def newest_sample_ts(self, instance_id: str, metric: str = "cpu") -> int | None:
+        """The newest stored timestamp of one series (None without samples); an index lookup."""
+        rows = self.query("SELECT MAX(ts) FROM samples WHERE instance_id = ? AND metric = ?", (instance_id, metric))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
 
 def _finite_or_none(value: Any) -> Any:
     """NaN and infinities are stored as NULL, never as NaN."""

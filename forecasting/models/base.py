@@ -81,7 +81,23 @@ class ForecastModel(ABC):
     def load_files(self, directory: Path) -> None:
         """Read what ``save_files`` wrote."""
 
+    def predict_at(self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        """Point forecasts [len(rows), horizon] from several origins (row positions in ``frame``).
+
+        Each forecast sees only the rows up to its origin. Families with a faster batched
+        path (the neural ones) override this with the same meaning.
+        """
+        horizon = horizon or self.horizon
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.empty((0, horizon))
+        return np.stack([np.asarray(self.predict_mean(horizon, frame.iloc[: int(r) + 1]), dtype=float) for r in rows])
+
     # ---- shared behaviour ---------------------------------------------
+    def bounds(self, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower/upper bounds of point forecasts (last axis = horizon step) from the calibrated offsets."""
+        return interval_bounds(mean, self.interval_offsets)
+
     def predict(self, horizon: int | None = None, history: pd.DataFrame | None = None) -> Forecast:
         """Forecast after the end of ``history`` (default: the fitted frame) with calibrated bounds."""
         horizon = horizon or self.horizon
@@ -91,11 +107,7 @@ class ForecastModel(ABC):
         mean = np.clip(np.asarray(self.predict_mean(horizon, history), dtype=float), 0.0, 100.0)
         if not np.all(np.isfinite(mean)):
             raise ModelError(f"{self.name}: forecast is not finite")
-        lower, upper = mean.copy(), mean.copy()
-        if self.interval_offsets is not None:
-            offsets = self.interval_offsets[np.minimum(np.arange(horizon), len(self.interval_offsets) - 1)]
-            lower = np.clip(mean + offsets[:, 0], 0.0, 100.0)
-            upper = np.clip(mean + offsets[:, 1], 0.0, 100.0)
+        lower, upper = self.bounds(mean)
         stamps = future_timestamps(int(history.index[-1]), horizon, self.period)
         return Forecast(stamps, mean, lower, upper, self.name)
 
@@ -131,3 +143,13 @@ class ForecastModel(ABC):
         model.set_state(meta.get("state") or {})
         model.load_files(path)
         return model
+
+
+def interval_bounds(mean: np.ndarray, offsets: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Clip-to-0–100 bounds ``mean + offsets[step]``; steps past the calibrated ones reuse the last offset."""
+    mean = np.clip(np.asarray(mean, dtype=float), 0.0, 100.0)
+    if offsets is None:
+        return mean.copy(), mean.copy()
+    steps = mean.shape[-1]
+    chosen = np.asarray(offsets, dtype=float)[np.minimum(np.arange(steps), len(offsets) - 1)]
+    return np.clip(mean + chosen[:, 0], 0.0, 100.0), np.clip(mean + chosen[:, 1], 0.0, 100.0)

@@ -1,0 +1,169 @@
+"""Store access for the dashboard: one read-only connection per database, short-lived cached reads.
+
+Pages call the ``load_*`` functions here and never the store directly, so every read is
+cached (``st.cache_data`` with a short TTL, keyed by the database path) and the connection
+is shared (``st.cache_resource``). Everything returned is plain data (dicts, lists, frames)
+so it can be cached and pickled. No SQL here: only the store's named queries.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.fleet import build_fleet_table
+from forecasting.settings import Settings, SettingsError, load_settings
+from forecasting.store import Store
+
+CACHE_TTL = 15
+"""Seconds a cached read stays fresh: short, as the worker writes every few minutes."""
+REFRESH_SECONDS = 30
+"""How often live fragments (Fleet, Instance, Alerts) re-run themselves."""
+DAY = 86_400
+
+
+def settings() -> Settings:
+    """The current settings; a bad value stops the page with the same one line the worker prints."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        st.error(f"headroom: {error}")
+        st.stop()
+        raise  # unreachable: st.stop() raises; keeps type checkers happy
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(path: str) -> Store:
+    """One read-only connection per database file, shared by every session of this server."""
+    return Store(path, readonly=True)
+
+
+def db_key(config: Settings) -> str | None:
+    """The database path used as the cache key, or None when the worker has not created it yet."""
+    path = Path(config.db).resolve()
+    return str(path) if path.is_file() else None
+
+
+def store(db: str) -> Store:
+    """The shared connection to ``db`` (a path from :func:`db_key`)."""
+    return _open_store(db)
+
+
+def _ready(db: str | None) -> bool:
+    """True when the database exists and its schema is in place (the worker may be creating it)."""
+    if db is None:
+        return False
+    try:
+        return store(db).schema_version > 0
+    except sqlite3.Error:
+        return False
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return dict(row) if row is not None else {}
+
+
+# ---- fleet ---------------------------------------------------------------
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_fleet(db: str | None, margin: float) -> pd.DataFrame:
+    """The Fleet table (see :func:`app.fleet.build_fleet_table`) for the database at ``db``."""
+    if not _ready(db):
+        return build_fleet_table([], {}, [], {}, [], int(time.time()), margin)
+    s = store(db)
+    return build_fleet_table(
+        s.instances(),
+        s.trailing_series(DAY, "cpu"),
+        s.latest_forecasts(champion_only=True),
+        s.latest_runs(),
+        [_plain(a) for a in s.alerts(state="open")],
+        int(time.time()),
+        margin,
+    )
+
+
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_heartbeats(db: str | None) -> dict[str, dict[str, Any]]:
+    """The last run of every worker job: {job: {started_at, finished_at, ok, error, detail, ...}}."""
+    if not _ready(db):
+        return {}
+    return {job: _plain(row) for job, row in store(db).heartbeats().items()}
+
+
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_instances(db: str | None) -> list[dict[str, Any]]:
+    """Every instance as {instance_id, name, threshold, first_seen, last_seen}."""
+    if not _ready(db):
+        return []
+    return [dict(inst.__dict__) for inst in store(db).instances()]
+
+
+# ---- one instance --------------------------------------------------------
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_instance(db: str, instance_id: str, hours: float) -> dict[str, Any] | None:
+    """Samples of the last ``hours`` (ending at the newest sample), every model's latest forecast, alerts."""
+    s = store(db)
+    inst = s.instance(instance_id)
+    if inst is None:
+        return None
+    newest = s.newest_sample_ts(instance_id)
+    samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if newest is not None:
+        samples = s.samples(instance_id, start=newest - int(hours * 3600), end=newest)
+    runs = s.training_runs(instance_id, limit=1)
+    return {
+        "instance": dict(inst.__dict__),
+        "newest": newest,
+        "samples": samples,
+        "forecasts": s.latest_forecasts(instance_id, champion_only=False),
+        "run": _plain(runs[0]) if runs else None,
+        "alerts": [_plain(a) for a in s.alerts(instance_id=instance_id, limit=20)],
+    }
+
+
+# ---- models --------------------------------------------------------------
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_scores(db: str | None) -> pd.DataFrame:
+    """Scores of every model in each instance's latest training run, with the instance's name."""
+    if not _ready(db):
+        return pd.DataFrame()
+    s = store(db)
+    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.instances()}
+    champions = {iid: row["champion"] for iid, row in s.latest_runs().items()}
+    frame = pd.DataFrame([_plain(r) for r in s.scores()])
+    if frame.empty:
+        return frame
+    frame.insert(0, "name", frame["instance_id"].map(names))
+    frame["champion"] = frame["model"] == frame["instance_id"].map(champions)
+    return frame
+
+
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_runs(db: str, instance_id: str) -> pd.DataFrame:
+    """Training runs of one instance, newest first (the champion's history)."""
+    return pd.DataFrame([_plain(r) for r in store(db).training_runs(instance_id, limit=200)])
+
+
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_backtest(db: str, run_id: int) -> pd.DataFrame:
+    """Backtest points of one run: model, origin_ts, ts, actual, mean, lower, upper."""
+    return pd.DataFrame([_plain(r) for r in store(db).backtest_points(run_id)])
+
+
+# ---- alerts --------------------------------------------------------------
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_alerts(db: str | None) -> pd.DataFrame:
+    """Every alert (newest first) with its instance's name."""
+    if not _ready(db):
+        return pd.DataFrame()
+    s = store(db)
+    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.instances()}
+    frame = pd.DataFrame([_plain(r) for r in s.alerts(limit=1000)])
+    if not frame.empty:
+        frame.insert(1, "name", frame["instance_id"].map(names))
+    return frame

@@ -1,0 +1,191 @@
+"""ARIMA with daily seasonality as Fourier regressors (statsmodels), order chosen per instance by AIC.
+
+The model is a regression with ARIMA errors, ``cpu = c + Σ Fourier_k(time of day)·β + u``,
+``u ~ ARIMA(p, d, q)``, fitted on the last ``FIT_DAYS`` only so a fit takes about a second:
+
+1. the constant and the Fourier coefficients by least squares (standardised CPU);
+2. every order of ``ORDER_GRID`` on the residuals by Hannan–Rissanen (fast), scored by AIC;
+3. the winning order refitted by exact maximum likelihood (``SARIMAX``, Kalman filter, which
+   also copes with the gaps the grid keeps as NaN).
+
+A 288-lag seasonal ARIMA is never used: statsmodels needs minutes to hours for it, while
+Fourier terms capture the daily shape in a handful of coefficients. Forecasting re-filters
+the fitted parameters (``SARIMAX.filter``, no re-estimation) over the last ``FILTER_DAYS`` of
+the given history, so new data moves the forecast without refitting. The saved state is plain
+JSON: order, parameters, coefficients, scaling and the recent CPU needed to forecast.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from forecasting.features import DAY
+from forecasting.models.base import ForecastModel, ModelError
+
+FIT_DAYS = 3.0
+"""Recent history the ARIMA is fitted on (a bounded window keeps fitting to about a second)."""
+FILTER_DAYS = 1.0
+"""History re-filtered at each forecast: long enough for the ARMA state to settle."""
+FOURIER_TERMS = 3
+"""Daily harmonics (sin/cos pairs) used when the window spans at least a day."""
+ORDER_GRID: tuple[tuple[int, int, int], ...] = ((1, 0, 0), (2, 0, 0), (1, 0, 1), (2, 0, 1), (0, 1, 1), (1, 1, 1))
+"""Candidate (p, d, q) orders; the lowest AIC wins."""
+MIN_POINTS = 36
+"""Three hours of 5-minute points: less than that is no series to model."""
+MAX_ITER = 50
+
+
+def fourier_terms(ts: np.ndarray, terms: int) -> np.ndarray:
+    """Columns sin/cos(2πk·time of day) for k = 1..terms (UTC); an empty matrix when terms is 0."""
+    phase = 2 * np.pi * (np.asarray(ts, dtype=np.int64) % DAY) / DAY
+    columns = [f(k * phase) for k in range(1, terms + 1) for f in (np.sin, np.cos)]
+    return np.column_stack(columns) if columns else np.empty((len(phase), 0))
+
+
+def _regressors(ts: np.ndarray, terms: int) -> np.ndarray:
+    return np.column_stack([np.ones(len(ts)), fourier_terms(ts, terms)])
+
+
+class ArimaModel(ForecastModel):
+    """Regression on daily Fourier terms with ARIMA errors; see the module docstring."""
+
+    name: ClassVar[str] = "arima"
+    min_points: ClassVar[int] = MIN_POINTS
+
+    def __init__(self, period: int = 300, horizon: int = 12) -> None:
+        super().__init__(period, horizon)
+        self.order: tuple[int, int, int] | None = None
+        self.params: np.ndarray | None = None
+        self.coef: np.ndarray | None = None
+        self.terms = 0
+        self.center, self.scale = 0.0, 1.0
+        self.aic: dict[str, float] = {}
+
+    # ---- fitting --------------------------------------------------------
+    def fit(self, frame: pd.DataFrame) -> Self:
+        """Choose the order by AIC and estimate it on the recent window; ModelError if the data cannot support it."""
+        if "cpu" not in frame:
+            raise ModelError("arima: no CPU column")
+        cpu = frame["cpu"]
+        cpu = cpu.loc[int(cpu.index[-1]) - int(FIT_DAYS * DAY) + 1:] if len(cpu) else cpu
+        y = cpu.to_numpy(dtype=float)
+        seen = np.isfinite(y)
+        if seen.sum() < MIN_POINTS:
+            raise ModelError(f"arima: needs at least {MIN_POINTS} points with CPU, got {int(seen.sum())}")
+        first, last = np.flatnonzero(seen)[[0, -1]]
+        y, ts = y[first:last + 1], cpu.index.to_numpy(dtype=np.int64)[first:last + 1]
+        seen = np.isfinite(y)
+        spread = float(np.std(y[seen]))
+        if spread < 1e-6:
+            raise ModelError("arima: CPU is constant, there is nothing to model (the naive forecast is exact)")
+        self.center, self.scale = float(np.mean(y[seen])), spread
+        z = (y - self.center) / self.scale
+        self.terms = FOURIER_TERMS if ts[-1] - ts[0] >= DAY else 0
+        x = _regressors(ts, self.terms)
+        self.coef = np.linalg.lstsq(x[seen], z[seen], rcond=None)[0]
+        resid = z - x @ self.coef
+        self.order, self.params, self.aic = _choose_and_fit(resid)
+        self.history = frame[["cpu"]]
+        return self
+
+    # ---- forecasting ----------------------------------------------------
+    def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
+        """Re-filter the fitted ARIMA over the recent history and forecast the next steps."""
+        from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+        if self.order is None or self.params is None or self.coef is None:
+            raise ModelError("arima: not fitted")
+        cpu = history["cpu"]
+        origin = int(cpu.index[-1])
+        recent = cpu.loc[origin - int(FILTER_DAYS * DAY) + 1:]
+        ts = recent.index.to_numpy(dtype=np.int64)
+        z = (recent.to_numpy(dtype=float) - self.center) / self.scale
+        if not np.isfinite(z).any():
+            raise ModelError("arima: no CPU value in the last day before the origin")
+        resid = z - _regressors(ts, self.terms) @ self.coef
+        future = origin + self.period * np.arange(1, horizon + 1, dtype=np.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = SARIMAX(resid, order=self.order, concentrate_scale=True).filter(self.params)
+            ahead = np.asarray(results.forecast(horizon), dtype=float)
+        mean = (ahead + _regressors(future, self.terms) @ self.coef) * self.scale + self.center
+        if not np.all(np.isfinite(mean)):
+            raise ModelError("arima: forecast is not finite")
+        return mean
+
+    # ---- persistence ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        recent: dict[str, list] = {"ts": [], "cpu": []}
+        if self.history is not None and len(self.history):
+            tail = self.history["cpu"].loc[int(self.history.index[-1]) - int(FILTER_DAYS * DAY) + 1:]
+            recent = {"ts": [int(t) for t in tail.index], "cpu": [None if np.isnan(v) else float(v) for v in tail]}
+        return {
+            "order": None if self.order is None else list(self.order),
+            "params": None if self.params is None else [float(v) for v in self.params],
+            "coef": None if self.coef is None else [float(v) for v in self.coef],
+            "terms": self.terms,
+            "center": self.center,
+            "scale": self.scale,
+            "aic": self.aic,
+            "recent": recent,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.order = None if state.get("order") is None else tuple(int(v) for v in state["order"])  # type: ignore[assignment]
+        self.params = None if state.get("params") is None else np.asarray(state["params"], dtype=float)
+        self.coef = None if state.get("coef") is None else np.asarray(state["coef"], dtype=float)
+        self.terms = int(state.get("terms", 0))
+        self.center, self.scale = float(state.get("center", 0.0)), float(state.get("scale", 1.0))
+        self.aic = dict(state.get("aic", {}))
+        recent = state.get("recent") or {"ts": [], "cpu": []}
+        ts = np.asarray(recent["ts"], dtype=np.int64)
+        cpu = np.asarray([np.nan if v is None else v for v in recent["cpu"]], dtype=float)
+        self.history = pd.DataFrame({"cpu": cpu}, index=pd.Index(ts, name="ts")) if len(ts) else None
+
+
+def _choose_and_fit(resid: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray, dict[str, float]]:
+    """AIC over ORDER_GRID by Hannan–Rissanen on the gap-filled residuals, then exact ML for the winner."""
+    from statsmodels.tsa.arima.model import ARIMA
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    filled = pd.Series(resid).interpolate(limit_direction="both").to_numpy()
+    scores: dict[str, float] = {}
+    starts: dict[tuple[int, int, int], np.ndarray] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for order in ORDER_GRID:
+            try:
+                result = ARIMA(filled, order=order, trend="n").fit(method="hannan_rissanen")
+            except Exception:  # an order the data cannot support is simply not a candidate
+                continue
+            if np.isfinite(result.aic):
+                scores["%d,%d,%d" % order] = float(result.aic)
+                starts[order] = np.asarray(result.params[:-1], dtype=float)  # without sigma2
+        if not scores:
+            raise ModelError("arima: no order of the grid could be estimated on this series")
+        best = min(starts, key=lambda o: scores["%d,%d,%d" % o])
+        start = _stable_start(starts[best], best)
+        try:
+            fitted = SARIMAX(resid, order=best, concentrate_scale=True).fit(disp=False, start_params=start, maxiter=MAX_ITER)
+            params = np.asarray(fitted.params, dtype=float)
+        except Exception as error:
+            raise ModelError(f"arima: maximum likelihood failed for order {best}: {error}".splitlines()[0]) from None
+    if not np.all(np.isfinite(params)):
+        raise ModelError(f"arima: estimation for order {best} gave non-finite parameters")
+    return best, params, scores
+
+
+def _stable_start(params: np.ndarray, order: tuple[int, int, int]) -> np.ndarray:
+    """Shrink Hannan–Rissanen estimates into the stationary/invertible region SARIMAX starts from."""
+    p, _, q = order
+    start = params.copy()
+    for lo, hi in ((0, p), (p, p + q)):
+        part = start[lo:hi]
+        total = np.sum(np.abs(part))
+        if total >= 0.98:
+            start[lo:hi] = part * 0.95 / total
+    return start

@@ -1,0 +1,254 @@
+"""Train one instance: backtest every model, pick the champion, refit, save (pure compute, picklable args).
+
+``train_instance`` is what the retrain job fans out over processes (or Dask): it reads no
+store, writes model files under ``settings.models_dir/<instance>/<run stamp>/<model>/``
+(a temporary directory renamed into place) and returns a :class:`TrainingResult` whose
+``run``, ``scores`` and ``backtest`` go straight into ``Store.record_training_run``.
+``validate_samples`` and ``predict_samples`` serve uploads (backtest only, no files).
+
+A model that cannot fit is skipped with its reason (status 'skipped'); the champion is the
+best model that did fit; only an unusable input leaves the champion None. Nothing raises for
+bad data, so one instance never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forecasting.backtest import ModelBacktest, backtest_model, choose_champion, plan_backtest
+from forecasting.features import DAY, to_frame
+from forecasting.models import NEURAL
+from forecasting.models.base import Forecast, ForecastModel, ModelError
+from forecasting.models.registry import make_model
+from forecasting.settings import Settings
+
+log = logging.getLogger("headroom.training")
+
+Progress = Callable[[str, float], None]
+Samples = dict[str, tuple[np.ndarray, np.ndarray]]
+MIN_NEURAL_DAYS = 2.0
+"""With less history than this only the baselines and ARIMA run (DESIGN.md §4)."""
+KEEP_RUNS = 3
+"""Model directories kept per instance (older runs' files are removed; their scores stay in the store)."""
+METRICS = ("mape", "smape", "mase", "rmse", "coverage")
+
+
+@dataclass
+class TrainingResult:
+    """What one training run produced, in the shapes ``Store.record_training_run`` takes."""
+
+    instance_id: str
+    run: dict[str, Any]
+    scores: list[dict[str, Any]]
+    backtest: list[tuple[str, int, int, float, float, float, float]]
+    champion: str | None
+
+
+@dataclass
+class _Outcome:
+    """One model's result inside a run: its backtest (or why it was skipped) and its refit model."""
+
+    name: str
+    backtest: ModelBacktest | None = None
+    reason: str | None = None
+    model: ForecastModel | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def score_row(self) -> dict[str, Any]:
+        if self.backtest is None:
+            return {"model": self.name, "status": "skipped", "reason": self.reason, **dict.fromkeys(METRICS),
+                    "fit_seconds": None, "predict_seconds": None}
+        clean = {k: _finite(self.backtest.scores.get(k)) for k in METRICS}
+        return {"model": self.name, "status": "ok", "reason": None, **clean,
+                "fit_seconds": round(self.backtest.fit_seconds, 4), "predict_seconds": round(self.backtest.predict_seconds, 5)}
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def prepare_frame(samples: Samples, settings: Settings, now: int | None = None) -> pd.DataFrame:
+    """Samples → the training frame: nothing after ``now``, the last ``train_days``, no empty CPU rows at either end."""
+    if now is not None:
+        samples = {m: (np.asarray(ts)[np.asarray(ts) <= now], np.asarray(v)[np.asarray(ts) <= now]) for m, (ts, v) in samples.items()}
+    frame = to_frame(samples, settings.period)
+    if len(frame) == 0 or "cpu" not in frame or not frame["cpu"].notna().any():
+        return pd.DataFrame(columns=["cpu"], index=pd.Index([], dtype=np.int64, name="ts"))
+    seen = np.flatnonzero(frame["cpu"].notna().to_numpy())
+    frame = frame.iloc[seen[0]: seen[-1] + 1]
+    start = int(frame.index[-1]) - int(settings.train_days * DAY)
+    return frame.loc[start + 1:]
+
+
+def models_for(frame: pd.DataFrame, settings: Settings, models: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Models to train on this frame, and the ones left out with why (neural needs two days of history)."""
+    names = list(models or settings.models)
+    span_days = (int(frame.index[-1]) - int(frame.index[0])) / DAY if len(frame) else 0.0
+    if span_days >= MIN_NEURAL_DAYS:
+        return names, {}
+    reason = f"less than {MIN_NEURAL_DAYS:g} days of history ({span_days:.1f} d): only baselines and ARIMA run"
+    left_out = {name: reason for name in names if name in NEURAL}
+    return [n for n in names if n not in left_out], left_out
+
+
+def _evaluate(frame: pd.DataFrame, settings: Settings, names: list[str], horizon: int, refit: bool,
+              progress: Progress | None, label: str) -> list[_Outcome]:
+    """Backtest each model (and refit it on the whole frame with its offsets when ``refit``); skip failures."""
+    plan = plan_backtest(frame, settings.period, horizon, settings.backtest_days)
+    outcomes = []
+    steps = max(1, len(names) * (2 if refit else 1))
+    for i, name in enumerate(names):
+        done = i * (2 if refit else 1)
+        _report(progress, f"{name}: backtest", done / steps)
+        outcome = _Outcome(name)
+        try:
+            outcome.backtest = backtest_model(make_model(name, settings, horizon), frame, plan)
+            if refit:
+                _report(progress, f"{name}: refit on all data", (done + 1) / steps)
+                model = make_model(name, settings, horizon)
+                started = time.perf_counter()
+                model.fit(frame)
+                outcome.extra["refit_seconds"] = time.perf_counter() - started
+                model.interval_offsets = outcome.backtest.offsets
+                outcome.model = model
+        except ModelError as error:
+            outcome.backtest, outcome.reason = None, str(error).splitlines()[0][:500]
+            log.info("%s: %s skipped: %s", label, name, outcome.reason)
+        except Exception as error:  # a bug or a library failure must not stop the other models
+            outcome.backtest, outcome.reason = None, f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            log.warning("%s: %s failed: %s", label, name, outcome.reason, exc_info=True)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _report(progress: Progress | None, message: str, fraction: float) -> None:
+    if progress is not None:
+        try:
+            progress(message, float(min(max(fraction, 0.0), 1.0)))
+        except Exception:  # a broken progress display must not break training
+            log.debug("progress callback failed", exc_info=True)
+
+
+def _result(instance_id: str, frame: pd.DataFrame, outcomes: list[_Outcome], left_out: dict[str, str],
+            started_at: int, elapsed: float, model_dir: str | None) -> TrainingResult:
+    scores = [o.score_row() for o in outcomes]
+    scores += [_Outcome(name, reason=reason).score_row() for name, reason in left_out.items()]
+    champion = choose_champion(scores)
+    backtest = [row for o in outcomes if o.backtest is not None for row in o.backtest.rows()]
+    has_cpu = len(frame) > 0
+    run = {
+        "instance_id": instance_id, "started_at": int(started_at), "finished_at": int(started_at + round(elapsed)),
+        "train_start": int(frame.index[0]) if has_cpu else None, "train_end": int(frame.index[-1]) if has_cpu else None,
+        "points": int(frame["cpu"].notna().sum()) if has_cpu else 0, "champion": champion, "model_dir": model_dir,
+    }
+    return TrainingResult(instance_id, run, scores, backtest, champion)
+
+
+def _no_data_outcomes(names: list[str], frame: pd.DataFrame) -> list[_Outcome]:
+    reason = "no CPU samples in the training window" if len(frame) == 0 else None
+    return [_Outcome(name, reason=reason) for name in names] if reason else []
+
+
+def train_instance(instance_id: str, samples: Samples, settings: Settings, now: int,
+                   progress: Progress | None = None) -> TrainingResult:
+    """Backtest and refit every configured model for one instance, save them, choose the champion."""
+    clock = time.perf_counter()
+    frame = prepare_frame(samples, settings, now)
+    names, left_out = models_for(frame, settings)
+    outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, True, progress, instance_id)
+    saved = [o for o in outcomes if o.model is not None and o.backtest is not None]
+    model_dir = _save_run(instance_id, saved, settings, now) if saved else None
+    result = _result(instance_id, frame, outcomes, left_out, now, time.perf_counter() - clock, model_dir)
+    _report(progress, f"done: champion {result.champion or 'none'}", 1.0)
+    log.info("%s: trained %d/%d models in %.1f s, champion %s", instance_id, len(saved), len(outcomes) + len(left_out),
+             time.perf_counter() - clock, result.champion)
+    return result
+
+
+def _save_run(instance_id: str, outcomes: list[_Outcome], settings: Settings, now: int) -> str | None:
+    """Save each refit model under a temporary run directory, rename it into place, prune old runs."""
+    base = Path(settings.models_dir) / safe_name(instance_id)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(3)
+    tmp, final = base / f".{stamp}.tmp", base / stamp
+    tmp.mkdir(parents=True, exist_ok=True)
+    kept = 0
+    for outcome in outcomes:
+        try:
+            outcome.model.save(tmp / outcome.name)  # type: ignore[union-attr]
+            kept += 1
+        except Exception as error:  # an unsavable model is skipped like an unfittable one
+            outcome.backtest, outcome.model = None, None
+            outcome.reason = f"could not be saved: {error}".splitlines()[0][:500]
+            log.warning("%s: %s %s", instance_id, outcome.name, outcome.reason)
+    if not kept:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    os.replace(tmp, final)
+    _prune_runs(base, keep=final)
+    return str(final)
+
+
+def _prune_runs(base: Path, keep: Path) -> None:
+    """Remove all but the newest KEEP_RUNS run directories (and leftovers of crashed runs)."""
+    runs = sorted((p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    for old in runs[:-KEEP_RUNS]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for leftover in base.glob(".*.tmp"):
+        if time.time() - leftover.stat().st_mtime > DAY:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def safe_name(text: str) -> str:
+    """A file-system-safe directory name for an instance id."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip(".") or "instance"
+
+
+def validate_samples(samples: Samples, settings: Settings, models: list[str] | None = None,
+                     progress: Progress | None = None) -> TrainingResult:
+    """Backtest the models on uploaded samples and choose a champion; writes no files."""
+    clock, started = time.perf_counter(), int(time.time())
+    frame = prepare_frame(samples, settings)
+    names, left_out = models_for(frame, settings, models)
+    outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, False, progress, "upload")
+    result = _result("upload", frame, outcomes, left_out, started, time.perf_counter() - clock, None)
+    _report(progress, f"done: champion {result.champion or 'none'}", 1.0)
+    return result
+
+
+def predict_samples(samples: Samples, settings: Settings, model: str = "auto", horizon: int | None = None,
+                    progress: Progress | None = None) -> Forecast:
+    """Forecast after the last sample with ``model`` (``auto``: the backtest champion), with calibrated bounds."""
+    horizon = horizon or settings.horizon
+    frame = prepare_frame(samples, settings)
+    if len(frame) == 0:
+        raise ModelError("no CPU samples to forecast from")
+    wanted = None if model == "auto" else [model]
+    names, left_out = models_for(frame, settings, wanted)
+    if not names:
+        raise ModelError(f"{model}: {left_out.get(model, 'not available for these samples')}")
+    outcomes = _evaluate(frame, settings, names, horizon, False, progress, "upload")
+    scores = [o.score_row() for o in outcomes]
+    chosen = choose_champion(scores)
+    if chosen is None:
+        reasons = "; ".join(f"{o.name}: {o.reason}" for o in outcomes if o.reason)
+        raise ModelError(f"no model could fit these samples ({reasons})")
+    outcome = next(o for o in outcomes if o.name == chosen)
+    _report(progress, f"{chosen}: refit on all data", 0.95)
+    fitted = make_model(chosen, settings, horizon).fit(frame)
+    fitted.interval_offsets = outcome.backtest.offsets  # type: ignore[union-attr]
+    forecast = fitted.predict(horizon, history=frame)
+    _report(progress, f"done: {chosen}", 1.0)
+    return forecast

@@ -1,0 +1,87 @@
+"""Instance: CPU with the forecast, its band, the threshold and the predicted crossing; memory and network below.
+
+The instance is kept in the URL (``?instance=ID``) so a view can be shared.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, data, ui
+from app.fleet import first_crossing
+from app.format import ago_text, minutes_to_text, percent_text, utc_text
+
+RANGES = {"6 h": 6, "24 h": 24, "3 d": 72, "7 d": 168}
+
+config = data.settings()
+db = data.db_key(config)
+st.title("Instance")
+instances = data.load_instances(db)
+if not instances:
+    ui.no_data_help(config)
+    st.stop()
+
+fleet = data.load_fleet(db, config.alert_margin)
+default = fleet["instance_id"].iloc[0] if not fleet.empty else instances[0]["instance_id"]
+left, middle, right = st.columns([3, 2, 2], vertical_alignment="bottom")
+with left:
+    instance_id = ui.instance_picker(instances, default)
+with middle:
+    span = st.segmented_control("Time range", list(RANGES), default="24 h", key="range", required=True) or "24 h"
+with right:
+    show_all = st.toggle("Overlay every model's forecast", key="all_models")
+if instance_id is None:
+    st.info("Pick an instance above, or open one from the Fleet page.")
+    st.stop()
+
+
+def _alerts_table(alerts: list[dict]) -> None:
+    frame = pd.DataFrame(alerts)
+    frame["opened"] = frame["opened_at"].map(utc_text)
+    frame["predicted crossing"] = frame["crossing_ts"].map(utc_text)
+    frame["outcome"] = frame["outcome"].fillna("")
+    st.dataframe(frame[["alert_id", "state", "opened", "predicted crossing", "lead_minutes", "peak", "model", "basis", "outcome"]],
+                 hide_index=True, column_config={"lead_minutes": st.column_config.NumberColumn("lead (min)", format="%.0f"),
+                                                 "peak": st.column_config.NumberColumn("peak", format="%.0f %%")})
+
+
+@st.fragment(run_every=data.REFRESH_SECONDS)
+def live(instance_id: str, hours: float, show_all: bool) -> None:
+    """Headline numbers and the linked chart; re-runs by itself to pick up new forecasts."""
+    view = data.load_instance(db, instance_id, hours)
+    if view is None:
+        st.warning(f"Instance {instance_id} is no longer in the store.")
+        return
+    inst, samples, forecasts, run = view["instance"], view["samples"], view["forecasts"], view["run"]
+    threshold = float(inst["threshold"])
+    champion = next((f for f in forecasts if f["is_champion"]), None)
+    open_alert = next((a for a in view["alerts"] if a["state"] == "open"), None)
+    crossing = first_crossing(champion["timestamps"], champion["mean"], threshold) if champion else None
+    cpu_now = float(samples["cpu"][1][-1]) if "cpu" in samples and len(samples["cpu"][1]) else None
+    now = time.time()
+
+    cols = st.columns(5)
+    cols[0].metric("CPU now", percent_text(cpu_now), help=f"at {utc_text(view['newest'])}")
+    cols[1].metric("Predicted peak", percent_text(max(champion["mean"]) if champion else None),
+                   help=f"highest point forecast in the next {config.horizon * config.period // 60} min")
+    cols[2].metric("Time to limit", minutes_to_text((crossing - now) / 60) if crossing else "—", help=f"limit {threshold:.0f} %")
+    cols[3].metric("Champion", (run or {}).get("champion") or "—", help="lowest backtest MASE in the latest training run")
+    cols[4].metric("Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert['opened_at'], now)}" if open_alert else None)
+    if run is None:
+        ui.no_models_help()
+    figure = charts.instance_figure(samples, forecasts, threshold, (run or {}).get("champion"), show_all, crossing)
+    st.plotly_chart(figure, key="instance_chart", config={"displaylogo": False})
+    if champion:
+        st.caption(f"Forecast by {champion['model']} made {ago_text(champion['made_at'], now)} from data up to "
+                   f"{utc_text(champion['origin_ts'])}; the band is the calibrated interval from the backtest.")
+    if view["alerts"]:
+        st.subheader("Alerts on this instance")
+        _alerts_table(view["alerts"])
+
+
+st.caption(f"{ui.instance_label(next(i for i in instances if i['instance_id'] == instance_id))} · "
+           f"share this view: `?instance={instance_id}`")
+live(instance_id, RANGES[span], bool(show_all))

@@ -1,0 +1,72 @@
+"""Models: every model's backtest scores per instance, one instance's backtest, and the champion's history."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import charts, data, ui
+from app.format import utc_text
+
+SCORE_COLUMNS = ["name", "instance_id", "model", "champion", "status", "mape", "smape", "mase", "rmse", "coverage",
+                 "fit_seconds", "predict_seconds", "reason"]
+METRICS = {"mase": "MASE", "mape": "MAPE", "smape": "sMAPE", "rmse": "RMSE", "coverage": "coverage", "fit_seconds": "fit seconds"}
+
+config = data.settings()
+db = data.db_key(config)
+st.title("Models")
+instances = data.load_instances(db)
+if not instances:
+    ui.no_data_help(config)
+    st.stop()
+scores = data.load_scores(db)
+if scores.empty:
+    ui.no_models_help()
+    st.stop()
+
+st.caption("Scores come from a rolling-origin backtest on each instance's recent past (latest training run). "
+           "MASE below 1 beats the seasonal-naive forecast; the champion has the lowest MASE. Click a header to sort.")
+st.dataframe(
+    scores[SCORE_COLUMNS], hide_index=True, key="scores_table",
+    column_config={
+        "champion": st.column_config.CheckboxColumn("champion"),
+        "mape": st.column_config.NumberColumn("MAPE %", format="%.2f"),
+        "smape": st.column_config.NumberColumn("sMAPE %", format="%.2f"),
+        "mase": st.column_config.NumberColumn("MASE", format="%.3f"),
+        "rmse": st.column_config.NumberColumn("RMSE", format="%.2f"),
+        "coverage": st.column_config.NumberColumn("coverage", format="%.2f", help="share of actuals inside the interval"),
+        "fit_seconds": st.column_config.NumberColumn("fit s", format="%.2f"),
+        "predict_seconds": st.column_config.NumberColumn("predict s", format="%.3f"),
+    },
+)
+metric = st.selectbox("Score to chart", list(METRICS), format_func=METRICS.get, key="score_metric")
+st.plotly_chart(charts.scores_figure(scores, metric), key="scores_chart", config={"displaylogo": False})
+
+st.header("One instance")
+fleet = data.load_fleet(db, config.alert_margin)
+instance_id = ui.instance_picker(instances, fleet["instance_id"].iloc[0] if not fleet.empty else None)
+if instance_id is None:
+    st.stop()
+runs = data.load_runs(db, instance_id)
+if runs.empty:
+    ui.no_models_help()
+    st.stop()
+latest = runs.iloc[0]
+mine = scores[scores["instance_id"] == instance_id]
+st.plotly_chart(charts.scores_figure(mine, metric), key="instance_scores_chart", config={"displaylogo": False})
+
+st.subheader("Backtest: predicted versus actual at each origin")
+points = data.load_backtest(db, int(latest["run_id"]))
+if points.empty:
+    st.info("This training run stored no backtest points (too little history to backtest).")
+else:
+    models = sorted(points["model"].unique())
+    default = [latest["champion"]] if latest["champion"] in models else models[:1]
+    chosen = st.multiselect("Models", models, default=default, key="backtest_models")
+    st.plotly_chart(charts.backtest_figure(points, chosen), key="backtest_chart", config={"displaylogo": False})
+    st.caption(f"Run {int(latest['run_id'])} trained on {utc_text(latest['train_start'])} – {utc_text(latest['train_end'])} "
+               f"({int(latest['points'])} points); {points['origin_ts'].nunique()} origins.")
+
+st.subheader("Champion history")
+st.plotly_chart(charts.champion_history_figure(runs), key="champion_chart", config={"displaylogo": False})
+history = runs.assign(finished=runs["finished_at"].map(utc_text), seconds=runs["finished_at"] - runs["started_at"])
+st.dataframe(history[["run_id", "finished", "champion", "points", "seconds"]], hide_index=True, key="runs_table")

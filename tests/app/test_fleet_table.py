@@ -1,0 +1,92 @@
+"""The Fleet table's ranking and numbers, as a pure function (no Streamlit)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from app.fleet import LEVELS, build_fleet_table, classify, first_crossing, sparkline
+from app.format import ago_text, duration_text, minutes_to_text
+from forecasting.store import Instance
+
+NOW = 1_800_000_000
+
+
+def _instance(iid: str, threshold: float = 80.0) -> Instance:
+    return Instance(iid, f"name-{iid}", threshold, NOW - 86_400, NOW)
+
+
+def _forecast(iid: str, mean: list[float], spread: float = 5.0) -> dict:
+    stamps = [NOW + 300 * (k + 1) for k in range(len(mean))]
+    return {"instance_id": iid, "model": "arima", "timestamps": stamps, "mean": mean,
+            "lower": [m - spread for m in mean], "upper": [m + spread for m in mean]}
+
+
+def _cpu(value: float, points: int = 288) -> tuple[np.ndarray, np.ndarray]:
+    ts = NOW - 300 - 300 * np.arange(points)[::-1]  # the last day, in whole 15-min buckets
+    return ts.astype(np.int64), np.full(points, value)
+
+
+def test_first_crossing_is_the_first_step_at_or_over_the_threshold() -> None:
+    assert first_crossing([1, 2, 3, 4], [70, 80, 90, 60], 80) == 2
+    assert first_crossing([1, 2], [10, 20], 80) is None
+
+
+def test_sparkline_averages_fifteen_minute_buckets() -> None:
+    ts = np.arange(0, 3600, 300, dtype=np.int64)  # 12 points, 4 buckets of 3
+    values = np.arange(12, dtype=float)
+    assert sparkline(ts, values) == [1.0, 4.0, 7.0, 10.0]
+    assert sparkline(np.empty(0, dtype=np.int64), np.empty(0)) == []
+
+
+def test_classify_levels() -> None:
+    calm = _forecast("a", [40.0] * 12)
+    assert classify(85.0, 80.0, calm, False, 5.0) == "over"
+    assert classify(40.0, 80.0, calm, True, 5.0) == "alert"
+    assert classify(40.0, 80.0, _forecast("a", [40.0] * 6 + [82.0] * 6), False, 5.0) == "risk"
+    assert classify(40.0, 80.0, _forecast("a", [74.0] * 12, spread=8.0), False, 5.0) == "watch"
+    assert classify(40.0, 80.0, calm, False, 5.0) == "ok"
+    assert classify(40.0, 80.0, None, False, 5.0) == "unknown"
+
+
+def test_fleet_rows_are_sorted_by_risk_then_time_to_limit() -> None:
+    instances = [_instance(i) for i in ("calm", "soon", "later", "over", "alerted", "new")]
+    cpu = {i.instance_id: _cpu(40.0) for i in instances}
+    cpu["over"] = _cpu(91.0)
+    forecasts = [
+        _forecast("calm", [40.0] * 12),
+        _forecast("soon", [60.0, 85.0] + [90.0] * 10),      # crosses at step 2: 10 min
+        _forecast("later", [60.0] * 8 + [85.0] * 4),        # crosses at step 9: 45 min
+        _forecast("over", [90.0] * 12),
+        _forecast("alerted", [70.0] * 12),
+    ]
+    runs = {"calm": {"champion": "arima"}, "soon": {"champion": "lstm"}}
+    alerts = [{"instance_id": "alerted", "crossing_ts": NOW + 1800, "basis": "upper"}]
+    frame = build_fleet_table(instances, cpu, forecasts, runs, alerts, NOW, margin=5.0)
+
+    assert frame["instance_id"].tolist() == ["over", "alerted", "soon", "later", "calm", "new"]
+    ranks = [LEVELS[key].rank for key in frame["level"]]
+    assert ranks == sorted(ranks)
+    soon = frame.set_index("instance_id").loc["soon"]
+    assert soon["to_threshold_min"] == 10.0 and soon["peak"] == 90.0 and soon["champion"] == "lstm"
+    assert frame.set_index("instance_id").loc["alerted", "to_threshold_min"] == 30.0
+    assert frame.set_index("instance_id").loc["alerted", "alert"] == "open (upper)"
+    assert math.isnan(frame.set_index("instance_id").loc["new", "peak"])
+    assert frame.set_index("instance_id").loc["new", "champion"] == "—"
+    assert len(frame.set_index("instance_id").loc["calm", "sparkline"]) == 96  # 24 h of 15-min means
+    assert frame.set_index("instance_id").loc["calm", "link"] == "instance?instance=calm"
+
+
+def test_an_empty_store_gives_an_empty_table() -> None:
+    assert build_fleet_table([], {}, [], {}, [], NOW).empty
+
+
+def test_formatting() -> None:
+    assert duration_text(4.26) == "4.3 s"
+    assert duration_text(600) == "10 min"
+    assert duration_text(3 * 3600 + 300) == "3 h 5 min"
+    assert duration_text(2 * 86_400 + 4 * 3600) == "2 d 4 h"
+    assert ago_text(NOW - 300, NOW) == "5 min ago"
+    assert ago_text(None, NOW) == "never"
+    assert minutes_to_text(-3) == "now" and minutes_to_text(25) == "25 min" and minutes_to_text(math.nan) == "—"

@@ -1,0 +1,169 @@
+"""Every dashboard page under Streamlit's AppTest, against a store the worker filled (see conftest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from forecasting.store import Store
+from tests.app.conftest import ENTRY
+
+pytestmark = pytest.mark.usefixtures("dashboard_env")
+
+
+def open_page(page: str | None = None, **query: str) -> AppTest:
+    """Run the app's entry script on one page (the Fleet page by default) and check nothing raised."""
+    at = AppTest.from_file(str(ENTRY), default_timeout=120)
+    if page is not None:
+        at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def figure(at: AppTest, index: int = 0) -> dict:
+    """The Plotly figure JSON of one chart on the page."""
+    charts = at.get("plotly_chart")
+    assert len(charts) > index, f"only {len(charts)} charts on the page"
+    return json.loads(charts[index].proto.spec)
+
+
+def trace_names(spec: dict) -> list[str]:
+    return [trace.get("name") for trace in spec["data"]]
+
+
+def test_fleet_has_one_row_per_instance_sorted_by_risk(dashboard_db: Path) -> None:
+    at = open_page()
+    with Store(dashboard_db, readonly=True) as store:
+        ids = {inst.instance_id for inst in store.instances()}
+        forecasts = {f["instance_id"] for f in store.latest_forecasts()}
+    table = at.dataframe[0].value
+    assert set(table["instance_id"]) == ids and len(table) == len(ids)
+    assert set(table["instance_id"][table["level"] != "unknown"]) == forecasts
+    ranks = table["level"].map(["over", "alert", "risk", "watch", "ok", "unknown"].index).tolist()
+    assert ranks == sorted(ranks)
+    assert all(len(spark) > 0 for spark in table["sparkline"])
+    assert all(0 <= cpu <= 100 for cpu in table["cpu_now"])
+    strip = " ".join(m.value for m in at.markdown)
+    assert "ingest" in strip and "data is" in strip and "min old" in strip
+    assert at.metric[0].label == "Instances" and at.metric[0].value == str(len(ids))
+
+
+def test_instance_page_reads_the_instance_from_the_query_string(dashboard_db: Path) -> None:
+    with Store(dashboard_db, readonly=True) as store:
+        batch = next(inst for inst in store.instances() if inst.name == "batch-1")
+        champion = store.latest_runs()[batch.instance_id]["champion"]
+    at = open_page("pages/instance.py", instance=batch.instance_id)
+    assert at.selectbox(key="instance").value == batch.instance_id
+    assert at.query_params["instance"] == batch.instance_id
+    spec = figure(at)
+    names = trace_names(spec)
+    assert "CPU" in names and f"forecast ({champion})" in names and f"forecast ({champion}) interval" in names
+    assert "memory" in names and "network in" in names and "network out" in names
+    assert any(shape.get("y0") == batch.threshold for shape in spec["layout"]["shapes"])  # the threshold line
+    assert [m.label for m in at.metric] == ["CPU now", "Predicted peak", "Time to limit", "Champion", "Alert"]
+    assert at.metric[3].value == champion
+
+
+def test_instance_overlay_and_time_range(dashboard_db: Path) -> None:
+    with Store(dashboard_db, readonly=True) as store:
+        iid = store.instances()[0].instance_id
+        models = {f["model"] for f in store.latest_forecasts(iid, champion_only=False)}
+    at = open_page("pages/instance.py", instance=iid)
+    before = trace_names(figure(at))
+    cpu_points_day = len(figure(at)["data"][0]["x"])
+    at.toggle(key="all_models").set_value(True)
+    at.button_group(key="range").set_value("6 h")
+    at.run()
+    assert not at.exception
+    after = trace_names(figure(at))
+    assert len(after) == len(before) + len(models) - 1  # every other model's line is overlaid
+    assert set(models) <= {n.removeprefix("forecast (").rstrip(")") for n in after}
+    assert len(figure(at)["data"][0]["x"]) < cpu_points_day  # 6 h of CPU instead of 24 h
+
+
+def test_instance_picker_rewrites_the_link(dashboard_db: Path) -> None:
+    with Store(dashboard_db, readonly=True) as store:
+        first, second = [inst.instance_id for inst in store.instances()[:2]]
+    at = open_page("pages/instance.py", instance=first)
+    at.selectbox(key="instance").select(second).run()
+    assert not at.exception
+    assert at.query_params["instance"] == second
+    assert any(second in c.value for c in at.caption)
+
+
+def test_unknown_instance_in_the_link_warns_and_shows_another() -> None:
+    at = open_page("pages/instance.py", instance="i-doesnotexist0000")
+    assert any("i-doesnotexist0000" in w.value for w in at.warning)
+    assert at.selectbox(key="instance").value is not None
+    assert figure(at)["data"]
+
+
+def test_models_page_shows_scores_backtest_and_champion_history(dashboard_db: Path) -> None:
+    with Store(dashboard_db, readonly=True) as store:
+        scores = store.scores()
+        runs = store.latest_runs()
+    at = open_page("pages/models.py")
+    table = at.dataframe[0].value
+    assert len(table) == len(scores)
+    assert set(table["model"]) == {row["model"] for row in scores}
+    champions = table[table["champion"]]
+    assert {(r.instance_id, r.model) for r in champions.itertuples()} == {(i, r["champion"]) for i, r in runs.items() if r["champion"]}
+    assert len(at.get("plotly_chart")) == 4  # fleet scores, instance scores, backtest, champion history
+    backtest = figure(at, 2)
+    assert trace_names(backtest)[0] == "actual" and len(backtest["data"]) > 1
+    assert len(at.dataframe[1].value) >= 1  # training runs of the picked instance
+
+
+def test_alerts_page_without_alerts_says_so_and_reports_email_settings() -> None:
+    at = open_page("pages/alerts.py")
+    assert [h.value for h in at.header] == ["Email"]
+    assert at.button(key="test_mail").label == "Send test email"
+    text = " ".join(e.value for e in [*at.success, *at.info, *at.markdown, *at.subheader])
+    assert "No alerts" in text or "Open (" in text
+
+
+def test_upload_page_explains_the_export_until_a_file_comes() -> None:
+    at = open_page("pages/upload.py")
+    assert at.file_uploader(key="upload_file") is not None
+    assert "get-metric-data" in at.info[0].value
+
+
+def test_broken_upload_gives_the_import_error_and_the_page_stays_usable(demo_export: bytes) -> None:
+    from forecasting.sources.export import ExportError, parse_export
+
+    broken = b'{"MetricDataResults": [{"Id": "cpu", "Timestamps": ["2026-01-01T00:00:00Z"], "Values": []}]}'
+    with pytest.raises(ExportError) as expected:
+        parse_export(broken, name="broken.json")
+    at = open_page("pages/upload.py")
+    at.file_uploader(key="upload_file").set_value(("broken.json", broken, "application/json"))
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [str(expected.value)]
+    assert "\n" not in at.error[0].value
+    assert not at.get("plotly_chart")
+    at.file_uploader(key="upload_file").set_value(("good.json", demo_export, "application/json"))
+    at.run()
+    assert not at.exception and not at.error
+    assert trace_names(figure(at))[0] == "cpu"
+
+
+def test_empty_store_says_how_to_start_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADROOM_DB", str(tmp_path / "nothing-yet.db"))
+    for page in (None, "pages/instance.py", "pages/models.py", "pages/alerts.py"):
+        at = open_page(page)
+        assert any("worker.py --once" in i.value and "make worker" in i.value for i in at.info), page
+    assert not (tmp_path / "nothing-yet.db").exists()  # the dashboard never creates the store
+
+
+def test_store_without_models_says_training_is_running(ingest_only_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADROOM_DB", str(ingest_only_db))
+    at = open_page()
+    assert any("No models yet" in i.value for i in at.info)
+    assert set(at.dataframe[0].value["level"]) == {"unknown"}
+    at = open_page("pages/models.py")
+    assert any("No models yet" in i.value for i in at.info)
