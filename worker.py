@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -121,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"headroom: {error}", file=sys.stderr)
         return 2
-    store = Store(settings.db)
+    try:
+        store = Store(settings.db)
+    except (sqlite3.Error, OSError) as error:  # HEADROOM_DB names a folder, an unwritable place, not a database
+        print(f"headroom: cannot open the database HEADROOM_DB={settings.db}: {error}", file=sys.stderr)
+        return 2
     worker = Worker(settings, store)
 
     def _stop(signum: int, _frame: object) -> None:

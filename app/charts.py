@@ -23,8 +23,8 @@ MEMORY = "#5f3dc4"
 NET_IN = "#1971c2"
 NET_OUT = "#0c8599"
 MODEL_COLOURS = {
-    "naive": "#868e96", "seasonal_naive": "#495057", "linear": "#74b816",
-    "arima": "#1098ad", "lstm": "#7048e8", "tcn": "#d6336c",
+    "naive": "#868e96", "seasonal_naive": "#0ca678", "linear": "#f59f00",
+    "arima": "#1c7ed6", "lstm": "#7048e8", "tcn": "#d6336c",
 }
 Series = tuple[Sequence[int] | np.ndarray, Sequence[float] | np.ndarray]
 
@@ -37,7 +37,7 @@ def times(ts: Sequence[int] | np.ndarray) -> pd.DatetimeIndex:
 def _layout(fig: go.Figure, height: int) -> go.Figure:
     fig.update_layout(
         height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "traceorder": "normal"},
     )
     return fig
 
@@ -61,8 +61,7 @@ def instance_figure(
     crossing_ts: int | None = None,
 ) -> go.Figure:
     """CPU with forecast, band, threshold and crossing on top; memory and network below, on one linked time axis."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.56, 0.2, 0.24],
-                        subplot_titles=("CPU %", "Memory %", "Network (bytes per period)"))
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.56, 0.2, 0.24])
     if "cpu" in samples:
         ts, values = samples["cpu"]
         fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": ACTUAL, "width": 1.5}, name="CPU"), row=1, col=1)
@@ -73,11 +72,14 @@ def instance_figure(
     if chosen:
         add_forecast(fig, chosen[0], band=True, name=f"forecast ({chosen[0]['model']})", colour=FORECAST, row=1)
     fig.add_hline(y=threshold, line={"color": THRESHOLD, "dash": "dot", "width": 1.5}, row=1, col=1,
-                  annotation_text=f"threshold {threshold:.0f} %", annotation_position="top left")
+                  annotation_text=f"threshold {threshold:.0f} %", annotation_position="top left",
+                  annotation_bgcolor="rgba(255, 255, 255, 0.8)", annotation_font_color=THRESHOLD)
     if crossing_ts is not None:
         fig.add_trace(go.Scatter(x=times([crossing_ts]), y=[threshold], mode="markers", name="predicted crossing",
                                  marker={"color": THRESHOLD, "size": 12, "symbol": "x"}), row=1, col=1)
-    fig.update_yaxes(range=[0, 105], row=1, col=1)
+    fig.update_yaxes(range=[0, 105], title="CPU %", row=1, col=1)
+    fig.update_yaxes(title="memory %", row=2, col=1)
+    fig.update_yaxes(title="network bytes", row=3, col=1)
     if "memory" in samples:
         ts, values = samples["memory"]
         fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": MEMORY, "width": 1.2}, name="memory"), row=2, col=1)
@@ -95,16 +97,19 @@ def instance_figure(
 def series_figure(series: Mapping[str, Series], title: str = "") -> go.Figure:
     """Every metric of an uploaded series, one linked panel each (CPU first)."""
     metrics = [m for m in ("cpu", "memory", "network_in", "network_out") if m in series]
-    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=[m.replace("_", " ") for m in metrics])
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06)
     colours = {"cpu": ACTUAL, "memory": MEMORY, "network_in": NET_IN, "network_out": NET_OUT}
+    units = {"cpu": "CPU %", "memory": "memory %", "network_in": "net in", "network_out": "net out"}
     for row, metric in enumerate(metrics, start=1):
         ts, values = series[metric]
         fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": colours[metric], "width": 1.2}, name=metric), row=row, col=1)
-    fig.update_layout(title=title)
+        fig.update_yaxes(title=units[metric], row=row, col=1)
+    if title:
+        fig.update_layout(title=title)
     return _layout(fig, 180 + 150 * len(metrics))
 
 
-def forecast_figure(history: Series, forecast: Mapping[str, Any], threshold: float | None = None, tail: int = 288) -> go.Figure:
+def forecast_figure(history: Series, forecast: Mapping[str, Any], threshold: float | None = None, tail: int = 144) -> go.Figure:
     """The end of a series followed by a forecast with its band (the Upload page's Predict result)."""
     fig = go.Figure()
     ts, values = history
@@ -165,4 +170,7 @@ def champion_history_figure(runs: pd.DataFrame) -> go.Figure:
     fig.add_trace(go.Scatter(x=times(ordered["finished_at"]), y=champions, mode="lines+markers", line={"shape": "hv", "color": "#adb5bd"},
                              marker={"size": 11, "color": [MODEL_COLOURS.get(c, "#868e96") for c in champions]}, name="champion"))
     fig.update_yaxes(title="champion", type="category")
+    if len(ordered) == 1:  # one run: show a day around it rather than a millisecond-wide axis
+        moment = times(ordered["finished_at"])[0]
+        fig.update_xaxes(range=[moment - pd.Timedelta(hours=12), moment + pd.Timedelta(hours=12)])
     return _layout(fig, 260)

@@ -119,7 +119,7 @@ def build_fleet_table(
             "cpu_now": cpu_now,
             "peak": peak,
             "threshold": float(inst.threshold),
-            "to_threshold_min": (crossing - now) / 60 if crossing is not None else math.nan,
+            "to_threshold_min": max(0.0, (crossing - now) / 60) if crossing is not None else math.nan,
             "crossing_ts": crossing,
             "alert": f"open ({alert['basis']})" if alert is not None else "",
             "champion": (run["champion"] if run is not None else None) or "—",

@@ -57,6 +57,12 @@ def minutes_to_text(minutes: float | None) -> str:
     return duration_text(minutes * 60)
 
 
+def when_text(minutes: float | None) -> str:
+    """A crossing time as a phrase: ``now``, ``in 25 min``, ``not predicted``."""
+    text = minutes_to_text(minutes)
+    return "not predicted" if text == "—" else text if text == "now" else f"in {text}"
+
+
 def bytes_text(value: float) -> str:
     """Bytes in a readable unit (network panels): ``12.3 MB``."""
     size = float(value)

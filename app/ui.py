@@ -68,6 +68,20 @@ def health_strip(heartbeats: Mapping[str, Mapping[str, Any]], newest_sample: int
                 st.markdown(f"**{job}**: `{error}`")
 
 
+def score_columns() -> dict[str, Any]:
+    """Column formats for a table of model scores (Models page, Upload validation)."""
+    return {
+        "champion": st.column_config.CheckboxColumn("champion"),
+        "mape": st.column_config.NumberColumn("MAPE %", format="%.2f"),
+        "smape": st.column_config.NumberColumn("sMAPE %", format="%.2f"),
+        "mase": st.column_config.NumberColumn("MASE", format="%.3f", help="error scaled by the seasonal-naive in-sample error; lower is better"),
+        "rmse": st.column_config.NumberColumn("RMSE", format="%.2f"),
+        "coverage": st.column_config.NumberColumn("coverage", format="%.2f", help="share of actuals inside the interval"),
+        "fit_seconds": st.column_config.NumberColumn("fit s", format="%.2f"),
+        "predict_seconds": st.column_config.NumberColumn("predict s", format="%.3f"),
+    }
+
+
 def instance_label(instance: Mapping[str, Any]) -> str:
     """``name (id)``, or just the id when the instance has no name."""
     name = instance.get("name")

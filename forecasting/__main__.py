@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from forecasting.settings import SettingsError, load_settings
@@ -23,11 +24,15 @@ def import_command(args: argparse.Namespace) -> int:
     except ExportError as error:
         print(f"headroom import: {error}", file=sys.stderr)
         return 2
-    with Store(settings.db) as store, store.transaction():
-        stamp = now()
-        for instance_id in parsed.instances:
-            store.upsert_instance(instance_id, None, settings.threshold_for(instance_id), stamp)
-        store.upsert_samples(parsed.rows())
+    try:
+        with Store(settings.db) as store, store.transaction():
+            stamp = now()
+            for instance_id in parsed.instances:
+                store.upsert_instance(instance_id, None, settings.threshold_for(instance_id), stamp)
+            store.upsert_samples(parsed.rows())
+    except (sqlite3.Error, OSError) as error:  # the database, not the file, is the problem
+        print(f"headroom import: cannot write to {settings.db}: {error}", file=sys.stderr)
+        return 1
     series = sum(len(m) for m in parsed.series.values())
     print(f"imported {parsed.points()} datapoints in {series} series for {', '.join(parsed.instances)} into {settings.db}")
     return 0

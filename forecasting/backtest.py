@@ -114,8 +114,8 @@ def conformal_offsets(residuals: np.ndarray, confidence: float = CONFIDENCE) -> 
             offsets[step] = offsets[step - 1] if step else 0.0
             continue
         n = len(r)
-        low_rank = min(max(math.floor((n + 1) * alpha / 2), 1), n)
-        high_rank = min(max(math.ceil((n + 1) * (1 - alpha / 2)), 1), n)
+        low_rank = min(max(math.floor((n + 1) * alpha / 2 + 1e-9), 1), n)  # 1e-9: 1 − 0.9 is not exactly 0.1
+        high_rank = min(max(math.ceil((n + 1) * (1 - alpha / 2) - 1e-9), 1), n)
         offsets[step] = (min(r[low_rank - 1], 0.0), max(r[high_rank - 1], 0.0))
     offsets[:, 0] = np.minimum.accumulate(offsets[:, 0])
     offsets[:, 1] = np.maximum.accumulate(offsets[:, 1])

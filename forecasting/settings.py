@@ -10,11 +10,13 @@ variable (see :class:`SettingsError`).
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -30,8 +32,11 @@ class SettingsError(ValueError):
     """A setting has an invalid value; the message is one line naming the variable."""
 
 
-class ModelParams(BaseSettings):
+class ModelParams(BaseModel):
     """Hyperparameters of the neural models, in one place (``HEADROOM_MODEL__*`` or ``[model]`` in TOML).
+
+    A plain model, not a settings class of its own: it is read only through ``Settings``, so
+    stray unprefixed variables (``EPOCHS``, ``SEED``) in the environment never reach it.
 
     lookback: input window in steps; units: LSTM units / TCN filters; layers: stacked
     LSTM layers; dilations: TCN dilations; kernel_size: TCN kernel; epochs, batch_size,
@@ -142,11 +147,21 @@ class Settings(BaseSettings):
             raise ValueError("expected key=value, e.g. team=web")
         return value
 
-    @model_validator(mode="after")
-    def _windows_fit(self) -> Settings:
-        if self.train_days > self.history_days:
-            raise ValueError("train_days must not exceed history_days")
-        return self
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for instance_id, threshold in value.items():
+            if not 0 < threshold <= 100:
+                raise ValueError(f"threshold of {instance_id} must be above 0 and at most 100")
+        return value
+
+    @field_validator("train_days")
+    @classmethod
+    def _windows_fit(cls, value: float, info: ValidationInfo) -> float:
+        history = info.data.get("history_days")  # declared before train_days, so already validated
+        if history is not None and value > history:
+            raise ValueError(f"the training window must not exceed the history kept (HEADROOM_HISTORY_DAYS={history:g})")
+        return value
 
     def threshold_for(self, instance_id: str, tag_value: float | None = None) -> float:
         """The CPU threshold of one instance: TOML override, then EC2 tag, then the global one."""
@@ -170,8 +185,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("HEADROOM_CONFIG", "headroom.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+
+
+def config_path() -> Path:
+    """Where the optional TOML file is read from (``HEADROOM_CONFIG``, default ``./headroom.toml``)."""
+    return Path(os.environ.get("HEADROOM_CONFIG", "headroom.toml"))
 
 
 def _one_line(error: ValidationError) -> str:
@@ -180,7 +199,8 @@ def _one_line(error: ValidationError) -> str:
     variable = "HEADROOM_" + "__".join(loc).upper() if loc else "HEADROOM settings"
     given = first.get("input")
     shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
-    return f"invalid setting {variable}: {first['msg']}{shown}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"invalid setting {variable}: {message}{shown}"
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -189,8 +209,17 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         raise SettingsError(_one_line(error)) from None
-    except Exception as error:  # a broken headroom.toml, an unparsable env value
-        raise SettingsError(f"invalid settings: {str(error).splitlines()[0]}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SettingsError(f"invalid settings file HEADROOM_CONFIG={config_path()}: {_first_line(error)}") from None
+    except Exception as error:  # e.g. an env value that should be JSON (HEADROOM_THRESHOLDS) and is not
+        field = re.search(r'field "(\w+)"', str(error))
+        variable = f"HEADROOM_{field.group(1).upper()}" if field else "HEADROOM settings"
+        raise SettingsError(f"invalid setting {variable}: {_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 @lru_cache(maxsize=1)

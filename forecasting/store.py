@@ -424,23 +424,67 @@ class Store:
         however long the stored history is (the Fleet page's sparklines and current values).
         """
         rows = self.query(
-            "SELECT s.instance_id, s.ts, s.value FROM instances i JOIN samples s "
-            "ON s.instance_id = i.instance_id AND s.metric = ? AND s.ts >= "
-            "(SELECT MAX(m.ts) FROM samples m WHERE m.instance_id = i.instance_id AND m.metric = ?) - ? "
-            "ORDER BY s.instance_id, s.ts",
+            "WITH last AS (SELECT i.instance_id AS instance_id, "
+            "(SELECT MAX(m.ts) FROM samples m WHERE m.instance_id = i.instance_id AND m.metric = ?) AS ts FROM instances i) "
+            "SELECT s.instance_id, s.ts, s.value FROM last CROSS JOIN samples s "  # CROSS JOIN keeps instances as the outer loop
+            "ON s.instance_id = last.instance_id AND s.metric = ? AND s.ts >= last.ts - ? ORDER BY s.instance_id, s.ts",
             (metric, metric, int(seconds)),
         )
-        out: dict[str, tuple[list[int], list[float]]] = {}
-        for iid, ts, value in rows:
-            series = out.setdefault(iid, ([], []))
-            series[0].append(ts)
-            series[1].append(value)
-        return {i: (np.asarray(t, dtype=np.int64), np.asarray(v, dtype=float)) for i, (t, v) in out.items()}
+        if not rows:
+            return {}
+        ids, stamps, values = zip(*rows, strict=True)
+        ts = np.asarray(stamps, dtype=np.int64)
+        vals = np.asarray(values, dtype=float)
+        cuts = [0, *(k for k in range(1, len(ids)) if ids[k] != ids[k - 1]), len(ids)]
+        return {ids[a]: (ts[a:b], vals[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)}
 
     def newest_sample_ts(self, instance_id: str, metric: str = "cpu") -> int | None:
         """The newest stored timestamp of one series (None without samples); an index lookup."""
         rows = self.query("SELECT MAX(ts) FROM samples WHERE instance_id = ? AND metric = ?", (instance_id, metric))
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    # ---- added for alerts, email and fleet ----
+    ALERT_COLUMNS = frozenset({
+        "instance_id", "state", "opened_at", "updated_at", "cleared_at", "threshold", "crossing_ts", "lead_minutes",
+        "peak", "model", "basis", "below_count", "actual_crossing_ts", "outcome", "emailed_at", "email_error",
+    })
+
+    def insert_alert(self, fields: dict[str, Any]) -> int:
+        """Insert one alert row (columns of ``alerts``); returns its alert_id."""
+        names = [name for name in fields if name in self.ALERT_COLUMNS]
+        with self.transaction() as conn:
+            cur = conn.execute(f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                               [fields[name] for name in names])
+        return int(cur.lastrowid)
+
+    def update_alert(self, alert_id: int, fields: dict[str, Any]) -> None:
+        """Set some columns of one alert (unknown column names are refused)."""
+        unknown = set(fields) - self.ALERT_COLUMNS
+        if unknown:
+            raise ValueError(f"not an alerts column: {sorted(unknown)[0]}")
+        if not fields:
+            return
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE alerts SET {', '.join(f'{name} = ?' for name in fields)} WHERE alert_id = ?",
+                         [*fields.values(), alert_id])
+
+    def add_alert_event(self, alert_id: int, ts: int, kind: str, detail: str | None = None) -> None:
+        """Append one state change of an alert to ``alert_events``."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO alert_events (alert_id, ts, kind, detail) VALUES (?, ?, ?, ?)", (alert_id, int(ts), kind, detail))
+
+    def unresolved_alerts(self) -> list[sqlite3.Row]:
+        """Alerts still open or whose outcome is not known yet, newest first."""
+        return self.query("SELECT * FROM alerts WHERE state = 'open' OR outcome IS NULL ORDER BY alert_id DESC")
+
+    def alerts_to_email(self) -> list[sqlite3.Row]:
+        """Open alerts that have not been mailed yet, oldest first."""
+        return self.query("SELECT * FROM alerts WHERE state = 'open' AND emailed_at IS NULL ORDER BY alert_id")
+
+    def last_emailed(self) -> dict[str, int]:
+        """When an alert of each instance was last mailed (for the per-instance cooldown)."""
+        rows = self.query("SELECT instance_id, MAX(emailed_at) FROM alerts WHERE emailed_at IS NOT NULL GROUP BY instance_id")
+        return {r[0]: int(r[1]) for r in rows}
 
 
 def _finite_or_none(value: Any) -> Any:

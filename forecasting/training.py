@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -179,8 +178,8 @@ def train_instance(instance_id: str, samples: Samples, settings: Settings, now: 
 
 def _save_run(instance_id: str, outcomes: list[_Outcome], settings: Settings, now: int) -> str | None:
     """Save each refit model under a temporary run directory, rename it into place, prune old runs."""
-    base = Path(settings.models_dir) / safe_name(instance_id)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(3)
+    base = Path(settings.models_dir).resolve() / safe_name(instance_id)
+    stamp = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{time.time_ns():016x}"  # sorts in creation order
     tmp, final = base / f".{stamp}.tmp", base / stamp
     tmp.mkdir(parents=True, exist_ok=True)
     kept = 0

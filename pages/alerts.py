@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import math
+
 import streamlit as st
 
-from app import data, ui
+from app import data, nav, ui
+from app.alert_table import OUTCOMES, alert_table, outcome_summary
 from app.format import utc_text
 
-OUTCOMES = {"caught": "caught in time", "late": "late", "false": "false alarm"}
-
+nav.require_entry()
 config = data.settings()
 db = data.db_key(config)
 st.title("Alerts")
-
-
-def _frame(alerts: pd.DataFrame) -> pd.DataFrame:
-    """Display columns: times as text, the warning's real lead where the crossing happened, a link."""
-    out = alerts.copy()
-    out["opened"] = out["opened_at"].map(utc_text)
-    out["cleared"] = out["cleared_at"].map(lambda t: utc_text(t) if pd.notna(t) else "")
-    out["predicted crossing"] = out["crossing_ts"].map(utc_text)
-    crossed = out["actual_crossing_ts"].notna()
-    out["lead"] = out["lead_minutes"]
-    out.loc[crossed, "lead"] = (out.loc[crossed, "actual_crossing_ts"] - out.loc[crossed, "opened_at"]) / 60
-    out["outcome"] = out["outcome"].map(lambda o: OUTCOMES.get(o, o) if isinstance(o, str) else "pending")
-    out["emailed"] = out["emailed_at"].map(lambda t: utc_text(t) if pd.notna(t) else "")
-    out["link"] = "instance?instance=" + out["instance_id"]
-    return out
 
 
 COLUMN_CONFIG = {
     "lead": st.column_config.NumberColumn("lead (min)", format="%.0f", help="minutes between the warning and the real crossing (predicted lead while none happened)"),
     "peak": st.column_config.NumberColumn("predicted peak", format="%.0f %%"),
     "threshold": st.column_config.NumberColumn("limit", format="%.0f %%"),
-    "link": st.column_config.LinkColumn("instance page", display_text="open ↗"),
+    "link": st.column_config.LinkColumn("instance page", display_text="open"),
 }
 
 
@@ -49,7 +35,7 @@ def live() -> None:
         st.success("**No alerts.** No instance has been predicted to cross its CPU limit so far; "
                    "alerts open here (and by email, if configured) as soon as a forecast crosses.", icon=":material/check_circle:")
         return
-    shown = _frame(alerts)
+    shown = alert_table(alerts)
     open_ = shown[shown["state"] == "open"]
     past = shown[shown["state"] != "open"]
     st.subheader(f"Open ({len(open_)})")
@@ -61,29 +47,30 @@ def live() -> None:
                          label=f"{row.name} ({row.instance_id}): predicted to reach {row.peak:.0f} % "
                                f"(limit {row.threshold:.0f} %) at {utc_text(row.crossing_ts)}")
         st.dataframe(open_[["name", "instance_id", "opened", "predicted crossing", "lead", "peak", "threshold", "model", "basis", "emailed", "link"]],
-                     hide_index=True, column_config=COLUMN_CONFIG, key="open_alerts")
+                     hide_index=True, placeholder="—", column_config=COLUMN_CONFIG, key="open_alerts")
     st.subheader(f"Past ({len(past)})")
     if past.empty:
         st.caption("No cleared alerts yet.")
     else:
-        counts = past["outcome"].value_counts()
+        summary = outcome_summary(past)
         cols = st.columns(4)
-        for col, (key, label) in zip(cols, OUTCOMES.items(), strict=False):
-            col.metric(label, int(counts.get(label, 0)))
-        caught = past.loc[past["outcome"] == OUTCOMES["caught"], "lead"]
-        cols[3].metric("median lead (caught)", f"{caught.median():.0f} min" if len(caught) else "—")
+        for col, label in zip(cols, OUTCOMES.values(), strict=False):
+            col.metric(label, int(summary[label]))
+        lead = summary["median lead"]
+        cols[3].metric("median lead (caught)", "—" if math.isnan(lead) else f"{lead:.0f} min")
         st.dataframe(past[["name", "instance_id", "outcome", "opened", "cleared", "predicted crossing", "lead", "peak", "threshold", "model", "link"]],
-                     hide_index=True, column_config=COLUMN_CONFIG, key="past_alerts")
+                     hide_index=True, placeholder="—", column_config=COLUMN_CONFIG, key="past_alerts")
 
 
 live()
 
 st.header("Email")
-password = "set" if config.smtp_password is not None and config.smtp_password.get_secret_value() else "not set"
+password = ("set" if config.smtp_password is not None and config.smtp_password.get_secret_value()
+            else "not in the environment (the mailer also looks in the system keyring)")
 if config.smtp_host:
     st.markdown(
         f"- server: `{config.smtp_host}:{config.smtp_port or 'default port'}` ({config.smtp_tls})\n"
-        f"- user: `{config.smtp_user or '—'}`, password: **{password}**\n"
+        f"- user: `{config.smtp_user or '—'}`, password: {password}\n"
         f"- from `{config.mail_from}` to {', '.join(f'`{a}`' for a in config.mail_to) or '**nobody** (set HEADROOM_MAIL_TO)'}\n"
         f"- cooldown between mails for one instance: {config.alert_cooldown:.0f} min; digest every {config.digest_every:.0f} h"
     )

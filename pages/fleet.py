@@ -7,19 +7,20 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app import data, ui
+from app import data, nav, ui
 from app.fleet import LEVELS, level_counts
-from app.format import minutes_to_text
+from app.format import when_text
 
 TABLE_COLUMNS = ["status", "name", "instance_id", "cpu_now", "sparkline", "peak", "threshold",
                  "to_threshold_min", "alert", "champion", "link"]
 AT_RISK = ("over", "alert", "risk")
 SHOWN_LINKS = 8
 
+nav.require_entry()
 config = data.settings()
 db = data.db_key(config)
 st.title("Fleet")
-st.caption(f"Instances sorted by risk; CPU limit {config.threshold:.0f} % unless set per instance; "
+st.caption(f"Instances sorted by risk, worst first; "
            f"forecast horizon {config.horizon * config.period // 60} min. Refreshes every {data.REFRESH_SECONDS} s.")
 
 
@@ -40,10 +41,14 @@ def _table(frame: pd.DataFrame) -> None:
         "threshold": st.column_config.NumberColumn("Limit", format="%.0f %%", width="small"),
         "to_threshold_min": st.column_config.NumberColumn("Min to limit", format="%.0f", width="small", help="Minutes until the point forecast first reaches the limit"),
         "alert": st.column_config.TextColumn("Alert", width="small"),
-        "champion": st.column_config.TextColumn("Champion", width="small", help="Model with the lowest backtest MASE on this instance"),
+        "champion": st.column_config.TextColumn("Champion", width=115, help="Model with the lowest backtest MASE on this instance"),
         "link": st.column_config.LinkColumn("Link", display_text="open", width="small", help="A shareable link to the instance page"),
     }
-    event = st.dataframe(_style(frame), column_order=TABLE_COLUMNS, column_config=column_config, hide_index=True, placeholder="—",
+    columns = TABLE_COLUMNS
+    if frame["threshold"].nunique() == 1:  # one limit for all: say it once instead of in every row
+        columns = [c for c in TABLE_COLUMNS if c != "threshold"]
+        st.caption(f"Every instance's CPU limit is {frame['threshold'].iloc[0]:.0f} %.")
+    event = st.dataframe(_style(frame), column_order=columns, column_config=column_config, hide_index=True, placeholder="—",
                          on_select="rerun", selection_mode="single-row", key="fleet_table",
                          height=min(38 + 35 * len(frame), 720))
     rows = event.selection.rows if event is not None else []
@@ -70,8 +75,8 @@ def live() -> None:
     cols[3].metric("Near the limit", counts.get("watch", 0))
     risky = frame[frame["level"].isin(AT_RISK)].head(SHOWN_LINKS)
     for row in risky.itertuples():
-        when = minutes_to_text(row.to_threshold_min)
-        st.page_link(ui.INSTANCE_PAGE, label=f"{row.name} ({row.instance_id}): {LEVELS[row.level].badge}, limit in {when}",
+        when = when_text(row.to_threshold_min)
+        st.page_link(ui.INSTANCE_PAGE, label=f"{row.name} ({row.instance_id}): {LEVELS[row.level].badge}, reaches the limit {when}",
                      icon=LEVELS[row.level].icon, query_params={"instance": row.instance_id})
     _table(frame)
     left, right = st.columns([3, 1], vertical_alignment="bottom")

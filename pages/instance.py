@@ -10,12 +10,13 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, data, nav, ui
 from app.fleet import first_crossing
 from app.format import ago_text, minutes_to_text, percent_text, utc_text
 
 RANGES = {"6 h": 6, "24 h": 24, "3 d": 72, "7 d": 168}
 
+nav.require_entry()
 config = data.settings()
 db = data.db_key(config)
 st.title("Instance")
@@ -44,7 +45,7 @@ def _alerts_table(alerts: list[dict]) -> None:
     frame["predicted crossing"] = frame["crossing_ts"].map(utc_text)
     frame["outcome"] = frame["outcome"].fillna("")
     st.dataframe(frame[["alert_id", "state", "opened", "predicted crossing", "lead_minutes", "peak", "model", "basis", "outcome"]],
-                 hide_index=True, column_config={"lead_minutes": st.column_config.NumberColumn("lead (min)", format="%.0f"),
+                 hide_index=True, placeholder="—", column_config={"lead_minutes": st.column_config.NumberColumn("lead (min)", format="%.0f"),
                                                  "peak": st.column_config.NumberColumn("peak", format="%.0f %%")})
 
 
@@ -63,7 +64,7 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     cpu_now = float(samples["cpu"][1][-1]) if "cpu" in samples and len(samples["cpu"][1]) else None
     now = time.time()
 
-    cols = st.columns(5)
+    cols = st.columns([1, 1, 1, 1.5, 1])
     cols[0].metric("CPU now", percent_text(cpu_now), help=f"at {utc_text(view['newest'])}")
     cols[1].metric("Predicted peak", percent_text(max(champion["mean"]) if champion else None),
                    help=f"highest point forecast in the next {config.horizon * config.period // 60} min")

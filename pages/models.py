@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, data, nav, ui
 from app.format import utc_text
 
 SCORE_COLUMNS = ["name", "instance_id", "model", "champion", "status", "mape", "smape", "mase", "rmse", "coverage",
                  "fit_seconds", "predict_seconds", "reason"]
 METRICS = {"mase": "MASE", "mape": "MAPE", "smape": "sMAPE", "rmse": "RMSE", "coverage": "coverage", "fit_seconds": "fit seconds"}
 
+nav.require_entry()
 config = data.settings()
 db = data.db_key(config)
 st.title("Models")
@@ -24,21 +25,13 @@ if scores.empty:
     st.stop()
 
 st.caption("Scores come from a rolling-origin backtest on each instance's recent past (latest training run). "
-           "MASE below 1 beats the seasonal-naive forecast; the champion has the lowest MASE. Click a header to sort.")
+           "MASE scales each model's error by the seasonal-naive in-sample error (lower is better); "
+           "the champion has the lowest MASE. Click a header to sort.")
 st.dataframe(
-    scores[SCORE_COLUMNS], hide_index=True, key="scores_table",
-    column_config={
-        "champion": st.column_config.CheckboxColumn("champion"),
-        "mape": st.column_config.NumberColumn("MAPE %", format="%.2f"),
-        "smape": st.column_config.NumberColumn("sMAPE %", format="%.2f"),
-        "mase": st.column_config.NumberColumn("MASE", format="%.3f"),
-        "rmse": st.column_config.NumberColumn("RMSE", format="%.2f"),
-        "coverage": st.column_config.NumberColumn("coverage", format="%.2f", help="share of actuals inside the interval"),
-        "fit_seconds": st.column_config.NumberColumn("fit s", format="%.2f"),
-        "predict_seconds": st.column_config.NumberColumn("predict s", format="%.3f"),
-    },
+    scores[SCORE_COLUMNS], hide_index=True, placeholder="—", key="scores_table",
+    column_config=ui.score_columns(),
 )
-metric = st.selectbox("Score to chart", list(METRICS), format_func=METRICS.get, key="score_metric")
+metric = st.columns(3)[0].selectbox("Score to chart", list(METRICS), format_func=METRICS.get, key="score_metric")
 st.plotly_chart(charts.scores_figure(scores, metric), key="scores_chart", config={"displaylogo": False})
 
 st.header("One instance")
@@ -69,4 +62,4 @@ else:
 st.subheader("Champion history")
 st.plotly_chart(charts.champion_history_figure(runs), key="champion_chart", config={"displaylogo": False})
 history = runs.assign(finished=runs["finished_at"].map(utc_text), seconds=runs["finished_at"] - runs["started_at"])
-st.dataframe(history[["run_id", "finished", "champion", "points", "seconds"]], hide_index=True, key="runs_table")
+st.dataframe(history[["run_id", "finished", "champion", "points", "seconds"]], hide_index=True, placeholder="—", key="runs_table")

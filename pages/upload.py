@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
-from app import charts, data
+from app import charts, data, nav, ui
 from app.upload import (VALIDATE_CHOICES, backtest_frame, describe, forecast_csv, forecast_dict, forecast_json,
                         scores_frame, validate_models)
 from forecasting.models import MODEL_NAMES
@@ -30,6 +30,7 @@ Name queries `cpu`, `memory`, `network_in`, `network_out` (or include the instan
 A CSV works too: a `timestamp` column (ISO 8601 or unix seconds) and a `cpu` column, optionally `memory`, `network_in`, `network_out`.
 At least two days of 5-minute data let every model run; less runs the baselines and ARIMA only."""
 
+nav.require_entry()
 config = data.settings()
 st.title("Upload")
 st.caption("Check how the models do on your own data, or forecast from it. Nothing uploaded is stored.")
@@ -93,14 +94,14 @@ with validate_tab:
                       "scores": list(done.scores), "backtest": list(done.backtest)}
             st.session_state["upload_result"] = result
         except Exception as error:  # any failure of the engine on user data: one line, page stays usable
+            bar.empty()
             st.error(f"validation failed: {one_line(error)}", icon=":material/block:")
-        bar.empty()
     if result is not None and result["kind"] == "validate":
         st.subheader(f"Scores ({result['choice']}); champion: {result['champion'] or 'none'}")
-        st.dataframe(scores_frame(result["scores"], result["champion"]), hide_index=True, key="validate_scores",
-                     column_config={"champion": st.column_config.CheckboxColumn("champion")})
+        st.dataframe(scores_frame(result["scores"], result["champion"]), hide_index=True, placeholder="—", key="validate_scores",
+                     column_config=ui.score_columns())
         points = backtest_frame(result["backtest"])
-        models = [m for m in pd.unique(points["model"])] if not points.empty else []
+        models = list(pd.unique(points["model"])) if not points.empty else []
         shown = [result["champion"]] if result["champion"] in models else models[:1]
         st.plotly_chart(charts.backtest_figure(points, shown), key="validate_chart", config={"displaylogo": False})
 
@@ -119,12 +120,12 @@ with predict_tab:
             result = {"digest": digest, "kind": "predict", "forecast": forecast_dict(forecast)}
             st.session_state["upload_result"] = result
         except Exception as error:  # any failure of the engine on user data: one line, page stays usable
+            bar.empty()
             st.error(f"prediction failed: {one_line(error)}", icon=":material/block:")
-        bar.empty()
     if result is not None and result["kind"] == "predict":
         forecast = result["forecast"]
         st.plotly_chart(charts.forecast_figure(series["cpu"], forecast, threshold), key="predict_chart", config={"displaylogo": False})
-        left, right = st.columns(2)
+        left, right, _ = st.columns([1, 1, 4])
         left.download_button("Download CSV", forecast_csv(forecast), file_name=f"forecast-{instance_id}.csv", mime="text/csv", key="download_csv")
         right.download_button("Download JSON", forecast_json(forecast, instance_id), file_name=f"forecast-{instance_id}.json",
                               mime="application/json", key="download_json")

@@ -22,6 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: threads on
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
@@ -97,7 +98,7 @@ def replay_series(name: str, samples: Samples, settings: Settings, retrain_every
     index = frame.index.to_numpy(dtype=np.int64)
     start, origins = evaluation_plan(len(frame), period, horizon)
     ahead = origins[:, None] + np.arange(1, horizon + 1)
-    replay = SeriesReplay(name, int(np.isfinite(cpu).sum()), mase_scale(cpu[:start], DAY // period), index[origins],
+    replay = SeriesReplay(name, len(samples["cpu"][0]), mase_scale(cpu[:start], DAY // period), index[origins],
                           index[ahead], cpu[ahead])
     shape = (len(origins), horizon)
     for model in [*settings.models, "auto"]:
@@ -119,9 +120,10 @@ def replay_series(name: str, samples: Samples, settings: Settings, retrain_every
         scores = {s["model"]: s for s in result.scores}
         replay.retrains.append({"ts": now, "champion": result.champion, "seconds": seconds, "scores": scores})
         log(f"  retrain {k + 1}/{len(retrain_at)} at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(now))}: "
-            f"{seconds:.1f} s, champion {result.champion}, "
+            f"{seconds:.1f} s, rss {_rss_mb():.0f} MB, champion {result.champion}, "
             + ", ".join(f"{m} {s['mase']:.3f}" if s["mase"] is not None else f"{m} skipped" for m, s in scores.items()))
         model_dir = result.run["model_dir"]
+        gc.collect()
         visible = frame.iloc[: int(origins[last - 1]) + 1]
         for model in settings.models:
             path = Path(model_dir) / model if model_dir else None
@@ -135,10 +137,21 @@ def replay_series(name: str, samples: Samples, settings: Settings, retrain_every
             for key, values in (("mean", mean), ("lower", lower), ("upper", upper)):
                 replay.forecasts[model][key][segment] = values
         replay.champions.extend([result.champion] * len(segment))
+        if result.champion and result.champion in replay.predict_seconds:
+            replay.predict_seconds.setdefault("auto", []).append(replay.predict_seconds[result.champion][-1])
         if result.champion:
             for key in ("mean", "lower", "upper"):
                 replay.forecasts["auto"][key][segment] = replay.forecasts[result.champion][key][segment]
     return replay
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process now (Linux), to see where a long run grows."""
+    try:
+        with open("/proc/self/status") as status:
+            return int(status.read().split("VmRSS:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def load_series(data_dir: Path) -> list[tuple[str, Samples]]:

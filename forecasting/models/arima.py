@@ -1,12 +1,14 @@
 """ARIMA with daily seasonality as Fourier regressors (statsmodels), order chosen per instance by AIC.
 
-The model is a regression with ARIMA errors, ``cpu = c + Σ Fourier_k(time of day)·β + u``,
-``u ~ ARIMA(p, d, q)``, fitted on the last ``FIT_DAYS`` only so a fit takes about a second:
+The model is a regression with integrated ARMA errors, ``z = Σ Fourier_k(time of day)·β + u``,
+``u ~ ARIMA(p, 1, q)`` on standardised CPU ``z``, fitted on the last ``FIT_DAYS`` only so a fit
+takes about a second:
 
-1. the constant and the Fourier coefficients by least squares (standardised CPU);
-2. every order of ``ORDER_GRID`` on the residuals by Hannan–Rissanen (fast), scored by AIC;
+1. the Fourier coefficients by least squares on first differences (none, or ``FOURIER_TERMS``
+   daily harmonics: AIC decides, counting the coefficients);
+2. every order of ``ORDER_GRID`` on the residual series by Hannan–Rissanen (fast), scored by AIC;
 3. the winning order refitted by exact maximum likelihood (``SARIMAX``, Kalman filter, which
-   also copes with the gaps the grid keeps as NaN).
+   also copes with the gaps the grid keeps as NaN), the first MA coefficient kept ≥ −``MAX_MA``.
 
 A 288-lag seasonal ARIMA is never used: statsmodels needs minutes to hours for it, while
 Fourier terms capture the daily shape in a handful of coefficients. Forecasting re-filters
@@ -31,12 +33,17 @@ FIT_DAYS = 3.0
 FILTER_DAYS = 1.0
 """History re-filtered at each forecast: long enough for the ARMA state to settle."""
 FOURIER_TERMS = 3
-"""Daily harmonics (sin/cos pairs) used when the window spans at least a day."""
-ORDER_GRID: tuple[tuple[int, int, int], ...] = ((1, 0, 0), (2, 0, 0), (1, 0, 1), (2, 0, 1), (0, 1, 1), (1, 1, 1))
-"""Candidate (p, d, q) orders; the lowest AIC wins."""
+"""Daily harmonics (sin/cos pairs) tried when the window spans at least a day (kept if AIC says so)."""
+ORDER_GRID: tuple[tuple[int, int, int], ...] = ((0, 1, 1), (1, 1, 0), (1, 1, 1), (2, 1, 0), (2, 1, 1), (0, 1, 2))
+"""Candidate (p, d, q) orders; the lowest AIC wins. All integrated: CPU shifts level for good
+(deploys, load changes) and a stationary model would pull the forecast back to the old mean."""
 MIN_POINTS = 36
 """Three hours of 5-minute points: less than that is no series to model."""
 MAX_ITER = 50
+MAX_MA = 0.9
+"""Bound on the first MA coefficient's size. An MA(1) near −1 turns the model into a long-run mean fitted on a
+calm window, which then ignores a level shift; capping it keeps the forecast adapting (like α ≥ 0.1 in
+exponential smoothing)."""
 
 
 def fourier_terms(ts: np.ndarray, terms: int) -> np.ndarray:
@@ -46,8 +53,14 @@ def fourier_terms(ts: np.ndarray, terms: int) -> np.ndarray:
     return np.column_stack(columns) if columns else np.empty((len(phase), 0))
 
 
-def _regressors(ts: np.ndarray, terms: int) -> np.ndarray:
-    return np.column_stack([np.ones(len(ts)), fourier_terms(ts, terms)])
+def daily_shape_coefficients(z: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Fourier coefficients by least squares on first differences (the errors are integrated, so
+    regressing levels would let level shifts distort the daily shape)."""
+    if x.shape[1] == 0:
+        return np.zeros(0)
+    dz, dx = np.diff(z), np.diff(x, axis=0)
+    ok = np.isfinite(dz)
+    return np.linalg.lstsq(dx[ok], dz[ok], rcond=None)[0]
 
 
 class ArimaModel(ForecastModel):
@@ -82,13 +95,21 @@ class ArimaModel(ForecastModel):
         spread = float(np.std(y[seen]))
         if spread < 1e-6:
             raise ModelError("arima: CPU is constant, there is nothing to model (the naive forecast is exact)")
-        self.center, self.scale = float(np.mean(y[seen])), spread
+        self.center, self.scale, self.aic = float(np.mean(y[seen])), spread, {}
         z = (y - self.center) / self.scale
-        self.terms = FOURIER_TERMS if ts[-1] - ts[0] >= DAY else 0
-        x = _regressors(ts, self.terms)
-        self.coef = np.linalg.lstsq(x[seen], z[seen], rcond=None)[0]
-        resid = z - x @ self.coef
-        self.order, self.params, self.aic = _choose_and_fit(resid)
+        choices = (0, FOURIER_TERMS) if ts[-1] - ts[0] >= DAY else (0,)
+        best = None
+        for terms in choices:  # with or without the daily shape: AIC decides, counting its coefficients
+            x = fourier_terms(ts, terms)
+            coef = daily_shape_coefficients(z, x)
+            order, start, aic = _choose_order(z - x @ coef, penalty=2.0 * 2 * terms)
+            self.aic.update({f"{key} fourier={terms}": value for key, value in aic.items()})
+            if order is not None and (best is None or min(aic.values()) < best[0]):
+                best = (min(aic.values()), terms, coef, order, start)
+        if best is None:
+            raise ModelError("arima: no order of the grid could be estimated on this series")
+        _, self.terms, self.coef, self.order, start = best
+        self.params = _maximum_likelihood(z - fourier_terms(ts, self.terms) @ self.coef, self.order, start)
         self.history = frame[["cpu"]]
         return self
 
@@ -106,13 +127,13 @@ class ArimaModel(ForecastModel):
         z = (recent.to_numpy(dtype=float) - self.center) / self.scale
         if not np.isfinite(z).any():
             raise ModelError("arima: no CPU value in the last day before the origin")
-        resid = z - _regressors(ts, self.terms) @ self.coef
+        resid = z - fourier_terms(ts, self.terms) @ self.coef
         future = origin + self.period * np.arange(1, horizon + 1, dtype=np.int64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = SARIMAX(resid, order=self.order, concentrate_scale=True).filter(self.params)
             ahead = np.asarray(results.forecast(horizon), dtype=float)
-        mean = (ahead + _regressors(future, self.terms) @ self.coef) * self.scale + self.center
+        mean = (ahead + fourier_terms(future, self.terms) @ self.coef) * self.scale + self.center
         if not np.all(np.isfinite(mean)):
             raise ModelError("arima: forecast is not finite")
         return mean
@@ -147,14 +168,13 @@ class ArimaModel(ForecastModel):
         self.history = pd.DataFrame({"cpu": cpu}, index=pd.Index(ts, name="ts")) if len(ts) else None
 
 
-def _choose_and_fit(resid: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray, dict[str, float]]:
-    """AIC over ORDER_GRID by Hannan–Rissanen on the gap-filled residuals, then exact ML for the winner."""
+def _choose_order(resid: np.ndarray, penalty: float) -> tuple[tuple[int, int, int] | None, np.ndarray | None, dict[str, float]]:
+    """AIC (+ ``penalty``) of every ORDER_GRID order by Hannan–Rissanen on the gap-filled residuals; the best with its estimates."""
     from statsmodels.tsa.arima.model import ARIMA
-    from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     filled = pd.Series(resid).interpolate(limit_direction="both").to_numpy()
     scores: dict[str, float] = {}
-    starts: dict[tuple[int, int, int], np.ndarray] = {}
+    best: tuple[float, tuple[int, int, int], np.ndarray] | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for order in ORDER_GRID:
@@ -162,21 +182,50 @@ def _choose_and_fit(resid: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray
                 result = ARIMA(filled, order=order, trend="n").fit(method="hannan_rissanen")
             except Exception:  # an order the data cannot support is simply not a candidate
                 continue
-            if np.isfinite(result.aic):
-                scores["%d,%d,%d" % order] = float(result.aic)
-                starts[order] = np.asarray(result.params[:-1], dtype=float)  # without sigma2
-        if not scores:
-            raise ModelError("arima: no order of the grid could be estimated on this series")
-        best = min(starts, key=lambda o: scores["%d,%d,%d" % o])
-        start = _stable_start(starts[best], best)
+            aic = float(result.aic) + penalty
+            if np.isfinite(aic):
+                scores["%d,%d,%d" % order] = aic
+                if best is None or aic < best[0]:
+                    best = (aic, order, np.asarray(result.params[:-1], dtype=float))  # without sigma2
+    return (None, None, scores) if best is None else (best[1], best[2], scores)
+
+
+def _maximum_likelihood(resid: np.ndarray, order: tuple[int, int, int], start: np.ndarray) -> np.ndarray:
+    """Exact ML estimates of one order (Kalman filter: gaps stay NaN), started from Hannan–Rissanen's."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
-            fitted = SARIMAX(resid, order=best, concentrate_scale=True).fit(disp=False, start_params=start, maxiter=MAX_ITER)
+            fitted = SARIMAX(resid, order=order, concentrate_scale=True).fit(
+                disp=False, start_params=_stable_start(start, order), maxiter=MAX_ITER)
             params = np.asarray(fitted.params, dtype=float)
         except Exception as error:
-            raise ModelError(f"arima: maximum likelihood failed for order {best}: {error}".splitlines()[0]) from None
+            raise ModelError(f"arima: maximum likelihood failed for order {order}: {error}".splitlines()[0]) from None
+        p, _, q = order
+        if q and params[p] < -MAX_MA:
+            params = _with_bounded_ma(resid, order, params)
     if not np.all(np.isfinite(params)):
-        raise ModelError(f"arima: estimation for order {best} gave non-finite parameters")
-    return best, params, scores
+        raise ModelError(f"arima: estimation for order {order} gave non-finite parameters")
+    return params
+
+
+def _with_bounded_ma(resid: np.ndarray, order: tuple[int, int, int], params: np.ndarray) -> np.ndarray:
+    """Re-estimate with the first MA coefficient fixed at −MAX_MA (the other parameters free)."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    p, _, q = order
+    if p + q == 1:
+        return np.array([-MAX_MA])
+    model = SARIMAX(resid, order=order, concentrate_scale=True)
+    start = params.copy()
+    start[p] = -MAX_MA
+    try:
+        with model.fix_params({"ma.L1": -MAX_MA}):
+            fitted = model.fit(disp=False, start_params=_stable_start(start, order), maxiter=MAX_ITER)
+        return np.asarray(fitted.params, dtype=float)
+    except Exception:
+        return _stable_start(start, order)
 
 
 def _stable_start(params: np.ndarray, order: tuple[int, int, int]) -> np.ndarray:

@@ -76,7 +76,7 @@ class SeasonalNaiveModel(BaselineModel):
     def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
         origin = int(history.index[-1])
         day_ago = origin + self.period * np.arange(1, horizon + 1, dtype=np.int64) - DAY
-        values = history["cpu"].reindex(day_ago).to_numpy(dtype=float)
+        values = history["cpu"].reindex(day_ago).to_numpy(dtype=float, copy=True)
         missing = ~np.isfinite(values)
         if missing.any():
             values[missing] = last_value(history, self.name)

@@ -1,37 +1,46 @@
 """Neural forecasters: a stacked LSTM (Keras) and a TCN (keras-tcn), direct multi-output.
 
-Both read multivariate windows of the design matrix (``features.design_matrix`` plus
-``cpu_day_ahead``, yesterday's CPU at the step ``horizon`` ahead of each row, so the
-window's last rows carry yesterday's values of the steps to forecast) and emit the whole
-horizon at once from one Dense layer. They predict the *change* from the last CPU value
-(the network starts near the naive forecast and learns corrections), scaled by the CPU
-standard deviation.
+Inputs are windows of ``lookback`` rows of the design matrix (``features.design_matrix``)
+plus ``cpu_day_ahead``: CPU one day before row + horizon, so a window's last rows carry
+yesterday's values of the very steps to forecast. One Dense layer emits the whole horizon.
 
-Training is honest in time: windows are ordered by origin, the last ``VALIDATION_SHARE``
-of them validate (early stopping, best weights restored), and training windows whose
-targets reach into the validation part are dropped. The scaler sees the training rows
-only. Seeds are fixed (``params.seed``) and TensorFlow runs deterministic ops, so the same
-data gives the same model.
+The networks see shapes, not levels: CPU-like columns are fed relative to the window's last
+CPU value and divided by the window's own CPU spread (clipped to [MIN_SPREAD, MAX_SPREAD]
+training standard deviations), and the target is the change from the last value in the same
+units. Level shifts that never occurred in training therefore do not throw the model off, and
+an untrained network forecasts roughly the last value (the naive baseline).
 
-Hyperparameters come from ``settings.ModelParams`` (``HEADROOM_MODEL__*``); the constants
-below are the few that are not worth a setting.
+Training is honest in time: windows are ordered by origin, the latest ``VALIDATION_SHARE``
+validate (early stopping, best weights restored), training windows whose targets reach into
+that part are dropped, and the scaler sees training rows only. Seeds are fixed
+(``params.seed``) and TensorFlow runs deterministic ops, so the same data gives the same model.
+Keras spends 2–5 s tracing a new network's train step and 0.2–0.9 s its first prediction, so a
+process keeps networks per architecture: trainers (weights and optimizer reset before each fit)
+and predictors (each model swaps its own weights in before predicting). A saved model is
+``model.keras`` (complete, loadable anywhere with ``tcn`` imported) plus ``weights.npz``, the
+same weights as plain arrays, which loading reads in milliseconds.
+
+Hyperparameters come from ``settings.ModelParams`` (``HEADROOM_MODEL__*``); the module
+constants below are the few that are not worth a setting.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import pandas as pd
 
-from pathlib import Path  # noqa: E402
-from typing import Any, ClassVar, Self  # noqa: E402
+from forecasting.features import DAY, Scaler, design_matrix, sliding_windows
+from forecasting.models.base import ForecastModel, ModelError
+from forecasting.settings import ModelParams
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from forecasting.features import DAY, Scaler, design_matrix, sliding_windows  # noqa: E402
-from forecasting.models.base import ForecastModel, ModelError  # noqa: E402
-from forecasting.settings import ModelParams  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads (lazily, in _tf); errors still raise
 
 VALIDATION_SHARE = 0.15
 """Share of the (most recent) windows kept for early stopping."""
@@ -43,23 +52,74 @@ LOSS = "huber"
 INPUT_CLIP = 5.0
 """Scaled inputs are clipped to ±INPUT_CLIP so a level never seen in training cannot blow up the output."""
 CPU_COLUMNS = ("cpu", "cpu_day_ago", "cpu_day_ahead")
-"""Scaled like CPU and fed relative to the window's last CPU value, so the network is level-free."""
-STEPS_PER_EXECUTION = 1
-MODEL_FILE = "model.keras"
+"""Scaled like CPU and fed relative to the window's last CPU value."""
+MIN_SPREAD, MAX_SPREAD = 0.05, 1.0
+"""Bounds of the per-window CPU spread, in training standard deviations (a burst never inflates forecasts)."""
+WINDOW_STRIDE = 2
+"""Train on every 2nd origin: neighbouring windows are near copies, so this halves the cost, not the information."""
+MODEL_FILE, WEIGHTS_FILE = "model.keras", "weights.npz"
 
 
 def _tf():
-    """Import TensorFlow quietly and make its ops deterministic (done once per process)."""
+    """Import TensorFlow quietly and make its ops deterministic (once per process)."""
     import tensorflow as tf
 
-    tf.get_logger().setLevel("ERROR")
     if not getattr(_tf, "configured", False):
-        try:
-            tf.config.experimental.enable_op_determinism()
-        except Exception:  # pragma: no cover - older TF builds without the switch
-            pass
+        tf.get_logger().setLevel("ERROR")
+        tf.config.experimental.enable_op_determinism()
         _tf.configured = True
     return tf
+
+
+@dataclass
+class _Trainer:
+    """A compiled network kept for reuse: its traced train step survives, weights and optimizer are reset."""
+
+    network: Any
+    weights: list[np.ndarray]
+    optimizer_state: list[np.ndarray]
+
+    def reset(self) -> None:
+        self.network.set_weights(self.weights)
+        for variable, value in zip(self.network.optimizer.variables, self.optimizer_state, strict=True):
+            variable.assign(value)
+
+
+@dataclass
+class _Predictor:
+    """One network per architecture for inference; ``owner`` is the weights list it holds now."""
+
+    network: Any
+    owner: object = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_IDLE_TRAINERS: dict[str, _Trainer] = {}
+_PREDICTORS: dict[str, _Predictor] = {}
+_POOL_LOCK = threading.Lock()
+MAX_POOLED = 4
+"""Trainers and predictors kept per process (a network is well under a megabyte)."""
+
+
+def _checkout(key: str) -> _Trainer | None:
+    with _POOL_LOCK:
+        return _IDLE_TRAINERS.pop(key, None)
+
+
+def _checkin(key: str, trainer: _Trainer) -> None:
+    with _POOL_LOCK:
+        _IDLE_TRAINERS[key] = trainer
+        while len(_IDLE_TRAINERS) > MAX_POOLED:
+            del _IDLE_TRAINERS[next(iter(_IDLE_TRAINERS))]
+
+
+def _predictor(key: str, build) -> _Predictor:
+    with _POOL_LOCK:
+        if key not in _PREDICTORS:
+            _PREDICTORS[key] = _Predictor(build())
+            while len(_PREDICTORS) > MAX_POOLED:
+                del _PREDICTORS[next(iter(_PREDICTORS))]
+        return _PREDICTORS[key]
 
 
 def model_inputs(frame: pd.DataFrame, period: int, horizon: int) -> pd.DataFrame:
@@ -78,13 +138,18 @@ def fit_scaler(raw: pd.DataFrame) -> Scaler:
     return scaler
 
 
-def network_input(x: np.ndarray, columns: list[str]) -> np.ndarray:
-    """Windows [n, lookback, features] of scaled inputs → network input: CPU columns minus the last CPU, clipped."""
+def network_input(x: np.ndarray, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled windows [n, lookback, features] → (network input, per-window spread [n, 1]).
+
+    CPU-like columns become (value − last CPU) / spread, where spread is the window's own CPU
+    standard deviation bounded to [MIN_SPREAD, MAX_SPREAD]; everything is clipped to ±INPUT_CLIP.
+    """
     out = x.astype(np.float32, copy=True)
     cpu = columns.index("cpu")
     relative = [columns.index(c) for c in CPU_COLUMNS]
-    out[:, :, relative] -= out[:, -1:, cpu : cpu + 1]
-    return np.clip(out, -INPUT_CLIP, INPUT_CLIP)
+    spread = np.clip(out[:, :, cpu].std(axis=1, keepdims=True), MIN_SPREAD, MAX_SPREAD)
+    out[:, :, relative] = (out[:, :, relative] - out[:, -1:, cpu : cpu + 1]) / spread[:, :, None]
+    return np.clip(out, -INPUT_CLIP, INPUT_CLIP), spread
 
 
 def chronological_split(origins: np.ndarray, horizon: int, share: float = VALIDATION_SHARE) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +182,7 @@ class NeuralModel(ForecastModel):
         self.min_points = self.required_points()
         self.scaler: Scaler | None = None
         self.columns: list[str] = []
-        self.network = None
+        self.weights: list[np.ndarray] | None = None
         self.fit_info: dict[str, Any] = {}
 
     def required_points(self) -> int:
@@ -135,57 +200,92 @@ class NeuralModel(ForecastModel):
 
     # ---- training ---------------------------------------------------------
     def windows(self, raw: pd.DataFrame, scaler: Scaler) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Scaled windows of ``raw`` inputs: X, Y as scaled deltas from the origin's CPU, origin rows."""
+        """Network-ready windows of ``raw``: X, Y (change from the origin CPU, in window-spread units), origin rows."""
         scaled = scaler.transform(raw).to_numpy(dtype=np.float32)
         cpu = scaled[:, raw.columns.get_loc("cpu")]
         x, y, origins = sliding_windows(scaled, cpu, self.params.lookback, self.horizon)
-        return network_input(x, list(raw.columns)), (y - cpu[origins][:, None]).astype(np.float32), origins
+        inputs, spread = network_input(x, list(raw.columns))
+        return inputs, ((y - cpu[origins][:, None]) / spread).astype(np.float32), origins
 
     def fit(self, frame: pd.DataFrame) -> Self:
         """Train on ``frame`` with early stopping on its latest windows; raise ModelError if it is too short."""
         if "cpu" not in frame or frame["cpu"].notna().sum() < self.required_points():
             have = 0 if "cpu" not in frame else int(frame["cpu"].notna().sum())
-            raise ModelError(
-                f"{self.name}: needs at least {self.required_points()} points with CPU "
-                f"(a day of lag + lookback {self.params.lookback} + horizon {self.horizon} + {MIN_WINDOWS} windows), got {have}"
-            )
+            raise ModelError(f"{self.name}: needs at least {self.required_points()} points with CPU (a day of lag + lookback "
+                             f"{self.params.lookback} + horizon {self.horizon} + {MIN_WINDOWS} windows), got {have}")
         if self.horizon >= DAY // self.period:
             raise ModelError(f"{self.name}: horizon {self.horizon} must be shorter than a day of steps")
         raw = model_inputs(frame, self.period, self.horizon)
-        values = raw.to_numpy(dtype=np.float32)
-        _, _, origins = sliding_windows(values, raw["cpu"].to_numpy(dtype=np.float32), self.params.lookback, self.horizon)
+        _, _, origins = sliding_windows(raw.to_numpy(np.float32), raw["cpu"].to_numpy(np.float32), self.params.lookback, self.horizon)
         if len(origins) < MIN_WINDOWS:
             raise ModelError(f"{self.name}: only {len(origins)} complete windows without gaps, needs {MIN_WINDOWS}")
-        origins = origins[-self.params.max_windows:]
+        origins = origins[::-1][::WINDOW_STRIDE][::-1][-self.params.max_windows:]
         train_idx, val_idx = chronological_split(origins, self.horizon)
         last_train_row = int(origins[train_idx].max()) + self.horizon
         self.scaler = fit_scaler(raw.iloc[: last_train_row + 1])
         self.columns = list(raw.columns)
         x, y, all_origins = self.windows(raw, self.scaler)
-        keep = np.isin(all_origins, origins)
-        x, y = x[keep], y[keep]
-        self.network = self._train(x[train_idx], y[train_idx], x[val_idx], y[val_idx])
+        x, y = x[np.isin(all_origins, origins)], y[np.isin(all_origins, origins)]
+        self.weights = self._train(x[train_idx], y[train_idx], x[val_idx], y[val_idx])
         self.fit_info.update(windows=int(len(origins)), train_windows=int(len(train_idx)), validation_windows=int(len(val_idx)))
         self.history = frame
         return self
 
     def _train(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray):
+        """Fit a network (a reused compiled one when this process has one idle); return its best weights."""
         import keras
 
         _tf()
+        key = json.dumps([self.name, self.params.model_dump(), int(x.shape[2]), self.horizon], sort_keys=True)
+        trainer = _checkout(key) or self._new_trainer(x.shape[2])
+        trainer.reset()
         keras.utils.set_random_seed(self.params.seed)
-        network = self.build_network(x.shape[2])
-        network.compile(optimizer=keras.optimizers.Adam(self.params.learning_rate), loss=LOSS, steps_per_execution=STEPS_PER_EXECUTION)
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.params.patience, restore_best_weights=True)
-        result = network.fit(
-            x, y, validation_data=(xv, yv), epochs=self.params.epochs, batch_size=self.params.batch_size,
-            shuffle=True, callbacks=[stop], verbose=0,
-        )
-        losses = result.history.get("val_loss", [])
-        self.fit_info = {"epochs_run": len(losses), "best_val_loss": float(min(losses)) if losses else None}
-        return network
+        result = trainer.network.fit(x, y, validation_data=(xv, yv), epochs=self.params.epochs,
+                                     batch_size=self.params.batch_size, shuffle=True, callbacks=[stop], verbose=0)
+        weights = trainer.network.get_weights()
+        _checkin(key, trainer)
+        losses = result.history["val_loss"]
+        self.fit_info = {"epochs_run": len(losses), "best_epoch": int(stop.best_epoch) + 1, "best_val_loss": float(min(losses))}
+        return weights
+
+    def _new_trainer(self, features: int) -> _Trainer:
+        import keras
+
+        keras.utils.set_random_seed(self.params.seed)
+        network = self.build_network(features)
+        network.compile(optimizer=keras.optimizers.Adam(self.params.learning_rate), loss=LOSS)
+        network.optimizer.build(network.trainable_variables)
+        return _Trainer(network, network.get_weights(), [np.array(v.numpy()) for v in network.optimizer.variables])
 
     # ---- prediction -----------------------------------------------------
+    def _predictor(self) -> _Predictor:
+        if self.weights is None:
+            raise ModelError(f"{self.name}: not fitted")
+        _tf()
+        arch = {k: v for k, v in self.params.model_dump().items() if k in ("lookback", "units", "layers", "dilations", "kernel_size")}
+        key = json.dumps([self.name, arch, len(self.columns), self.horizon], sort_keys=True)
+        return _predictor(key, lambda: self.build_network(len(self.columns)))
+
+    def _swap_in(self, predictor: _Predictor) -> Any:
+        """Load this model's weights into the shared network unless they are already there (lock held)."""
+        if predictor.owner is not self.weights:
+            predictor.network.set_weights(self.weights)
+            predictor.owner = self.weights
+        return predictor.network
+
+    def keras_model(self):
+        """A Keras model holding this model's weights (the process's shared one for its architecture)."""
+        predictor = self._predictor()
+        with predictor.lock:
+            return self._swap_in(predictor)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Network outputs for a batch of windows (prediction is traced once per process and architecture)."""
+        predictor = self._predictor()
+        with predictor.lock:
+            return np.asarray(self._swap_in(predictor).predict_on_batch(x), dtype=float)
+
     def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
         """Forecast after the last row of ``history`` from its last ``lookback`` rows (no refit)."""
         return self.predict_at(history, np.array([len(history) - 1]), horizon)[0]
@@ -197,11 +297,13 @@ class NeuralModel(ForecastModel):
         the last value seen before it (or the scaler's mean), never from later rows.
         """
         horizon = horizon or self.horizon
-        if self.network is None or self.scaler is None:
+        if self.weights is None or self.scaler is None:
             raise ModelError(f"{self.name}: not fitted")
         if horizon > self.horizon:
             raise ModelError(f"{self.name}: trained for {self.horizon} steps, asked for {horizon}")
         rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.empty((0, horizon))
         lookback, lag = self.params.lookback, DAY // self.period
         start = max(0, int(rows.min()) - lookback - lag + 1)
         part = frame.iloc[start: int(rows.max()) + 1]
@@ -214,39 +316,57 @@ class NeuralModel(ForecastModel):
         if np.any(rel < lookback - 1):  # too little history: repeat the first row backwards
             pad = lookback - 1 - int(rel.min())
             scaled, rel = np.concatenate([np.repeat(scaled[:1], pad, axis=0), scaled]), rel + pad
-        x = network_input(np.stack([scaled[r - lookback + 1: r + 1] for r in rel]), self.columns)
-        delta = np.asarray(self.network(x, training=False), dtype=float)[:, :horizon]
+        x, spread = network_input(np.stack([scaled[r - lookback + 1: r + 1] for r in rel]), self.columns)
+        delta = self.forward(x)[:, :horizon] * spread
         return last_cpu[:, None] + delta * self.scaler.scale["cpu"]
 
     # ---- persistence ----------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Refuse before anything is written when there is no network to save."""
+        if self.weights is None:
+            raise ModelError(f"{self.name}: nothing to save, the model is not fitted")
+        super().save(path)
+
     def state(self) -> dict[str, Any]:
-        return {
-            "params": self.params.model_dump(),
-            "scaler": None if self.scaler is None else self.scaler.to_dict(),
-            "columns": self.columns,
-            "fit_info": self.fit_info,
-        }
+        scaler = None if self.scaler is None else self.scaler.to_dict()
+        return {"params": self.params.model_dump(), "scaler": scaler, "columns": self.columns, "fit_info": self.fit_info}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.params = ModelParams(**state.get("params", {}))
+        try:
+            self.params = ModelParams(**state.get("params", {}))
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            raise ModelError(f"{self.name}: saved params are not valid any more: {str(error).splitlines()[0]}") from None
         self.min_points = self.required_points()
         self.scaler = None if state.get("scaler") is None else Scaler.from_dict(state["scaler"])
         self.columns = list(state.get("columns", []))
         self.fit_info = dict(state.get("fit_info", {}))
 
     def save_files(self, directory: Path) -> None:
-        if self.network is None:
-            raise ModelError(f"{self.name}: nothing to save, the model is not fitted")
-        self.network.save(Path(directory) / MODEL_FILE)
+        predictor = self._predictor()
+        with predictor.lock:
+            self._swap_in(predictor).save(Path(directory) / MODEL_FILE)
+        np.savez(Path(directory) / WEIGHTS_FILE, *self.weights)
 
     def load_files(self, directory: Path) -> None:
-        import keras
+        """Read weights.npz (fast, no pickles); without it, the weights of the complete model.keras."""
+        fast, full = Path(directory) / WEIGHTS_FILE, Path(directory) / MODEL_FILE
+        if not fast.exists() and not full.exists():
+            raise ModelError(f"{self.name}: {directory} holds neither {WEIGHTS_FILE} nor {MODEL_FILE}")
+        try:
+            if fast.exists():
+                with np.load(fast, allow_pickle=False) as arrays:
+                    self.weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+            else:
+                import keras
 
-        _tf()
-        path = Path(directory) / MODEL_FILE
-        if not path.exists():
-            raise ModelError(f"{self.name}: {path} is missing")
-        self.network = keras.models.load_model(path, custom_objects=self.custom_objects(), compile=False)
+                _tf()
+                self.weights = keras.models.load_model(full, custom_objects=self.custom_objects(), compile=False).get_weights()
+        except Exception as error:  # a damaged or foreign file: one clear line, the caller skips the model
+            raise ModelError(f"{self.name}: cannot read {fast if fast.exists() else full}: {error}") from None
+        expected = [tuple(v.shape) for v in self._predictor().network.weights]
+        if [tuple(w.shape) for w in self.weights] != expected:
+            self.weights = None
+            raise ModelError(f"{self.name}: saved weights in {directory} do not fit the network its params describe")
 
 
 class LstmModel(NeuralModel):
@@ -280,8 +400,6 @@ class TcnModel(NeuralModel):
         from tcn import TCN
 
         inputs = keras.Input(shape=(self.params.lookback, features))
-        hidden = TCN(
-            nb_filters=self.params.units, kernel_size=self.params.kernel_size,
-            dilations=list(self.params.dilations), return_sequences=False,
-        )(inputs)
+        p = self.params
+        hidden = TCN(nb_filters=p.units, kernel_size=p.kernel_size, dilations=list(p.dilations), return_sequences=False)(inputs)
         return keras.Model(inputs, keras.layers.Dense(self.horizon)(hidden), name="tcn")

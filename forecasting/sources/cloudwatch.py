@@ -12,6 +12,9 @@ as many of the longest remaining ones as both limits allow, starting at the
 earliest start among them (points before a series' own start are dropped). That
 greedy packing is optimal: some optimal plan always puts the longest series
 together in one call, and moving shorter series into a call never breaks it.
+``FetchResult.calls_required`` is the length of that plan (the minimum the limits
+allow); ``FetchResult.calls`` counts the requests actually sent, NextToken pages
+included, so the two differ only when CloudWatch pages a call.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -37,6 +38,7 @@ METRIC_ALIASES: dict[str, str] = {
 TIMESTAMP_COLUMNS = ("timestamp", "ts", "time", "datetime", "date")
 INSTANCE_RE = re.compile(r"i[-_][0-9a-f]{8,17}", re.IGNORECASE)
 DEFAULT_LIMIT_BYTES = 100 * 1024 * 1024
+LATEST_TS = 253_402_300_799  # 9999-12-31T23:59:59Z: timestamps must lie in 1970..9999
 
 
 class ExportError(ValueError):
@@ -86,35 +88,44 @@ def parse_timestamp(text: object, where: str) -> int:
     if isinstance(text, bool):
         raise ExportError(f"{where}: timestamp {text!r} is not a time")
     if isinstance(text, (int, float)):
-        if not math.isfinite(text):
+        if isinstance(text, float) and not math.isfinite(text):
             raise ExportError(f"{where}: timestamp {text!r} is not a time")
-        return int(text)
+        return _in_range(text, text, where)
     if not isinstance(text, str):
-        raise ExportError(f"{where}: timestamp {text!r} is not a time")
+        raise ExportError(f"{where}: timestamp {str(text)[:40]!r} is not a time")
     raw = text.strip()
-    if re.fullmatch(r"\d{9,11}(\.\d+)?", raw):
-        return int(float(raw))
+    if re.fullmatch(r"[0-9]{9,11}(\.[0-9]+)?", raw):
+        return _in_range(float(raw), text, where)
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        seconds = moment.timestamp()
+    except (ValueError, OverflowError):
         raise ExportError(f"{where}: timestamp {text[:40]!r} is not ISO 8601") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp())
+    return _in_range(seconds, text, where)
+
+
+def _in_range(seconds: float, given: object, where: str) -> int:
+    """Unix seconds as an int, refusing times before 1970 or after 9999 (they cannot be stored)."""
+    if not 0 <= seconds <= LATEST_TS:
+        raise ExportError(f"{where}: timestamp {str(given)[:40]!r} is outside 1970..9999")
+    return int(seconds)
 
 
 def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ExportError(f"{where}: value {value[:40]!r} is not a number") from None
-        else:
-            raise ExportError(f"{where}: value {value!r} is not a number")
-    if not math.isfinite(value):
-        raise ExportError(f"{where}: value {value!r} is not a finite number")
-    return float(value)
+    """A finite float from a JSON number or a numeric string; anything else is an ExportError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ExportError(f"{where}: value {str(value)[:40]!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ExportError(f"{where}: value {str(value)[:40]!r} is not a number") from None
+    except OverflowError:  # an integer too large for a float
+        raise ExportError(f"{where}: value {str(value)[:40]}... is too large") from None
+    if not math.isfinite(number):
+        raise ExportError(f"{where}: value {str(value)[:40]!r} is not a finite number")
+    return number
 
 
 def _json_documents(text: str, name: str) -> list[object]:
@@ -131,6 +142,8 @@ def _json_documents(text: str, name: str) -> list[object]:
             doc, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as error:
             raise ExportError(f"{name}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        except RecursionError:
+            raise ExportError(f"{name}: JSON nested too deeply near character {pos}") from None
         docs.append(doc)
     if not docs:
         raise ExportError(f"{name}: the file is empty")
@@ -201,33 +214,42 @@ def parse_json_export(text: str, instance: str = "upload", name: str = "export")
     return collector.finish(name)
 
 
+def _csv_rows(text: str, name: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each CSV record; a malformed file is an ExportError naming the line."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ExportError(f"{name}: line {max(reader.line_num, 1)} is not valid CSV ({error})") from None
+        yield reader.line_num, row
+
+
 def parse_csv_export(text: str, instance: str = "upload", name: str = "export") -> ParsedExport:
     """Parse a CSV with a timestamp column and one column per metric (e.g. ``timestamp,value``)."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    header = next(reader, None)
+    rows = _csv_rows(text, name)
+    _, header = next(rows, (0, []))
     if not header:
         raise ExportError(f"{name}: the CSV file is empty")
     lowered = [h.strip().lower() for h in header]
     ts_col = next((i for i, h in enumerate(lowered) if h in TIMESTAMP_COLUMNS), None)
     if ts_col is None:
         raise ExportError(f"{name}: no timestamp column (expected one of {', '.join(TIMESTAMP_COLUMNS)})")
-    columns = {i: metric_key(h) for i, h in enumerate(header) if i != ts_col}
+    iid_col = lowered.index("instance_id") if "instance_id" in lowered else None
+    columns = {i: metric_key(h) for i, h in enumerate(header) if i not in (ts_col, iid_col)}
     columns = {i: m for i, m in columns.items() if m is not None}
     if "cpu" not in columns.values():
         raise ExportError(f"{name}: no CPU column (name it cpu, CPUUtilization or value)")
-    iid = instance
-    if "instance_id" in lowered:
-        iid_col = lowered.index("instance_id")
-    else:
-        iid_col = None
     collector = _Collector()
-    for line, row in enumerate(reader, start=2):
+    for line, row in rows:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):
             raise ExportError(f"{name}: line {line} has {len(row)} fields, the header has {len(header)}")
         ts = parse_timestamp(row[ts_col], f"{name}: line {line}")
-        row_iid = row[iid_col].strip() if iid_col is not None and row[iid_col].strip() else iid
+        row_iid = row[iid_col].strip() if iid_col is not None and row[iid_col].strip() else instance
         for i, metric in columns.items():
             if row[i].strip() == "":
                 continue

@@ -57,9 +57,10 @@ def dashboard_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = run_worker(store_env(db)) if engine else run_worker(store_env(db), "--only", "ingest")
     assert done.returncode == 0, done.stderr[-3000:]
     if not engine:
-        from tests.app._interim import fill_models
+        from tests.app._interim import fill_models_command
 
-        fill_models(db)
+        done = subprocess.run(fill_models_command(), cwd=ROOT, env={**os.environ, **store_env(db)}, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
     with Store(db, readonly=True) as store:
         assert len(store.instances()) == 3 and store.sample_count() > 0
         assert store.latest_forecasts(), "the worker cycle wrote no forecasts"

@@ -24,6 +24,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
+ROW_PX = 35  # st.dataframe's default row (and header) height
 
 pytestmark = [
     pytest.mark.slow,
@@ -90,6 +91,14 @@ def test_fleet_instance_and_upload_in_a_real_browser(dashboard_url: str, dashboa
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
 
+            # a shared link as the very first request of a fresh server lands on its page, inside the app's navigation
+            page.goto(f"{dashboard_url}/instance?instance={ids[-1]}")
+            page.wait_for_selector(CHART)
+            assert page.get_by_role("link", name="Fleet").count() >= 1  # the app's own (top) navigation
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # not Streamlit's file-based sidebar
+            assert ids[-1] in page.inner_text('[data-testid="stMain"]') and f"instance={ids[-1]}" in page.url
+            assert_clean(page)
+
             page.goto(dashboard_url)
             page.wait_for_selector('[data-testid="stDataFrame"] [role="gridcell"]', state="attached")
             table = page.inner_html('[data-testid="stDataFrame"]')
@@ -109,6 +118,18 @@ def test_fleet_instance_and_upload_in_a_real_browser(dashboard_url: str, dashboa
             assert page.locator(CHART).count() >= 1
             assert_clean(page)
             page.screenshot(path=str(ARTIFACTS / "browser-instance.png"), full_page=True)
+
+            # selecting a row of the Fleet table opens that instance too (row marker column of the grid's canvas)
+            page.get_by_role("link", name="Fleet").first.click()
+            page.wait_for_selector('[data-testid="stDataFrame"] [role="gridcell"]', state="attached")
+            target = ids[0]
+            cell = page.locator('[data-testid="stDataFrame"] [role="gridcell"]', has_text=target).first
+            row = int(cell.get_attribute("id").rsplit("-", 1)[1])
+            grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
+            page.mouse.click(grid["x"] + 14, grid["y"] + ROW_PX * (row + 1) + ROW_PX / 2)  # header row, then data rows
+            page.wait_for_url(f"**/instance?instance={target}")
+            page.wait_for_selector(CHART)
+            assert_clean(page)
 
             page.goto(f"{dashboard_url}/upload")
             page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached")

@@ -90,3 +90,11 @@ def test_formatting() -> None:
     assert ago_text(NOW - 300, NOW) == "5 min ago"
     assert ago_text(None, NOW) == "never"
     assert minutes_to_text(-3) == "now" and minutes_to_text(25) == "25 min" and minutes_to_text(math.nan) == "—"
+
+
+def test_a_crossing_already_due_counts_as_now() -> None:
+    stale = _forecast("late", [70.0, 85.0, 90.0])
+    stale["timestamps"] = [NOW - 900, NOW - 600, NOW - 300]  # made a while ago; its crossing time has passed
+    frame = build_fleet_table([_instance("late")], {"late": _cpu(72.0)}, [stale], {}, [], NOW)
+    assert frame.loc[0, "level"] == "risk" and frame.loc[0, "to_threshold_min"] == 0.0
+    assert minutes_to_text(frame.loc[0, "to_threshold_min"]) == "now"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.upload import forecast_csv, forecast_json
 from forecasting.store import Store
 from tests.app.conftest import ENTRY
 
@@ -34,6 +37,14 @@ def figure(at: AppTest, index: int = 0) -> dict:
 
 def trace_names(spec: dict) -> list[str]:
     return [trace.get("name") for trace in spec["data"]]
+
+
+def trace_values(trace: dict, axis: str = "y") -> np.ndarray:
+    """A trace's values, whether Plotly wrote them as a list or as base64 binary (numpy input)."""
+    data = trace[axis]
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
+    return np.asarray(data)
 
 
 def test_fleet_has_one_row_per_instance_sorted_by_risk(dashboard_db: Path) -> None:
@@ -167,3 +178,40 @@ def test_store_without_models_says_training_is_running(ingest_only_db: Path, mon
     assert set(at.dataframe[0].value["level"]) == {"unknown"}
     at = open_page("pages/models.py")
     assert any("No models yet" in i.value for i in at.info)
+
+
+def test_upload_validate_then_predict_with_progress_and_downloads(demo_export: bytes) -> None:
+    at = open_page("pages/upload.py")
+    at.file_uploader(key="upload_file").set_value(("export.json", demo_export, "application/json"))
+    at.run()
+    assert not at.exception and not at.error
+    at.button_group(key="validate_choice").set_value("ARIMA")
+    at.button(key="validate").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    scores = at.dataframe[0].value
+    assert {"naive", "seasonal_naive", "linear", "arima"} == set(scores["model"])
+    assert scores["champion"].sum() == 1
+    ok = scores[scores["status"] == "ok"]
+    assert len(ok) >= 3 and ok["mase"].notna().all()
+    backtest = figure(at, 1)
+    assert trace_names(backtest)[0] == "actual" and len(backtest["data"]) > 1
+
+    at.selectbox(key="predict_model").select("lstm")
+    at.number_input(key="predict_horizon").set_value(6)
+    at.button(key="predict").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    bar = at.get("progress")[0].proto
+    assert bar.value == 100 and bar.text == "done: lstm"  # the engine reported through the page's progress bar
+    spec = figure(at, 2)
+    line = next(t for t in spec["data"] if t.get("name") == "forecast (lstm)")
+    assert len(trace_values(line)) == 6 and np.all((trace_values(line) >= 0) & (trace_values(line) <= 100))
+    result = at.session_state["upload_result"]["forecast"]
+    assert result["model"] == "lstm" and len(result["timestamps"]) == 6
+    assert np.all(np.diff(result["timestamps"]) == 300)
+    csv_lines = forecast_csv(result).splitlines()
+    assert csv_lines[0] == "timestamp,model,mean,lower,upper" and len(csv_lines) == 7
+    assert json.loads(forecast_json(result, "i-0123456789abcdef0"))["forecast"][5]["mean"] == result["mean"][5]
+    downloads = [b.proto.label for b in at.get("download_button")]
+    assert downloads == ["Download CSV", "Download JSON"]

@@ -1,0 +1,277 @@
+"""Early warnings: turn each instance's champion forecast into an alert, keep it, clear it, score it.
+
+An alert opens at the first forecast step at or above the instance's threshold (basis ``mean``
+when the point forecast crosses, ``upper`` when only the upper bound does; with
+``HEADROOM_ALERT_ON=mean`` only the point forecast opens alerts). It stays open while later
+forecasts keep crossing and clears with hysteresis: the forecast peak below threshold − margin
+for ``CLEAR_CYCLES`` consecutive cycles. The real CPU decides how it ended: ``caught`` (the
+first sample at or above the threshold came after the alert opened), ``late`` (the newest
+sample when it opened was already at or above it) or ``false`` (cleared and no crossing within
+one horizon after). A forecast that crosses again during that grace period reopens the same
+alert rather than opening (and mailing) a new one.
+
+The decisions are pure functions on plain values; :func:`evaluate_alerts` reads the store,
+applies them and writes every change (and one ``alert_events`` row per state change) in one
+transaction. Nothing here sends anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from forecasting.settings import Settings
+from forecasting.store import Store
+
+log = logging.getLogger("headroom.alerts")
+
+CLEAR_CYCLES = 2
+"""Consecutive cycles with the forecast peak below threshold − margin that clear an alert."""
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Where a forecast first reaches the threshold."""
+
+    step: int  # 0-based forecast step
+    ts: int  # its timestamp (unix seconds)
+    lead_minutes: float  # from now to the crossing, never negative
+    peak: float  # highest value of the series that crossed
+    basis: str  # 'mean' or 'upper'
+
+
+def iso_utc(ts: int | float) -> str:
+    """Unix seconds as ISO 8601 UTC, e.g. ``2026-05-01T12:35:00Z`` (what mails and logs show)."""
+    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def first_at_or_above(values: Sequence[float], threshold: float) -> int | None:
+    """Index of the first value at or above ``threshold`` (None if none is)."""
+    hits = np.flatnonzero(np.asarray(values, dtype=float) >= threshold)
+    return int(hits[0]) if len(hits) else None
+
+
+def find_crossing(forecast: Mapping[str, Any], threshold: float, alert_on: str, now: int) -> Crossing | None:
+    """The crossing an alert would report for this forecast, or None when it does not cross.
+
+    The point forecast is tried first (basis ``mean``); with ``alert_on='upper'`` an upper bound
+    that crosses while the point forecast does not gives basis ``upper``.
+    """
+    stamps = forecast["timestamps"]
+    for basis in ("mean", "upper") if alert_on == "upper" else ("mean",):
+        step = first_at_or_above(forecast[basis], threshold)
+        if step is not None:
+            ts = int(stamps[step])
+            peak = float(np.max(np.asarray(forecast[basis], dtype=float)))
+            return Crossing(step, ts, max(0.0, (ts - now) / 60), peak, basis)
+    return None
+
+
+def forecast_peak(forecast: Mapping[str, Any], alert_on: str) -> float:
+    """The peak the hysteresis compares with threshold − margin (of the series that may open alerts)."""
+    return float(np.max(np.asarray(forecast["upper" if alert_on == "upper" else "mean"], dtype=float)))
+
+
+def actual_crossing(ts: np.ndarray, values: np.ndarray, threshold: float, opened_at: int) -> tuple[int, str] | None:
+    """The real crossing of an alert's threshold and whether the alert was in time: (ts, 'caught' | 'late').
+
+    ``ts``/``values`` are CPU samples, oldest first, from a little before the opening. Late when
+    the newest sample at the opening was already at or above the threshold (the crossing is the
+    start of that run); caught when the first sample at or above it came after the opening.
+    """
+    ts, values = np.asarray(ts, dtype=np.int64), np.asarray(values, dtype=float)
+    before = np.flatnonzero(ts <= opened_at)
+    if len(before) and values[before[-1]] >= threshold:
+        start = int(before[-1])
+        while start > 0 and values[start - 1] >= threshold:
+            start -= 1
+        return int(ts[start]), "late"
+    after = np.flatnonzero((ts > opened_at) & (values >= threshold))
+    return (int(ts[after[0]]), "caught") if len(after) else None
+
+
+@dataclass
+class AlertChange:
+    """One alert after a cycle: its columns, what changed, and the events to record."""
+
+    row: dict[str, Any]
+    alert_id: int | None = None  # None for an alert opened in this cycle
+    changed: set[str] = field(default_factory=set)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def set(self, **values: Any) -> None:
+        for name, value in values.items():
+            if self.row.get(name) != value:
+                self.row[name] = value
+                self.changed.add(name)
+
+
+def open_alert(instance_id: str, crossing: Crossing, threshold: float, model: str, now: int) -> AlertChange:
+    """A new alert for a crossing forecast."""
+    row = {
+        "instance_id": instance_id, "state": "open", "opened_at": now, "updated_at": now, "cleared_at": None,
+        "threshold": threshold, "crossing_ts": crossing.ts, "lead_minutes": round(crossing.lead_minutes, 1),
+        "peak": round(crossing.peak, 2), "model": model, "basis": crossing.basis, "below_count": 0,
+        "actual_crossing_ts": None, "outcome": None, "emailed_at": None, "email_error": None,
+    }
+    change = AlertChange(row, changed=set(row))
+    change.events.append(("opened", describe(crossing, threshold, model)))
+    return change
+
+
+def describe(crossing: Crossing, threshold: float, model: str) -> str:
+    """One line for logs and alert events: when, how soon, how high, by which model."""
+    sure = "point forecast" if crossing.basis == "mean" else "upper bound only"
+    return (f"crosses {threshold:g} % at {iso_utc(crossing.ts)} in {crossing.lead_minutes:.0f} min, "
+            f"peak {crossing.peak:.1f} %, {model}, {sure}")
+
+
+def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, threshold: float, settings: Settings, now: int,
+               grace: int) -> None:
+    """Advance one existing alert by a cycle's forecast: update, count towards clearing, clear, or reopen."""
+    row = change.row
+    crossing = find_crossing(forecast, threshold, settings.alert_on, now) if forecast else None
+    if row["state"] == "cleared":  # only pending ones (within the grace period) are stepped
+        if crossing is not None and row["outcome"] is None and now < int(row["cleared_at"]) + grace:
+            change.set(state="open", cleared_at=None, below_count=0, updated_at=now)
+            _update_crossing(change, crossing, threshold, str(forecast["model"]))
+            change.events.append(("reopened", describe(crossing, threshold, str(forecast["model"]))))
+        return
+    if forecast is None:
+        return
+    if crossing is not None:
+        change.set(below_count=0, updated_at=now)
+        before = (row["crossing_ts"], row["basis"], row["model"])
+        _update_crossing(change, crossing, threshold, str(forecast["model"]))
+        if (row["crossing_ts"], row["basis"], row["model"]) != before:
+            change.events.append(("updated", describe(crossing, threshold, str(forecast["model"]))))
+        return
+    peak = forecast_peak(forecast, settings.alert_on)
+    if peak >= threshold - settings.alert_margin:
+        change.set(below_count=0, updated_at=now)
+        return
+    below = int(row["below_count"]) + 1
+    change.set(below_count=below, updated_at=now)
+    if below >= CLEAR_CYCLES:
+        change.set(state="cleared", cleared_at=now)
+        change.events.append(("cleared", f"forecast peak {peak:.1f} % below {threshold - settings.alert_margin:g} % for {below} cycles"))
+
+
+def _update_crossing(change: AlertChange, crossing: Crossing, threshold: float, model: str) -> None:
+    change.set(crossing_ts=crossing.ts, peak=round(crossing.peak, 2), model=model, basis=crossing.basis, threshold=threshold)
+
+
+def resolve_outcome(change: AlertChange, ts: np.ndarray, values: np.ndarray, now: int, grace: int) -> None:
+    """Record the real crossing (caught / late) or, once the grace after clearing has passed, a false alarm."""
+    row = change.row
+    if row["outcome"] is not None:
+        return
+    opened, cleared = int(row["opened_at"]), row["cleared_at"]
+    end = now if cleared is None else min(now, int(cleared) + grace)
+    keep = ts <= end
+    found = actual_crossing(ts[keep], values[keep], float(row["threshold"]), opened)
+    if found is not None:
+        crossing_ts, outcome = found
+        change.set(actual_crossing_ts=crossing_ts, outcome=outcome)
+        lead = (crossing_ts - opened) / 60
+        change.events.append(("crossed", f"{outcome}: CPU reached {row['threshold']:g} % at {iso_utc(crossing_ts)}, {lead:+.0f} min from the opening"))
+    elif cleared is not None and now >= int(cleared) + grace:
+        change.set(outcome="false")
+        change.events.append(("resolved", f"false alarm: no crossing within {grace // 60} min of clearing"))
+
+
+@dataclass
+class AlertReport:
+    """What one alert evaluation did."""
+
+    opened: list[str] = field(default_factory=list)
+    reopened: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)
+    crossed: list[str] = field(default_factory=list)
+    false_alarms: list[str] = field(default_factory=list)
+    open_now: int = 0
+    stale: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.opened)} alerts opened"]
+        for label, items in (("reopened", self.reopened), ("cleared", self.cleared), ("crossed", self.crossed),
+                             ("false alarms", self.false_alarms), ("stale forecasts", self.stale)):
+            if items:
+                parts.append(f"{len(items)} {label}")
+        return ", ".join(parts) + f", {self.open_now} open"
+
+
+def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
+    """Open, update, clear and score alerts from the latest champion forecasts; all writes in one transaction."""
+    started = time.perf_counter()
+    report = AlertReport()
+    grace = settings.horizon * settings.period
+    forecasts = {f["instance_id"]: f for f in store.latest_forecasts()}
+    thresholds = {i.instance_id: i.threshold for i in store.instances()}
+    current: dict[str, AlertChange] = {}  # the one alert of each instance a forecast acts on
+    pending: list[AlertChange] = []
+    for row in store.unresolved_alerts():  # newest first
+        change = AlertChange(dict(row), alert_id=int(row["alert_id"]))
+        pending.append(change)
+        held = current.get(row["instance_id"])
+        if held is None or (row["state"] == "open" and held.row["state"] != "open"):
+            current[row["instance_id"]] = change  # an open alert wins, else the newest pending cleared one
+    for instance_id in sorted(set(forecasts) | set(current)):
+        threshold = thresholds.get(instance_id, settings.threshold_for(instance_id))
+        forecast = forecasts.get(instance_id)
+        if forecast is not None and int(forecast["timestamps"][-1]) <= now:
+            report.stale.append(instance_id)  # its whole horizon has passed: it says nothing about the future
+            forecast = None
+        change = current.get(instance_id)
+        if change is not None and change.row["state"] == "cleared" and now >= int(change.row["cleared_at"]) + grace:
+            change = None  # its grace period is over: a new crossing is a new alert
+        if change is not None:
+            step_alert(change, forecast, threshold, settings, now, grace)
+        elif forecast is not None:
+            crossing = find_crossing(forecast, threshold, settings.alert_on, now)
+            if crossing is not None:
+                pending.append(open_alert(instance_id, crossing, threshold, str(forecast["model"]), now))
+    for change in pending:  # the real CPU decides how each one ends
+        row = change.row
+        if row["outcome"] is None:
+            start = int(row["opened_at"]) - max(grace, 3600)
+            empty = (np.empty(0, dtype=np.int64), np.empty(0))
+            cpu_ts, cpu = store.samples(row["instance_id"], start=start, end=now, metrics=["cpu"]).get("cpu", empty)
+            resolve_outcome(change, cpu_ts, cpu, now, grace)
+    with store.transaction():
+        for change in pending:
+            _write(store, change, now)
+    for change in pending:  # said once it is stored
+        _report(change, report)
+    report.open_now = len(store.alerts(state="open"))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write(store: Store, change: AlertChange, now: int) -> None:
+    """Insert or update one alert and append its events."""
+    if change.alert_id is None:
+        change.alert_id = store.insert_alert(change.row)
+    elif change.changed:
+        store.update_alert(change.alert_id, {name: change.row[name] for name in change.changed})
+    for kind, detail in change.events:
+        store.add_alert_event(change.alert_id, now, kind, detail)
+
+
+def _report(change: AlertChange, report: AlertReport) -> None:
+    """Count one alert's events in the report and log what matters to people."""
+    iid = change.row["instance_id"]
+    for kind, detail in change.events:
+        if kind in ("opened", "reopened"):
+            (report.opened if kind == "opened" else report.reopened).append(iid)
+            log.warning("ALERT %s%s: %s (alert %d)", iid, "" if kind == "opened" else " reopened", detail, change.alert_id)
+        elif kind in ("cleared", "crossed", "resolved"):
+            {"cleared": report.cleared, "crossed": report.crossed, "resolved": report.false_alarms}[kind].append(iid)
+            log.info("alert %d on %s %s: %s", change.alert_id, iid, kind, detail)

@@ -1,0 +1,343 @@
+"""The JSON API's answers: their documented shapes (the OpenAPI schema at ``/openapi.json``) and
+how each is built from the store (``build_*``, plain functions of a ``Store``; no HTTP here).
+
+Every timestamp is an ISO 8601 UTC string (``2025-01-31T12:05:00Z``); every error is an
+:class:`ErrorResponse`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from forecasting import __version__
+from forecasting.settings import Settings
+from forecasting.store import Instance, Store
+
+Row = Mapping[str, Any]
+"""A store row (``sqlite3.Row`` or dict)."""
+
+
+def utc(ts: int | float | None) -> datetime | None:
+    """Unix seconds → an aware UTC datetime (serialised as ISO 8601 with ``Z``); None stays None."""
+    return None if ts is None else datetime.fromtimestamp(int(ts), timezone.utc)
+
+
+class ErrorResponse(BaseModel):
+    """Any 4xx/5xx answer: one line saying what is wrong."""
+
+    detail: str = Field(examples=["instance 'i-0nope' is not monitored"])
+
+
+class JobStatus(BaseModel):
+    """The last run of one worker job."""
+
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    ok: bool
+    error: str | None = Field(description="the job's error (one line) when it failed")
+    detail: str | None = Field(description="the job's one-line summary when it succeeded")
+
+    @classmethod
+    def from_row(cls, row: Row) -> JobStatus:
+        return cls(started_at=utc(row["started_at"]), finished_at=utc(row["finished_at"]), ok=bool(row["ok"]),
+                   duration_seconds=row["duration_seconds"], error=row["error"], detail=row["detail"])
+
+
+class Health(BaseModel):
+    """Is the service alive and is its data fresh."""
+
+    status: Literal["ok", "stale", "degraded", "empty"] = Field(
+        description="ok: fresh data and every job's last run succeeded; stale: no new sample for a while; "
+        "degraded: a job's last run failed; empty: nothing ingested yet")
+    version: str
+    now: datetime
+    instances: int
+    newest_sample_at: datetime | None
+    data_age_seconds: float | None = Field(description="seconds since the newest CPU sample of any instance")
+    jobs: dict[str, JobStatus] = Field(description="last run of each worker job (ingest, retrain, forecast, digest)")
+
+
+class OpenAlert(BaseModel):
+    """The open alert of an instance, in short."""
+
+    alert_id: int
+    crossing_at: datetime
+    lead_minutes: float
+    peak: float
+
+    @classmethod
+    def from_row(cls, row: Row) -> OpenAlert:
+        return cls(alert_id=row["alert_id"], crossing_at=utc(row["crossing_ts"]), lead_minutes=row["lead_minutes"], peak=row["peak"])
+
+
+class InstanceInfo(BaseModel):
+    """One monitored instance."""
+
+    instance_id: str
+    name: str | None
+    threshold: float = Field(description="CPU percent that counts as overload")
+    first_seen: datetime
+    last_seen: datetime
+    last_sample_at: datetime | None
+    champion: str | None = Field(description="model chosen by the latest training run")
+    trained_at: datetime | None
+    open_alert: OpenAlert | None
+
+
+class InstanceList(BaseModel):
+    instances: list[InstanceInfo]
+
+
+class Prediction(BaseModel):
+    """The latest champion forecast of one instance: one value per future timestamp."""
+
+    instance_id: str
+    model: str
+    run_id: int
+    threshold: float | None
+    made_at: datetime = Field(description="wall clock when the forecast was made")
+    origin_at: datetime = Field(description="the last sample the forecast used")
+    timestamps: list[datetime]
+    mean: list[float] = Field(description="point forecast, CPU percent")
+    lower: list[float] = Field(description="lower bound of the calibrated interval")
+    upper: list[float] = Field(description="upper bound of the calibrated interval")
+
+    @classmethod
+    def from_row(cls, row: Row, threshold: float | None) -> Prediction:
+        """From a decoded ``Store.latest_forecasts`` row."""
+        return cls(instance_id=row["instance_id"], model=row["model"], run_id=row["run_id"], threshold=threshold,
+                   made_at=utc(row["made_at"]), origin_at=utc(row["origin_ts"]), timestamps=[utc(t) for t in row["timestamps"]],
+                   mean=row["mean"], lower=row["lower"], upper=row["upper"])
+
+
+class PredictionList(BaseModel):
+    predictions: list[Prediction]
+
+
+class ModelScore(BaseModel):
+    """Backtest scores of one model (status 'skipped' carries the reason and no scores)."""
+
+    model: str
+    status: Literal["ok", "skipped"]
+    reason: str | None
+    mape: float | None = Field(description="mean absolute percentage error, %")
+    smape: float | None = Field(description="symmetric MAPE, %")
+    mase: float | None = Field(description="mean absolute scaled error (used to choose the champion)")
+    rmse: float | None
+    coverage: float | None = Field(description="share of actual values inside the interval")
+    fit_seconds: float | None
+    predict_seconds: float | None
+    is_champion: bool
+
+    @classmethod
+    def from_row(cls, row: Row, champion: str | None) -> ModelScore:
+        """From a ``model_scores`` row or a ``TrainingResult.scores`` item (non-finite numbers become null)."""
+        values = {key: row[key] for key in SCORE_FIELDS}
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+        return cls(**clean, is_champion=row["model"] == champion)
+
+
+SCORE_FIELDS = ("model", "status", "reason", "mape", "smape", "mase", "rmse", "coverage", "fit_seconds", "predict_seconds")
+
+
+class Comparison(BaseModel):
+    """Model scores of an instance's latest training run, and its champion."""
+
+    instance_id: str
+    run_id: int
+    trained_at: datetime
+    train_start: datetime | None
+    train_end: datetime | None
+    points: int
+    champion: str | None
+    scores: list[ModelScore]
+
+    @classmethod
+    def from_run(cls, run: Row, scores: list[Row]) -> Comparison:
+        """From a ``training_runs`` row and its ``model_scores`` rows."""
+        return cls(instance_id=run["instance_id"], run_id=run["run_id"], trained_at=utc(run["finished_at"]),
+                   train_start=utc(run["train_start"]), train_end=utc(run["train_end"]), points=run["points"],
+                   champion=run["champion"], scores=[ModelScore.from_row(row, run["champion"]) for row in scores])
+
+
+class ComparisonList(BaseModel):
+    comparisons: list[Comparison]
+
+
+class Alert(BaseModel):
+    """An early warning: the forecast said CPU would cross the threshold."""
+
+    alert_id: int
+    instance_id: str
+    state: Literal["open", "cleared"]
+    opened_at: datetime
+    updated_at: datetime
+    cleared_at: datetime | None
+    threshold: float
+    crossing_at: datetime = Field(description="predicted crossing time (latest forecast)")
+    lead_minutes: float = Field(description="minutes between opening and the predicted crossing")
+    peak: float
+    model: str
+    basis: str = Field(description="'mean': the point forecast crosses; 'upper': only the upper bound does")
+    actual_crossing_at: datetime | None
+    outcome: str | None = Field(description="caught, late or false, once known")
+    emailed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, r: Row) -> Alert:
+        return cls(alert_id=r["alert_id"], instance_id=r["instance_id"], state=r["state"], opened_at=utc(r["opened_at"]),
+                   updated_at=utc(r["updated_at"]), cleared_at=utc(r["cleared_at"]), threshold=r["threshold"],
+                   crossing_at=utc(r["crossing_ts"]), lead_minutes=r["lead_minutes"], peak=r["peak"], model=r["model"],
+                   basis=r["basis"], actual_crossing_at=utc(r["actual_crossing_ts"]), outcome=r["outcome"],
+                   emailed_at=utc(r["emailed_at"]))
+
+
+class AlertList(BaseModel):
+    alerts: list[Alert]
+
+
+class UploadForecast(BaseModel):
+    """A forecast made from an uploaded export, from its last sample on."""
+
+    instance_id: str
+    model: str = Field(description="the model that made it (the backtest champion when model=auto)")
+    horizon: int
+    samples: int = Field(description="CPU samples in the export")
+    origin_at: datetime
+    timestamps: list[datetime]
+    mean: list[float]
+    lower: list[float]
+    upper: list[float]
+    seconds: float = Field(description="time spent fitting and forecasting")
+
+    @classmethod
+    def from_forecast(cls, instance_id: str, forecast: Any, samples: int, period: int, seconds: float) -> UploadForecast:
+        """From a ``models.base.Forecast`` (values rounded like the stored forecasts)."""
+        return cls(instance_id=instance_id, model=forecast.model, horizon=len(forecast.timestamps), samples=samples,
+                   origin_at=utc(int(forecast.timestamps[0]) - period), timestamps=[utc(int(t)) for t in forecast.timestamps],
+                   mean=[round(float(v), 4) for v in forecast.mean], lower=[round(float(v), 4) for v in forecast.lower],
+                   upper=[round(float(v), 4) for v in forecast.upper], seconds=round(seconds, 3))
+
+
+class Validation(BaseModel):
+    """Backtest scores of the chosen model (or all configured models) on an uploaded export."""
+
+    instance_id: str
+    points: int
+    train_start: datetime | None
+    train_end: datetime | None
+    champion: str | None
+    scores: list[ModelScore]
+    seconds: float
+
+    @classmethod
+    def from_result(cls, instance_id: str, result: Any, seconds: float) -> Validation:
+        """From a ``training.TrainingResult`` of ``validate_samples``."""
+        return cls(instance_id=instance_id, points=result.run["points"], train_start=utc(result.run["train_start"]),
+                   train_end=utc(result.run["train_end"]), champion=result.champion,
+                   scores=[ModelScore.from_row(row, result.champion) for row in result.scores], seconds=round(seconds, 3))
+
+
+EXPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["MetricDataResults"],
+    "properties": {"MetricDataResults": {"type": "array", "items": {
+        "type": "object",
+        "required": ["Id", "Timestamps", "Values"],
+        "properties": {
+            "Id": {"type": "string", "examples": ["cpu"]},
+            "Label": {"type": "string", "examples": ["i-0abc123def4567890 CPUUtilization"]},
+            "Timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+            "Values": {"type": "array", "items": {"type": "number"}},
+            "StatusCode": {"type": "string"},
+        },
+    }}},
+}
+"""The upload body as OpenAPI documents it: what ``aws cloudwatch get-metric-data`` prints."""
+
+UPLOAD_BODY: dict[str, Any] = {"requestBody": {
+    "required": True,
+    "description": "The JSON printed by `aws cloudwatch get-metric-data` (queries named cpu, memory, network_in, "
+                   "network_out; an instance id in the Id or Label, or ?instance=); a CSV with a timestamp column "
+                   "and a cpu column works too.",
+    "content": {"application/json": {"schema": EXPORT_SCHEMA}},
+}}
+
+
+# ---- building answers from the store ------------------------------------------------
+class UnknownInstance(LookupError):
+    """An instance id that is not monitored (the API answers 404)."""
+
+
+def known_instance(store: Store, instance_id: str) -> Instance:
+    """The stored instance, or UnknownInstance."""
+    found = store.instance(instance_id)
+    if found is None:
+        raise UnknownInstance(f"instance {instance_id!r} is not monitored")
+    return found
+
+
+def build_health(store: Store, settings: Settings) -> Health:
+    """Status, data age and the worker's last job runs (stale: no new sample for three ingest periods)."""
+    now = time.time()
+    known = store.instances()
+    newest = max((ts for inst in known if (ts := store.newest_sample_ts(inst.instance_id)) is not None), default=None)
+    jobs = {job: JobStatus.from_row(row) for job, row in store.heartbeats().items()}
+    age = now - newest if newest is not None else None
+    if age is None:
+        status = "empty"
+    elif not all(job.ok for job in jobs.values()):
+        status = "degraded"
+    else:
+        status = "stale" if age > 3 * settings.ingest_every * 60 + settings.period else "ok"
+    return Health(status=status, version=__version__, now=utc(now), instances=len(known), newest_sample_at=utc(newest),
+                  data_age_seconds=None if age is None else round(age, 1), jobs=jobs)
+
+
+def build_instances(store: Store) -> InstanceList:
+    """Every monitored instance with its newest sample, champion and open alert."""
+    runs = store.latest_runs()
+    open_alerts: dict[str, Any] = {}
+    for row in store.alerts(state="open"):
+        open_alerts.setdefault(row["instance_id"], row)  # newest first
+    out = []
+    for inst in store.instances():
+        run, alert = runs.get(inst.instance_id), open_alerts.get(inst.instance_id)
+        out.append(InstanceInfo(
+            instance_id=inst.instance_id, name=inst.name, threshold=inst.threshold, first_seen=utc(inst.first_seen),
+            last_seen=utc(inst.last_seen), last_sample_at=utc(store.newest_sample_ts(inst.instance_id)),
+            champion=run["champion"] if run else None, trained_at=utc(run["finished_at"]) if run else None,
+            open_alert=OpenAlert.from_row(alert) if alert else None))
+    return InstanceList(instances=out)
+
+
+def build_predictions(store: Store, instance: str | None) -> PredictionList:
+    """The latest champion forecast of every instance, or of one."""
+    known = [known_instance(store, instance)] if instance is not None else store.instances()
+    thresholds = {inst.instance_id: inst.threshold for inst in known}
+    rows = store.latest_forecasts(instance)
+    return PredictionList(predictions=[Prediction.from_row(row, thresholds.get(row["instance_id"])) for row in rows])
+
+
+def build_comparisons(store: Store, instance: str | None) -> ComparisonList:
+    """Scores of every instance's latest training run, or of one instance's."""
+    if instance is not None:
+        known_instance(store, instance)
+        runs = store.training_runs(instance, limit=1)
+    else:
+        runs = sorted(store.latest_runs().values(), key=lambda r: r["instance_id"])
+    return ComparisonList(comparisons=[Comparison.from_run(run, store.scores(run_id=run["run_id"])) for run in runs])
+
+
+def build_alerts(store: Store, state: str | None, instance: str | None, limit: int) -> AlertList:
+    """Alerts, newest first, optionally of one state or instance."""
+    if instance is not None:
+        known_instance(store, instance)
+    return AlertList(alerts=[Alert.from_row(row) for row in store.alerts(state=state, instance_id=instance, limit=limit)])

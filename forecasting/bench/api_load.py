@@ -1,0 +1,247 @@
+"""API load benchmark: latency and throughput of ``/predictions`` and ``/compare`` with a large fleet.
+
+    python -m forecasting.bench api --instances 500 --clients 50 [--requests 3000] [--cycles 12]
+
+Fills a temporary SQLite store with ``--instances`` demo instances (a day of every metric
+through the real ingest job, one training run per instance with the six model scores,
+and ``--cycles`` forecast cycles of all six models, the champion's flagged, as the worker
+writes them), starts ``uvicorn forecasting.api:app`` on a free loopback port in a child
+process (access log off, as behind a proxy that logs), and drives it with ``--clients``
+concurrent clients, each on its own keep-alive connection (``--client asyncio``, a minimal
+HTTP/1.1 client, by default; ``--client httpx`` for httpx), until ``--requests`` requests
+per endpoint are answered. Each request asks for one random instance (what a script polling an instance
+does); ``/predictions`` for the whole fleet is measured too, with ``--fleet-requests``.
+Prints p50/p95/p99 latency, requests/s and the server's CPU time per request (from /proc, so a
+figure that other load on the machine does not inflate) per endpoint; target: p95 <= 50 ms at 50 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forecasting.models import MODEL_NAMES
+from forecasting.settings import load_settings
+from forecasting.store import Store
+
+PERIOD = 300
+HORIZON = 12
+
+
+def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int]:
+    """Write a fleet into ``db``: samples via ``run_ingest`` on the demo feed, then runs, scores and forecasts."""
+    from forecasting.ingest import run_ingest
+
+    settings = load_settings(db=db, source="demo", demo_instances=instances, train_days=1, history_days=1)
+    rng = np.random.default_rng(7)
+    with Store(db) as store:
+        run_ingest(store, settings, now)
+        last = store.latest_values("cpu")
+        for inst in store.instances():
+            scores = [_score(rng, model) for model in MODEL_NAMES]
+            champion = min(scores, key=lambda s: s["mase"])["model"]
+            run = {"instance_id": inst.instance_id, "started_at": now - 900, "finished_at": now - 600,
+                   "train_start": now - 86_400, "train_end": now - 900, "points": 288, "champion": champion,
+                   "model_dir": f"models/{inst.instance_id}/bench"}
+            store.record_training_run(run, scores, [])
+        runs = store.latest_runs()
+        for cycle in range(cycles):
+            made = now - (cycles - 1 - cycle) * PERIOD
+            rows = []
+            for iid, run in runs.items():
+                origin, value = last[iid][0] - (cycles - 1 - cycle) * PERIOD, last[iid][1]
+                for model in MODEL_NAMES:
+                    mean = np.clip(value + np.cumsum(rng.normal(0, 2, HORIZON)), 0, 100)
+                    rows.append({"instance_id": iid, "run_id": run["run_id"], "model": model,
+                                 "is_champion": model == run["champion"], "made_at": made, "origin_ts": origin,
+                                 "timestamps": [origin + PERIOD * k for k in range(1, HORIZON + 1)], "mean": mean,
+                                 "lower": np.clip(mean - 8, 0, 100), "upper": np.clip(mean + 8, 0, 100)})
+            store.record_forecasts(rows)
+        for job in ("ingest", "retrain", "forecast", "digest"):
+            store.record_heartbeat(job, now - 60, 1.5, None, "bench")
+        return {"instances": len(runs), "samples": store.sample_count(),
+                "forecasts": int(store.query("SELECT COUNT(*) FROM forecasts")[0][0])}
+
+
+def _score(rng: np.random.Generator, model: str) -> dict[str, object]:
+    mase = float(rng.uniform(0.3, 1.5))
+    return {"model": model, "status": "ok", "reason": None, "mape": mase * 9, "smape": mase * 8.5, "mase": mase,
+            "rmse": mase * 4, "coverage": float(rng.uniform(0.7, 0.95)), "fit_seconds": float(rng.uniform(0.001, 20)),
+            "predict_seconds": float(rng.uniform(0.0001, 0.05))}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(db: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    """``uvicorn forecasting.api:app`` in a child process; returns once /health answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
+    env.update(HEADROOM_DB=str(db), HEADROOM_CONFIG=str(db.parent / "absent.toml"))
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "forecasting.api:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+                            env=env)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("the API server did not start") from None
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("the API server did not answer /health within 30 s")
+
+
+@dataclass
+class Result:
+    name: str
+    clients: int
+    latencies: list[float]
+    seconds: float
+    errors: int
+    server_cpu: float = float("nan")  # CPU seconds the server spent during the run
+
+    def row(self) -> str:
+        ms = np.asarray(self.latencies) * 1000
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        return (f"| {self.name} | {self.clients} | {len(ms)} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {ms.max():.1f} "
+                f"| {len(ms) / self.seconds:.0f} | {1000 * self.server_cpu / len(ms):.2f} | {self.errors} |")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (uvicorn workers), from /proc (nan elsewhere)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+async def load(base: str, name: str, paths: list[str], clients: int, total: int, kind: str = "asyncio") -> Result:
+    """``clients`` concurrent clients, each on its own keep-alive connection, request ``paths`` round robin
+    until ``total`` are answered; each latency is one request's round trip."""
+    latencies: list[float] = []
+    errors = issued = 0
+    connect = _httpx_client if kind == "httpx" else _stream_client
+
+    async def client() -> None:
+        nonlocal errors, issued
+        async with connect(base) as get:
+            await get("/health")  # open the connection before the clock starts
+            await ready.wait()
+            while issued < total:
+                path = paths[issued % len(paths)]
+                issued += 1
+                started = time.perf_counter()
+                status = await get(path)
+                latencies.append(time.perf_counter() - started)
+                errors += status != 200
+
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    await asyncio.sleep(0.5)
+    started = time.perf_counter()
+    ready.set()
+    await asyncio.gather(*tasks)
+    return Result(name, clients, latencies, time.perf_counter() - started, errors)
+
+
+@asynccontextmanager
+async def _httpx_client(base: str) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
+    """One httpx client with one connection (a pool shared by 50 tasks serialises on its own locks)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=1)) as session:
+        async def get(path: str) -> int:
+            return (await session.get(path)).status_code
+
+        yield get
+
+
+@asynccontextmanager
+async def _stream_client(base: str) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
+    """A minimal HTTP/1.1 keep-alive GET over asyncio streams: a fraction of httpx's CPU per request, so on a
+    small machine the figures measure the server rather than the load generator."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def get(path: str) -> int:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        length = next(int(line.split(":", 1)[1]) for line in head if line.lower().startswith("content-length:"))
+        await reader.readexactly(length)
+        return int(head[0].split()[1])
+
+    try:
+        yield get
+    finally:
+        writer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m forecasting.bench api", description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=3000, help="requests per endpoint")
+    parser.add_argument("--fleet-requests", type=int, default=200, help="requests of /predictions for the whole fleet")
+    parser.add_argument("--cycles", type=int, default=12, help="forecast cycles stored per instance")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--client", choices=("asyncio", "httpx"), default="asyncio",
+                        help="load generator: minimal asyncio HTTP/1.1 (default) or httpx.AsyncClient")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="headroom-api-bench-") as folder:
+        db = Path(folder) / "headroom.db"
+        started = time.perf_counter()
+        counts = fill_store(db, args.instances, args.cycles, int(time.time()))
+        print(f"store: {counts} in {time.perf_counter() - started:.1f} s")
+        port = free_port()
+        server = start_server(db, port, args.workers)
+        try:
+            ids = [inst.instance_id for inst in Store(db, readonly=True).instances()]
+            random.Random(3).shuffle(ids)
+            base = f"http://127.0.0.1:{port}"
+            asyncio.run(load(base, "warm-up", [f"/predictions?instance={i}" for i in ids], args.clients, 500, args.client))
+            plans = [("/predictions?instance=ID", [f"/predictions?instance={i}" for i in ids], args.requests),
+                     ("/compare?instance=ID", [f"/compare?instance={i}" for i in ids], args.requests),
+                     (f"/predictions (all {len(ids)})", ["/predictions"], args.fleet_requests)]
+            results = []
+            for name, paths, total in plans:
+                for clients in (1, args.clients):
+                    count = total if clients > 1 else max(50, total // 10)
+                    before = cpu_seconds(server.pid)
+                    result = asyncio.run(load(base, name, paths, clients, count, args.client))
+                    result.server_cpu = cpu_seconds(server.pid) - before
+                    results.append(result)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    print(f"\n{args.instances} instances; uvicorn ({args.workers} worker) on {http} + {loop}; {args.client} load clients; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+    print("| endpoint | clients | requests | p50 ms | p95 ms | p99 ms | max ms | requests/s | server CPU ms/request | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for result in results:
+        print(result.row())
+    return 0

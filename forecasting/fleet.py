@@ -1,0 +1,149 @@
+"""Fleet-scale retraining: fan ``train_instance`` out over a ``concurrent.futures`` executor.
+
+The executor is a local process pool ('spawn' context: TensorFlow is not fork-safe) sized
+to ``HEADROOM_WORKERS`` or the cores, or a Dask cluster's executor when
+``HEADROOM_DASK_SCHEDULER`` names one (``distributed.Client(addr).get_executor()``).
+:func:`retrain_due` only submits and collects futures, so it works the same on either.
+The parent reads the samples from the store, and writes each result to the store as it
+completes; a failure on one instance is logged with its id and leaves the others' results.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forecasting.settings import Settings
+from forecasting.store import Store
+from forecasting.training import train_instance
+
+log = logging.getLogger("headroom.fleet")
+DAY = 86_400
+
+
+@dataclass
+class RetrainReport:
+    """What one retrain pass did."""
+
+    due: int = 0
+    trained: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "instance: error"
+    champions: dict[str, str | None] = field(default_factory=dict)
+    stopped: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if not self.due:
+            return "no instance due for retraining"
+        counts = Counter(c or "none" for c in self.champions.values())
+        text = f"retrained {len(self.trained)}/{self.due} due instances in {self.seconds:.1f} s"
+        if counts:
+            text += " (champions: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) + ")"
+        if self.failed:
+            text += f", {len(self.failed)} failed ({self.failed[0]})"
+        if self.stopped:
+            text += ", stopped early"
+        return text
+
+
+def due_instances(store: Store, settings: Settings, now: int) -> list[str]:
+    """Instances never trained or last trained ``retrain_every`` hours ago or more; never-trained first, then oldest."""
+    runs = store.latest_runs()
+    limit = now - settings.retrain_every * 3600
+    due = [(runs[i]["started_at"] if i in runs else -1, i) for i in (inst.instance_id for inst in store.instances())
+           if i not in runs or runs[i]["started_at"] <= limit]
+    return [iid for _, iid in sorted(due)]
+
+
+class _DaskExecutor(cf.Executor):
+    """A Dask client's executor that also closes the client on shutdown."""
+
+    def __init__(self, address: str) -> None:
+        from distributed import Client
+
+        self._client = Client(address, timeout="20s")
+        self._inner = self._client.get_executor(pure=False)  # a retrain of the same inputs must run again
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:
+        return self._inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._inner.shutdown(wait=wait and not cancel_futures)
+        self._client.close()
+
+
+def worker_count(settings: Settings) -> int:
+    """Local retrain processes: ``HEADROOM_WORKERS``, or one per core."""
+    return settings.workers or os.cpu_count() or 1
+
+
+def make_executor(settings: Settings) -> cf.Executor:
+    """A Dask cluster's executor when ``dask_scheduler`` is set, else a spawn process pool sized to the workers."""
+    if settings.dask_scheduler:
+        log.info("retraining on the Dask cluster at %s", settings.dask_scheduler)
+        return _DaskExecutor(settings.dask_scheduler)
+    workers = worker_count(settings)
+    log.info("retraining on a local pool of %d processes", workers)
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Event | None = None,
+                executor: cf.Executor | None = None) -> RetrainReport:
+    """Retrain every due instance on the executor; record each result as it completes (in this process)."""
+    started = time.perf_counter()
+    report = RetrainReport()
+    due = due_instances(store, settings, now)
+    report.due = len(due)
+    if not due:
+        return report
+    stopping = stop.is_set if stop is not None else (lambda: False)
+    own = executor is None
+    executor = executor or make_executor(settings)
+    futures: dict[cf.Future, str] = {}
+    # workers elsewhere (Dask) must write the model files where this process will look for them
+    job_settings = settings.model_copy(update={"db": Path(settings.db).resolve()})
+    try:
+        since = int(now - settings.train_days * DAY)
+        for instance_id in due:
+            if stopping():
+                break
+            samples = store.samples(instance_id, start=since, end=now)
+            futures[executor.submit(train_instance, instance_id, samples, job_settings, now)] = instance_id
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                _collect(store, future, futures[future], report)
+            if stopping() and pending:
+                pending = {f for f in pending if not f.cancel()}  # queued ones are dropped, running ones finish
+    finally:
+        report.stopped = stopping() and len(report.trained) + len(report.failed) < report.due
+        if own:
+            executor.shutdown(wait=True, cancel_futures=True)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _collect(store: Store, future: cf.Future, instance_id: str, report: RetrainReport) -> None:
+    """Write one finished training to the store, or log why it failed."""
+    if future.cancelled():
+        return
+    try:
+        result = future.result()
+        store.record_training_run(result.run, result.scores, result.backtest)
+    except Exception as error:  # this instance only; the others go on
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        report.failed.append(f"{instance_id}: {message}")
+        log.error("retrain %s failed: %s", instance_id, message)
+        return
+    report.trained.append(instance_id)
+    report.champions[instance_id] = result.champion
+    log.info("retrained %s: champion %s", instance_id, result.champion)

@@ -1,0 +1,101 @@
+"""Features: the regular grid, gap filling, clipping, calendar, design matrix, scaler, windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting.features import (
+    DAY,
+    Scaler,
+    calendar_features,
+    design_matrix,
+    fill_short_gaps,
+    future_timestamps,
+    sliding_windows,
+    to_frame,
+)
+from forecasting.sources.demo import DemoSource
+
+PERIOD = 300
+START = 1_700_000_000 // DAY * DAY  # a midnight, UTC
+
+
+def demo_samples(days: float, index: int = 0, metrics: tuple[str, ...] = ("cpu", "memory", "network_in", "network_out"),
+                 start: int = START) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``days`` of the demo feed for one simulated instance, as {metric: (ts, values)} (shared by the engine tests)."""
+    source = DemoSource(count=6, seed=42, anchor=start, period=PERIOD)
+    ts = start + PERIOD * np.arange(int(days * DAY // PERIOD), dtype=np.int64)
+    return {m: (ts.copy(), source.values(index, m, ts)) for m in metrics if m in source.metrics_of(f"i-0de{index:014x}")}
+
+
+def test_to_frame_puts_samples_on_a_regular_grid_and_clips_bad_values() -> None:
+    ts = np.array([0, 300, 610, 900, 1200], dtype=np.int64) + START  # 610 lands in the 600 slot
+    samples = {"cpu": (ts, np.array([10.0, 120.0, -5.0, 50.0, 60.0])), "network_in": (ts, np.array([1.0, -3.0, 2.0, 3.0, 4.0]))}
+    frame = to_frame(samples, PERIOD)
+    assert frame.index.tolist() == [START + k * 300 for k in range(5)]
+    assert frame["cpu"].tolist() == [10.0, 100.0, 0.0, 50.0, 60.0]
+    assert frame["network_in"].min() == 0.0
+
+
+def test_short_gaps_are_interpolated_and_long_gaps_stay_missing() -> None:
+    ts = START + PERIOD * np.arange(40, dtype=np.int64)
+    values = np.arange(40, dtype=float)
+    keep = np.ones(40, bool)
+    keep[5:8] = False  # 15 min: filled
+    keep[15:30] = False  # 75 min: kept as a gap
+    frame = to_frame({"cpu": (ts[keep], values[keep])}, PERIOD)
+    assert len(frame) == 40
+    assert frame["cpu"].iloc[5:8].tolist() == [5.0, 6.0, 7.0]
+    assert frame["cpu"].iloc[15:30].isna().all()
+
+
+def test_fill_short_gaps_never_extrapolates_past_the_ends() -> None:
+    frame = pd.DataFrame({"cpu": [np.nan, 1.0, np.nan, 3.0, np.nan]})
+    filled = fill_short_gaps(frame, 6)
+    assert np.isnan(filled["cpu"].iloc[0]) and np.isnan(filled["cpu"].iloc[-1])
+    assert filled["cpu"].iloc[2] == 2.0
+
+
+def test_calendar_features_wrap_around_midnight_and_the_week() -> None:
+    cal = calendar_features(np.array([START, START + DAY - PERIOD, START + 7 * DAY]))
+    assert cal["tod_sin"].iloc[0] == pytest.approx(0.0, abs=1e-12) and cal["tod_cos"].iloc[0] == pytest.approx(1.0)
+    assert cal["tod_cos"].iloc[1] == pytest.approx(np.cos(2 * np.pi * (DAY - PERIOD) / DAY))
+    assert cal["dow_sin"].iloc[0] == pytest.approx(cal["dow_sin"].iloc[2])
+
+
+def test_design_matrix_has_the_same_columns_with_or_without_memory() -> None:
+    full = design_matrix(to_frame(demo_samples(2, index=0), PERIOD), PERIOD)
+    no_memory = design_matrix(to_frame(demo_samples(2, index=4), PERIOD), PERIOD)
+    assert list(full.columns) == list(no_memory.columns)
+    assert (no_memory["memory"] == 0).all()
+    lag = DAY // PERIOD
+    assert full["cpu_day_ago"].iloc[lag + 3] == full["cpu"].iloc[3]
+    assert full["cpu_day_ago"].iloc[:lag].isna().all()
+
+
+def test_scaler_is_fitted_on_training_rows_only_and_round_trips() -> None:
+    frame = pd.DataFrame({"cpu": [1.0, 2.0, 3.0, 100.0], "flat": [5.0, 5.0, 5.0, 5.0]})
+    scaler = Scaler.fit(frame.iloc[:3])
+    assert scaler.mean["cpu"] == pytest.approx(2.0)
+    assert scaler.scale["flat"] == 1.0  # a constant column is not divided by zero
+    back = Scaler.from_dict(scaler.to_dict())
+    assert back.transform(frame)["cpu"].iloc[3] == pytest.approx((100.0 - 2.0) / 1.0)
+    assert back.inverse(np.array([0.0, 1.0])).tolist() == pytest.approx([2.0, 3.0])
+
+
+def test_sliding_windows_skip_gaps_and_never_see_their_own_future() -> None:
+    target = np.arange(30, dtype=float)
+    target[20] = np.nan
+    inputs = target[:, None].copy()
+    x, y, origins = sliding_windows(inputs, target, lookback=4, horizon=3)
+    assert len(x) == len(y) == len(origins)
+    for xi, yi, origin in zip(x, y, origins, strict=True):
+        assert xi[-1, 0] == origin  # the last input is the origin row
+        assert yi.tolist() == [origin + 1, origin + 2, origin + 3]  # targets start right after it
+    assert 20 not in set(np.concatenate([x[:, :, 0].ravel(), y.ravel()]).tolist())
+
+
+def test_future_timestamps_follow_the_origin() -> None:
+    assert future_timestamps(1000, 3, 300).tolist() == [1300, 1600, 1900]

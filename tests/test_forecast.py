@@ -1,0 +1,123 @@
+"""run_forecasts: saved models of the latest runs forecast every instance; one champion each; failures isolated."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from forecasting.forecast import ModelCache, run_forecasts
+from forecasting.settings import load_settings
+from forecasting.store import Store
+from forecasting.training import train_instance
+from tests.test_features import PERIOD, demo_samples
+
+MODELS = ["naive", "seasonal_naive", "linear", "arima"]
+INSTANCES = {"i-0de00000000000000": 0, "i-0de00000000000003": 3, "i-0de00000000000004": 4}  # web, db, cache (no memory)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Three demo instances (1.7 days each) trained once: their samples and training results."""
+    root = tmp_path_factory.mktemp("trained")
+    settings = load_settings(db=root / "h.db", models=MODELS, backtest_days=0.5)
+    out = {}
+    for iid, index in INSTANCES.items():
+        samples = demo_samples(1.7, index=index)
+        out[iid] = (samples, train_instance(iid, samples, settings, int(samples["cpu"][0][-1])))
+    return settings.models_dir, out
+
+
+@pytest.fixture()
+def trained_store(trained, tmp_path):
+    """A fresh real store holding those samples and runs, with its own copy of the model files."""
+    models_dir, results = trained
+    settings = load_settings(db=tmp_path / "h.db", models=MODELS, backtest_days=0.5)
+    shutil.copytree(models_dir, settings.models_dir)
+    store = Store(settings.db)
+    now = 0
+    for iid, (samples, result) in results.items():
+        now = int(samples["cpu"][0][-1])
+        store.upsert_instance(iid, None, 80.0, now)
+        store.upsert_samples((iid, m, int(t), float(v)) for m, (ts, vs) in samples.items() for t, v in zip(ts, vs, strict=True))
+        run = {**result.run, "model_dir": result.run["model_dir"].replace(str(models_dir), str(settings.models_dir))}
+        store.record_training_run(run, result.scores, result.backtest)
+    yield settings, store, now
+    store.close()
+
+
+def test_every_saved_model_forecasts_and_one_champion_per_instance(trained_store) -> None:
+    settings, store, now = trained_store
+    report = run_forecasts(store, settings, now + 60, cache=ModelCache())
+    assert report.instances == 3 and report.forecasts == 3 * len(MODELS) and not report.errors
+    rows = store.latest_forecasts(champion_only=False)
+    assert {(r["instance_id"], r["model"]) for r in rows} == {(i, m) for i in INSTANCES for m in MODELS}
+    runs = store.latest_runs()
+    for iid in INSTANCES:
+        champions = [r for r in rows if r["instance_id"] == iid and r["is_champion"]]
+        assert len(champions) == 1 and champions[0]["model"] == runs[iid]["champion"]
+    for r in rows:
+        assert r["origin_ts"] == now and r["made_at"] == now + 60 and r["run_id"] == runs[r["instance_id"]]["run_id"]
+        assert len(r["timestamps"]) == settings.horizon and r["timestamps"][0] == now + PERIOD
+        assert all(lo <= m <= hi for lo, m, hi in zip(r["lower"], r["mean"], r["upper"], strict=True))
+        assert np.isfinite(r["mean"]).all()
+    assert f"{report.forecasts} forecasts for 3 instances" in report.summary()
+
+
+def test_forecasts_follow_new_samples_without_retraining(trained_store) -> None:
+    settings, store, now = trained_store
+    cache = ModelCache()
+    run_forecasts(store, settings, now, cache=cache)
+    store.upsert_samples([("i-0de00000000000000", "cpu", now + PERIOD, 99.0)])
+    run_forecasts(store, settings, now + PERIOD, cache=cache)
+    latest = {r["model"]: r for r in store.latest_forecasts("i-0de00000000000000", champion_only=False)}
+    assert latest["naive"]["origin_ts"] == now + PERIOD and latest["naive"]["mean"][0] == 99.0
+    assert len(store.latest_runs()) == 3  # nothing was trained on this path
+
+
+def test_a_missing_model_is_skipped_and_the_others_still_forecast(trained_store) -> None:
+    settings, store, now = trained_store
+    runs = store.latest_runs()
+    shutil.rmtree(f"{runs['i-0de00000000000003']['model_dir']}/linear")
+    (settings.models_dir / "broken").mkdir()
+    (f := settings.models_dir / "broken" / "meta.json").write_text("{not json")
+    shutil.copytree(f.parent, f"{runs['i-0de00000000000004']['model_dir']}/broken")
+    report = run_forecasts(store, settings, now, cache=ModelCache())
+    assert report.forecasts == 3 * len(MODELS) - 1 and not report.errors
+    assert any("broken" in s for s in report.skipped)
+    models = {r["model"] for r in store.latest_forecasts("i-0de00000000000003", champion_only=False)}
+    assert models == set(MODELS) - {"linear"}
+
+
+def test_an_instance_without_a_model_directory_is_reported_not_fatal(trained_store) -> None:
+    settings, store, now = trained_store
+    store.record_training_run({"instance_id": "i-new", "started_at": now, "finished_at": now, "train_start": None,
+                               "train_end": None, "points": 0, "champion": None, "model_dir": None}, [], [])
+    run = store.latest_runs()["i-0de00000000000000"]
+    shutil.rmtree(run["model_dir"])
+    report = run_forecasts(store, settings, now, cache=ModelCache())
+    assert sorted(report.no_model) == ["i-0de00000000000000", "i-new"]
+    assert report.forecasts == 2 * len(MODELS)
+    assert "without a trained model" in report.summary()
+
+
+def test_stop_ends_the_cycle_between_instances(trained_store) -> None:
+    settings, store, now = trained_store
+    stop = threading.Event()
+    stop.set()
+    report = run_forecasts(store, settings, now, stop=stop, cache=ModelCache())
+    assert report.forecasts == 0 and store.latest_forecasts() == []
+
+
+def test_the_cache_loads_each_run_once_and_drops_old_runs(trained_store) -> None:
+    settings, store, now = trained_store
+    cache = ModelCache()
+    run_forecasts(store, settings, now, cache=cache)
+    run_dir = store.latest_runs()["i-0de00000000000000"]["model_dir"]
+    first, _ = cache.models(run_dir)
+    again, _ = cache.models(run_dir)
+    assert first is again
+    cache.keep_only(set())
+    assert cache.models(run_dir)[0] is not first

@@ -1,0 +1,178 @@
+"""The worker: one ingest on the demo feed, no duplicates on a re-run, failing jobs logged not fatal, clean stop on signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from forecasting.settings import load_settings
+from forecasting.sources.demo import DemoSource
+from forecasting.store import Store
+from worker import Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+P = 300
+
+
+def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A demo worker on a database in tmp_path, no headroom.toml, no HEADROOM_* from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
+    env.update(HEADROOM_SOURCE="demo", HEADROOM_DB=str(tmp_path / "headroom.db"), HEADROOM_CONFIG=str(tmp_path / "none.toml"), **extra)
+    return env
+
+
+def series(db: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    with closing(sqlite3.connect(db)) as conn:
+        out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        for iid, metric, ts, value in conn.execute("SELECT instance_id, metric, ts, value FROM samples ORDER BY 1, 2, 3"):
+            out.setdefault((iid, metric), []).append((ts, value))
+        return out
+
+
+def test_once_only_ingest_fills_the_demo_fleet_and_a_rerun_duplicates_nothing(tmp_path: Path) -> None:
+    env, db = worker_env(tmp_path), tmp_path / "headroom.db"
+    command = [sys.executable, str(ROOT / "worker.py"), "--once", "--only", "ingest"]
+    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    demo = DemoSource(6)
+    expected_series = {(i.instance_id, m) for i in demo.list_instances() for m in demo.metrics_of(i.instance_id)}
+    before = series(db)
+    assert set(before) == expected_series and len(expected_series) == 6 * 4 - 1  # the cache has no memory
+    assert {len(points) for points in before.values()} == {14 * 86_400 // P}  # the training window, backfilled
+    ingest_lines = [line for line in first.stderr.splitlines() if "headroom.worker: ingest:" in line]
+    assert len(ingest_lines) == 1 and f"6 instances, {14 * 288 * 23} datapoints" in ingest_lines[0] and ingest_lines[0].endswith(" s)")
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    after = series(db)
+    assert set(after) == expected_series
+    for key, points in after.items():
+        stamps = [ts for ts, _ in points]
+        assert stamps == list(range(stamps[0], stamps[-1] + P, P))  # one point per period, no gap, no duplicate
+        now_stored, was_stored = dict(points), dict(before[key])
+        assert {ts: now_stored[ts] for ts in was_stored} == was_stored  # the re-read overlap changed nothing
+        assert stamps[-1] - before[key][-1][0] <= 2 * P  # at most the buckets that wall time added
+    with closing(sqlite3.connect(db)) as conn:
+        instances = conn.execute("SELECT instance_id, name, threshold FROM instances ORDER BY 1").fetchall()
+        beat = conn.execute("SELECT ok, error, detail FROM heartbeats WHERE job = 'ingest'").fetchone()
+        anchor = conn.execute("SELECT value FROM meta WHERE key = 'demo_anchor'").fetchone()
+    assert instances == [(i.instance_id, i.name, 80.0) for i in demo.list_instances()]
+    assert beat[0] == 1 and beat[1] is None and beat[2].startswith("6 instances")
+    assert int(anchor[0]) % P == 0
+
+
+@pytest.fixture()
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An in-process Worker on the demo feed (two instances, one day of backfill) and a real store."""
+    for name in list(os.environ):
+        if name.startswith("HEADROOM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.toml"))
+    settings = load_settings(db=tmp_path / "headroom.db", demo_instances=2, train_days=1, models=["naive"], ingest_every=0.01)
+    with Store(settings.db) as store:
+        yield Worker(settings, store)
+
+
+def test_a_failing_job_is_logged_recorded_and_not_raised(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+    worker.store.set_meta("demo_anchor", "not-a-time")  # the demo source cannot be built from this
+    with caplog.at_level(logging.INFO, logger="headroom.worker"):
+        assert worker.run_job("ingest") is False
+    beat = worker.store.heartbeats()["ingest"]
+    assert beat["ok"] == 0 and beat["error"].startswith("ValueError: invalid literal for int()") and beat["detail"] is None
+    assert "\n" not in beat["error"]
+    assert any(r.levelno == logging.ERROR and r.getMessage().startswith("ingest failed after") for r in caplog.records)
+    assert worker.store.sample_count() == 0
+
+    worker.store.set_meta("demo_anchor", str(int(time.time()) // P * P))  # fixed: the next turn works
+    assert worker.run_job("ingest") is True
+    beat = worker.store.heartbeats()["ingest"]
+    assert beat["ok"] == 1 and beat["error"] is None and worker.store.sample_count() == 288 * 2 * 4  # web-1 and api-1, 4 metrics, one day
+
+
+def test_a_job_that_raises_anything_still_returns_and_the_cycle_goes_on(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def broken() -> str:
+        calls.append("ingest")
+        raise OSError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(worker, "ingest", broken)
+    assert worker.run_once("ingest") is False
+    assert worker.store.heartbeats()["ingest"]["error"] == "OSError: disk on fire"  # one line
+    assert worker.run_once() is False  # the full cycle: the other jobs still get their turn
+    assert calls == ["ingest", "ingest"]
+    assert set(worker.store.heartbeats()) == {"ingest", "retrain", "forecast", "digest"}
+
+
+def test_the_loop_keeps_retrying_a_failing_ingest_until_it_works(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+    worker.store.set_meta("demo_anchor", "broken")
+    caplog.set_level(logging.INFO, logger="headroom.worker")
+    loop = threading.Thread(target=worker.run_forever, daemon=True)
+    loop.start()
+    try:
+        deadline = time.time() + 120
+        while sum(r.getMessage().startswith("ingest failed") for r in caplog.records) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        assert sum(r.getMessage().startswith("ingest failed") for r in caplog.records) >= 3  # retried at each turn
+        assert loop.is_alive()
+        worker.store.set_meta("demo_anchor", str(int(time.time()) // P * P))
+        while worker.store.heartbeats()["ingest"]["ok"] == 0 and time.time() < deadline:
+            time.sleep(0.1)
+        assert worker.store.heartbeats()["ingest"]["ok"] == 1 and worker.store.sample_count() > 0
+    finally:
+        worker.stop.set()
+        loop.join(30)
+    assert not loop.is_alive()
+    assert any(r.getMessage() == "worker stopped" for r in caplog.records)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_forever_loop_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
+    env = worker_env(tmp_path, HEADROOM_INGEST_EVERY="0.02", HEADROOM_DEMO_INSTANCES="2", HEADROOM_TRAIN_DAYS="1", HEADROOM_MODELS="naive")
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 180
+            while log_path.read_text().count("headroom.worker: ingest:") < 2 and process.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+            assert process.poll() is None, log_path.read_text()
+            assert log_path.read_text().count("headroom.worker: ingest:") >= 2  # the loop is running on its cadence
+            process.send_signal(signum)
+            stopped = time.time()
+            assert process.wait(timeout=30) == 0
+            assert time.time() - stopped < 15
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    text = log_path.read_text()
+    assert f"received {signum.name}: finishing the current job" in text and text.rstrip().endswith("worker stopped")
+    assert "Traceback" not in text.split(f"received {signum.name}")[1]
+    with closing(sqlite3.connect(tmp_path / "headroom.db")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(DISTINCT instance_id) FROM samples").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a text file"])
+def test_a_database_path_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "place"
+    if kind == "a folder":
+        target.mkdir()
+    else:
+        target.write_text("these are my notes, not a database\n" * 10)
+    env = {**worker_env(tmp_path), "HEADROOM_DB": str(target)}
+    done = subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once", "--only", "ingest"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(f"headroom: cannot open the database HEADROOM_DB={target}: ")
+    assert kind == "a folder" or target.read_text().startswith("these are my notes")  # left alone
