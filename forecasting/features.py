@@ -38,10 +38,13 @@ def to_frame(samples: dict[str, tuple[np.ndarray, np.ndarray]], period: int, end
     for metric, (ts, values) in samples.items():
         ts = np.asarray(ts, dtype=np.int64)
         values = np.asarray(values, dtype=float)
-        keep = np.isfinite(values) & (ts >= first) & (ts <= last)
+        slot = ts // period * period  # compare grid slots, so an off-grid newest sample is kept
+        keep = np.isfinite(values) & (slot >= first) & (slot <= last)
+        if end is not None:
+            keep &= ts < int(end)  # never look past the forecast origin
         if not keep.any():
             continue
-        series = pd.Series(values[keep], index=ts[keep] // period * period).groupby(level=0).mean()
+        series = pd.Series(values[keep], index=slot[keep]).groupby(level=0).mean()
         frame[metric] = series.reindex(grid).to_numpy()
     for metric in PERCENT_METRICS:
         if metric in frame:

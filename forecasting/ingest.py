@@ -13,6 +13,8 @@ log = logging.getLogger("headroom.ingest")
 
 LATE_DATA_SECONDS = 15 * 60
 """CloudWatch fills late buckets: every fetch re-reads the last 15 minutes of each series."""
+FORECASTS_KEPT_SECONDS = 2 * 86_400
+"""Forecasts older than this are dropped at ingest (each instance and model keeps its newest one)."""
 
 
 @dataclass
@@ -71,6 +73,9 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
             store.upsert_instance(info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now)
         rows = store.upsert_samples(result.rows)
         pruned = store.prune(now - int(settings.history_days * 86_400))
+        # Derived rows grow with every cycle; keep what the pages and the API show.
+        store.prune_forecasts(now - FORECASTS_KEPT_SECONDS)
+        store.prune_backtests()
     return IngestReport(len(instances), rows, result.calls, result.calls_required, pruned, result.errors)
 
 

@@ -47,13 +47,13 @@ class ModelParams(BaseModel):
     lookback: int = Field(48, ge=4, le=2016)
     units: int = Field(32, ge=1, le=512)
     layers: int = Field(1, ge=1, le=4)
-    dilations: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    dilations: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     kernel_size: int = Field(3, ge=2, le=8)
-    epochs: int = Field(30, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=4096)
-    learning_rate: float = Field(0.002, gt=0, le=1)
-    patience: int = Field(4, ge=1, le=100)
-    max_windows: int = Field(3000, ge=16)
+    epochs: int = Field(15, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=4096)
+    learning_rate: float = Field(0.005, gt=0, le=1)
+    patience: int = Field(3, ge=1, le=100)
+    max_windows: int = Field(2000, ge=16)
     seed: int = 7
 
 

@@ -9,6 +9,7 @@ documented contract (README, "The store"): users may query them with ``sqlite3``
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -125,6 +127,10 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 1 → 2: the champion's latest forecast per instance (Fleet page, GET /predictions) without a scan.
+    """
+    CREATE INDEX forecasts_champion ON forecasts (instance_id, forecast_id) WHERE is_champion = 1;
+    """,
 ]
 
 
@@ -146,7 +152,7 @@ class Store:
         self.path = Path(path)
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        uri = f"file:{quote(str(self.path))}" + ("?mode=ro" if readonly else "")  # quoted: '#', '?', '%' in a path
         self._conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -171,22 +177,28 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All writes inside are committed together or not at all (nesting joins the outer one)."""
+        """All writes inside are committed together or not at all.
+
+        A nested transaction is a savepoint of the outer one: when it fails, only its own writes are
+        undone and the outer transaction goes on (or fails) as its code decides.
+        """
         with self._lock:
-            outer = self._depth == 0
-            if outer:
-                self._conn.execute("BEGIN IMMEDIATE")
+            depth = self._depth
+            savepoint = f"headroom_{depth}"
+            self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
             self._depth += 1
             try:
                 yield self._conn
             except BaseException:
-                self._depth -= 1
-                if outer:
+                self._depth = depth
+                if depth == 0:
                     self._conn.execute("ROLLBACK")
+                else:
+                    self._conn.execute(f"ROLLBACK TO {savepoint}")
+                    self._conn.execute(f"RELEASE {savepoint}")
                 raise
-            self._depth -= 1
-            if outer:
-                self._conn.execute("COMMIT")
+            self._depth = depth
+            self._conn.execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         """Run a read query (for the store's own functions and tests; pages use the named queries)."""
@@ -223,8 +235,12 @@ class Store:
 
     # ---- samples --------------------------------------------------------
     def upsert_samples(self, rows: Iterable[tuple[str, str, int, float]]) -> int:
-        """Insert or replace (instance_id, metric, ts, value) rows; returns how many were given."""
-        batch = [(i, m, int(t), float(v)) for i, m, t, v in rows]
+        """Insert or replace (instance_id, metric, ts, value) rows; returns how many were written.
+
+        Rows whose value is NaN or infinite are dropped (``value`` is NOT NULL), so one bad point
+        never rolls back the rest of an ingest cycle.
+        """
+        batch = [(i, m, int(t), v) for i, m, t, v in ((i, m, t, float(v)) for i, m, t, v in rows) if math.isfinite(v)]
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO samples (instance_id, metric, ts, value) VALUES (?, ?, ?, ?) "
@@ -320,7 +336,7 @@ class Store:
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO backtest_points (run_id, model, origin_ts, ts, actual, mean, lower, upper) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, *row) for row in backtest],
+                [(run_id, *row) for row in backtest if _all_finite(row[3:])],  # a NaN point is left out, not the run
             )
         return run_id
 
@@ -378,6 +394,13 @@ class Store:
             params,
         )
         return [_decode_forecast(r) for r in rows]
+
+    def prune_backtests(self) -> int:
+        """Drop the backtest points of every run but each instance's newest (the Models page shows that one)."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM backtest_points WHERE run_id NOT IN (SELECT MAX(run_id) FROM training_runs GROUP BY instance_id)"
+            ).rowcount
 
     def prune_forecasts(self, keep_after: int) -> int:
         """Drop forecasts made before a time, keeping each instance's and model's newest one."""
@@ -485,6 +508,11 @@ class Store:
         """When an alert of each instance was last mailed (for the per-instance cooldown)."""
         rows = self.query("SELECT instance_id, MAX(emailed_at) FROM alerts WHERE emailed_at IS NOT NULL GROUP BY instance_id")
         return {r[0]: int(r[1]) for r in rows}
+
+
+def _all_finite(values: Iterable[Any]) -> bool:
+    """True when every value is a finite number (None, NaN and infinities are not)."""
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v)) for v in values)
 
 
 def _finite_or_none(value: Any) -> Any:

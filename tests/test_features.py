@@ -39,6 +39,15 @@ def test_to_frame_puts_samples_on_a_regular_grid_and_clips_bad_values() -> None:
     assert frame["network_in"].min() == 0.0
 
 
+def test_an_off_grid_newest_sample_is_kept_and_end_is_never_passed() -> None:
+    ts = np.array([0, 300, 600, 950], dtype=np.int64) + START  # the newest lands 50 s into the 900 slot
+    samples = {"cpu": (ts, np.array([10.0, 20.0, 30.0, 40.0])), "memory": (ts, np.array([1.0, 2.0, 3.0, 4.0]))}
+    frame = to_frame(samples, PERIOD)
+    assert frame.index[-1] == START + 900 and frame["cpu"].iloc[-1] == 40.0 and frame["memory"].iloc[-1] == 4.0
+    cut = to_frame(samples, PERIOD, end=START + 920)  # the 950 sample lies after the origin: not seen
+    assert cut.index[-1] == START + 900 and np.isnan(cut["cpu"].iloc[-1])
+
+
 def test_short_gaps_are_interpolated_and_long_gaps_stay_missing() -> None:
     ts = START + PERIOD * np.arange(40, dtype=np.int64)
     values = np.arange(40, dtype=float)

@@ -99,8 +99,39 @@ def test_a_transaction_that_raises_leaves_nothing(store: Store) -> None:
 
 def test_a_failing_upsert_writes_none_of_its_rows(store: Store) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
-        store.upsert_samples([*cpu_rows("i-a", 5), ("i-a", "cpu", T0 + 9000, math.nan)])  # SQLite binds NaN as NULL
+        store.upsert_samples([*cpu_rows("i-a", 5), (None, "cpu", T0 + 9000, 1.0)])
     assert store.sample_count() == 0
+
+
+def test_non_finite_values_are_dropped_and_the_rest_written(store: Store) -> None:
+    bad = [("i-a", "cpu", T0 + 9000, math.nan), ("i-a", "cpu", T0 + 9300, math.inf), ("i-a", "memory", T0, np.float64("nan"))]
+    assert store.upsert_samples([*cpu_rows("i-a", 5), *bad]) == 5
+    assert store.sample_count() == 5
+    assert store.query("SELECT COUNT(*) FROM samples WHERE value != value")[0][0] == 0
+
+
+def test_a_failed_nested_transaction_undoes_only_its_own_writes(store: Store) -> None:
+    with store.transaction():
+        store.upsert_samples(cpu_rows("i-a", 3))
+        with pytest.raises(RuntimeError, match="inner"):
+            with store.transaction():
+                store.upsert_samples(cpu_rows("i-b", 4))
+                store.set_meta("k", "inner")
+                raise RuntimeError("inner")
+        store.set_meta("k", "outer")
+    assert store.sample_count() == 3 and store.get_meta("k") == "outer"
+    assert set(store.last_sample_ts()) == {("i-a", "cpu")}
+
+
+@pytest.mark.parametrize("name", ["a#b.db", "what?.db", "100%.db", "with space.db"])
+def test_paths_with_uri_characters_open_the_named_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    with Store(path) as opened:
+        opened.upsert_samples(cpu_rows("i-a", 2))
+    assert path.is_file()
+    with Store(path, readonly=True) as reader:
+        assert reader.sample_count() == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == [name]
 
 
 def test_samples_queries(store: Store) -> None:
@@ -182,9 +213,25 @@ def test_training_runs_store_nan_scores_as_null(store: Store) -> None:
 
 def test_a_training_run_with_a_bad_row_is_not_half_stored(store: Store) -> None:
     with pytest.raises(sqlite3.IntegrityError):
-        store.record_training_run(a_run(), [{"model": "naive", "status": "ok"}], [("naive", T0, T0 + 300, None, 1.0, 0.0, 2.0)])
+        store.record_training_run(a_run(), [{"model": "naive", "status": "ok"}], [(None, T0, T0 + 300, 1.0, 1.0, 0.0, 2.0)])
     assert store.query("SELECT COUNT(*) FROM training_runs")[0][0] == 0
     assert store.query("SELECT COUNT(*) FROM model_scores")[0][0] == 0
+
+
+def test_nan_backtest_points_are_left_out_and_the_run_kept(store: Store) -> None:
+    points = [("naive", T0, T0 + 300, 1.0, 1.0, 0.0, 2.0), ("naive", T0, T0 + 600, None, 1.0, 0.0, 2.0), ("naive", T0, T0 + 900, 1.0, math.nan, 0.0, 2.0)]
+    run_id = store.record_training_run(a_run(), [{"model": "naive", "status": "ok"}], points)
+    assert [r["ts"] for r in store.backtest_points(run_id)] == [T0 + 300]
+
+
+def test_only_the_newest_run_of_each_instance_keeps_its_backtest(store: Store) -> None:
+    point = [("naive", T0, T0 + 300, 1.0, 1.0, 0.0, 2.0)]
+    old_a = store.record_training_run(a_run("i-a"), [], point)
+    new_a = store.record_training_run(a_run("i-a"), [], point)
+    only_b = store.record_training_run(a_run("i-b"), [], point)
+    assert store.prune_backtests() == 1
+    assert [len(store.backtest_points(r)) for r in (old_a, new_a, only_b)] == [0, 1, 1]
+    assert len(store.training_runs("i-a")) == 2  # the champion's history stays
 
 
 def forecast_row(run_id: int, model: str, champion: bool, made_at: int, level: float) -> dict:
