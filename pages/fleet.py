@@ -65,7 +65,7 @@ def live() -> None:
     if frame.empty:
         ui.no_data_help(config)
         return
-    if (frame["level"] == "unknown").all() and (frame["champion"] == "—").all():
+    if (frame["champion"] == "—").all():
         ui.no_models_help()
     counts = level_counts(frame)
     cols = st.columns(4)

@@ -18,19 +18,16 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-$PY worker.py 2>&1 | tee -a data/logs/worker.log &
+# Process substitution keeps $! the worker's own pid while its log also goes to the terminal.
+$PY worker.py > >(tee -a data/logs/worker.log) 2>&1 &
 pids+=($!)
-if [ -f streamlit_app.py ]; then
-  $PY -m streamlit run streamlit_app.py --server.port "$DASH_PORT" >data/logs/dashboard.log 2>&1 &
-  pids+=($!)
-fi
-if [ -f forecasting/api.py ]; then
-  $PY -m uvicorn forecasting.api:app --host "$API_HOST" --port "$API_PORT" >data/logs/api.log 2>&1 &
-  pids+=($!)
-fi
+$PY -m streamlit run streamlit_app.py --server.port "$DASH_PORT" >data/logs/dashboard.log 2>&1 &
+pids+=($!)
+$PY -m uvicorn forecasting.api:app --host "$API_HOST" --port "$API_PORT" >data/logs/api.log 2>&1 &
+pids+=($!)
 echo "Headroom is running on source=${HEADROOM_SOURCE:-demo}"
-echo "  data:      $DB (worker log: data/logs/worker.log)"
-[ -f streamlit_app.py ] && echo "  dashboard: http://127.0.0.1:$DASH_PORT"
-[ -f forecasting/api.py ] && echo "  API:       http://$API_HOST:$API_PORT  (docs at /docs)"
+echo "  data:      $DB (logs in data/logs/)"
+echo "  dashboard: http://127.0.0.1:$DASH_PORT"
+echo "  API:       http://$API_HOST:$API_PORT  (docs at /docs)"
 echo "Press Ctrl-C to stop."
 wait

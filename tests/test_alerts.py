@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecasting.alerts import CLEAR_CYCLES, actual_crossing, evaluate_alerts, find_crossing, iso_utc
+from forecasting.alerts import (
+    CLEAR_CYCLES,
+    actual_crossing,
+    evaluate_alerts,
+    find_crossing,
+    iso_utc,
+)
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
 
@@ -199,7 +205,12 @@ def test_all_writes_of_an_evaluation_commit_together_or_not_at_all(store: Store,
 
 # ---- the warning benchmark's definitions (pure) -----------------------------
 def test_benchmark_events_merge_crossings_within_30_minutes_and_score_lead_and_episodes() -> None:
-    from forecasting.bench.warning import alert_states, episodes, overload_events, score_warnings
+    from forecasting.bench.warning import (
+        alert_states,
+        episodes,
+        overload_events,
+        score_warnings,
+    )
 
     cpu = np.full(60, 50.0)
     cpu[[5, 20, 21, 25, 40]] = 90.0  # crossings at 5 (before the window), 20, 25 (15 min after 20: merged), 40

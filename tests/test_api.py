@@ -19,9 +19,18 @@ import pytest
 
 import forecasting
 from forecasting.api import create_app
+from forecasting.models import MODEL_NAMES
 from forecasting.sources.export import ExportError, parse_export
 from forecasting.store import Store
-from tests.fixtures.api import FAST_MODELS, ROOT, SERVER_TOKEN, api_db, api_settings, demo_export, export_body, server  # noqa: F401
+from tests.fixtures.api import (  # noqa: F401
+    FAST_MODELS,
+    ROOT,
+    SERVER_TOKEN,
+    api_settings,
+    demo_export,
+    export_body,
+    server,
+)
 
 pytestmark = pytest.mark.anyio
 TOKEN = "s3cret-token"
@@ -40,9 +49,9 @@ def client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
 
 
 @pytest.fixture()
-async def api(api_db: Path) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def api(worker_db: Path) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
     """A client of an app on the worker-filled store, without a token."""
-    async with client(create_app(api_settings(api_db))) as session:
+    async with client(create_app(api_settings(worker_db))) as session:
         yield session
 
 
@@ -53,9 +62,9 @@ def seconds(text: str) -> int:
 
 
 # ---- read endpoints -----------------------------------------------------------------
-async def test_health_reports_version_data_age_and_worker_jobs(api: httpx.AsyncClient, api_db: Path) -> None:  # noqa: F811
+async def test_health_reports_version_data_age_and_worker_jobs(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     answer = (await api.get("/health")).json()
-    with Store(api_db) as store:
+    with Store(worker_db) as store:
         newest = max(store.newest_sample_ts(i.instance_id) for i in store.instances())
         jobs = store.heartbeats()
     assert answer["version"] == forecasting.__version__
@@ -80,9 +89,9 @@ async def test_health_says_empty_then_degraded(tmp_path: Path) -> None:
     assert answer["jobs"]["ingest"] == {**answer["jobs"]["ingest"], "ok": False, "error": "ThrottlingException: rate exceeded"}
 
 
-async def test_instances_list_champion_and_open_alert(api: httpx.AsyncClient, api_db: Path) -> None:  # noqa: F811
+async def test_instances_list_champion_and_open_alert(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     rows = (await api.get("/instances")).json()["instances"]
-    with Store(api_db) as store:
+    with Store(worker_db) as store:
         known = {i.instance_id: i for i in store.instances()}
         runs = store.latest_runs()
         open_alerts = {a["instance_id"]: a for a in reversed(store.alerts(state="open"))}
@@ -96,9 +105,9 @@ async def test_instances_list_champion_and_open_alert(api: httpx.AsyncClient, ap
     assert any(row["open_alert"] for row in rows)
 
 
-async def test_predictions_are_the_latest_champion_forecasts(api: httpx.AsyncClient, api_db: Path) -> None:  # noqa: F811
+async def test_predictions_are_the_latest_champion_forecasts(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     answer = (await api.get("/predictions")).json()["predictions"]
-    with Store(api_db) as store:
+    with Store(worker_db) as store:
         stored = {row["instance_id"]: row for row in store.latest_forecasts()}
         runs = store.latest_runs()
     assert len(answer) == 3 and {p["instance_id"] for p in answer} == set(stored)
@@ -113,21 +122,21 @@ async def test_predictions_are_the_latest_champion_forecasts(api: httpx.AsyncCli
     assert one == [answer[1]]
 
 
-async def test_compare_gives_scores_and_champion(api: httpx.AsyncClient, api_db: Path) -> None:  # noqa: F811
+async def test_compare_gives_scores_and_champion(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     iid = "i-0de00000000000002"
     answer = (await api.get("/compare", params={"instance": iid})).json()["comparisons"]
-    with Store(api_db) as store:
+    with Store(worker_db) as store:
         stored = {row["model"]: dict(row) for row in store.scores(iid)}
         run = store.latest_runs()[iid]
     assert len(answer) == 1 and answer[0]["champion"] == run["champion"] and answer[0]["run_id"] == run["run_id"]
     scores = {s["model"]: s for s in answer[0]["scores"]}
-    assert set(scores) == set(stored) == {"naive", "seasonal_naive", "linear", "lstm"}
+    assert set(scores) == set(stored) == set(MODEL_NAMES)
     for model, score in scores.items():
         for key in ("status", "mape", "smape", "mase", "rmse", "coverage", "fit_seconds"):
             assert score[key] == stored[model][key]
         assert score["is_champion"] == (model == run["champion"])
     everything = (await api.get("/compare")).json()["comparisons"]
-    assert [c["instance_id"] for c in everything] == sorted(store_ids(api_db)) and answer[0] in everything
+    assert [c["instance_id"] for c in everything] == sorted(store_ids(worker_db)) and answer[0] in everything
 
 
 def store_ids(db: Path) -> list[str]:
@@ -135,8 +144,8 @@ def store_ids(db: Path) -> list[str]:
         return [i.instance_id for i in store.instances()]
 
 
-async def test_alerts_filter_by_state_and_instance(api: httpx.AsyncClient, api_db: Path) -> None:  # noqa: F811
-    with Store(api_db) as store:
+async def test_alerts_filter_by_state_and_instance(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
+    with Store(worker_db) as store:
         every = store.alerts()
         opened = store.alerts(state="open")
     everything = (await api.get("/alerts")).json()["alerts"]
@@ -167,8 +176,8 @@ async def test_bad_requests_get_a_json_error_saying_what(api: httpx.AsyncClient,
 
 
 # ---- auth -----------------------------------------------------------------------------
-async def test_token_guards_every_endpoint_but_health(api_db: Path) -> None:  # noqa: F811
-    async with client(create_app(api_settings(api_db, api_token=TOKEN))) as session:
+async def test_token_guards_every_endpoint_but_health(worker_db: Path) -> None:  # noqa: F811
+    async with client(create_app(api_settings(worker_db, api_token=TOKEN))) as session:
         assert (await session.get("/health")).status_code == 200
         for path in READ_PATHS:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
@@ -296,8 +305,8 @@ class Chunks:
             yield self.chunk
 
 
-async def test_body_limit_stops_reading_a_large_stream(api_db: Path) -> None:  # noqa: F811
-    app = create_app(api_settings(api_db, api_body_limit_mb=1))
+async def test_body_limit_stops_reading_a_large_stream(worker_db: Path) -> None:  # noqa: F811
+    app = create_app(api_settings(worker_db, api_body_limit_mb=1))
     body = Chunks(total_mb=200)
     async with client(app) as session:
         response = await session.post("/predict?model=naive", content=body)
@@ -309,12 +318,12 @@ async def test_body_limit_stops_reading_a_large_stream(api_db: Path) -> None:  #
         assert (await session.post("/predict?model=naive", content=demo_export(0.5))).status_code == 200
 
 
-async def test_time_limit_answers_503_and_the_slot_stays_taken(api_db: Path, export_body: bytes) -> None:  # noqa: F811
-    app = create_app(api_settings(api_db, api_timeout=1, api_concurrency=1))
+async def test_time_limit_answers_503_and_the_slot_stays_taken(worker_db: Path, export_body: bytes) -> None:  # noqa: F811
+    app = create_app(api_settings(worker_db, api_timeout=0.05, api_concurrency=1))  # an ARIMA fit takes longer
     state = app.state.headroom
     async with client(app) as session:
         slow = await session.post("/predict?model=arima", content=export_body)
-        assert slow.status_code == 503 and slow.json()["detail"].startswith("the request took longer than the 1 s limit")
+        assert slow.status_code == 503 and slow.json()["detail"].startswith("the request took longer than the 0.05 s limit")
         busy = await session.post("/predict?model=naive", content=export_body)  # arima still runs in its thread
         assert busy.status_code == 503 and busy.json()["detail"].startswith("busy") and busy.headers["retry-after"]
         for _ in range(600):
@@ -349,7 +358,7 @@ async def test_unexpected_errors_are_a_generic_500(tmp_path: Path, caplog: pytes
     assert "Traceback" not in response.text and "GET /instances failed" in caplog.text
 
 
-def test_api_starts_without_tensorflow(api_db: Path) -> None:  # noqa: F811
+def test_api_starts_without_tensorflow(worker_db: Path) -> None:  # noqa: F811
     script = (
         "import asyncio, sys, httpx\n"
         "from forecasting.api import app\n"
@@ -360,21 +369,21 @@ def test_api_starts_without_tensorflow(api_db: Path) -> None:  # noqa: F811
         "    print(codes, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tcn')))\n"
         "asyncio.run(main())\n"
     )
-    export = api_db.parent / "small-export.json"
+    export = worker_db.parent / "small-export.json"
     export.write_bytes(demo_export(0.5))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
-    env.update(HEADROOM_DB=str(api_db), HEADROOM_CONFIG=str(api_db.parent / "none.toml"))
+    env.update(HEADROOM_DB=str(worker_db), HEADROOM_CONFIG=str(worker_db.parent / "none.toml"))
     done = subprocess.run([sys.executable, "-c", script, str(export)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[200, 200, 200, 200, 200] []", done.stderr[-2000:]
 
 
 # ---- one real server (``uvicorn forecasting.api:app``, configured from the environment like ``make api``) --------
-def test_real_server_answers_predictions(server: str, api_db: Path) -> None:  # noqa: F811
+def test_real_server_answers_predictions(server: str, worker_db: Path) -> None:  # noqa: F811
     request = urllib.request.Request(f"{server}/predictions", headers={"Authorization": f"Bearer {SERVER_TOKEN}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200 and response.headers["content-type"] == "application/json"
         answer = json.loads(response.read())
-    assert sorted(p["instance_id"] for p in answer["predictions"]) == store_ids(api_db)
+    assert sorted(p["instance_id"] for p in answer["predictions"]) == store_ids(worker_db)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{server}/predictions", timeout=30)
     assert refused.value.code == 401

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from forecasting.api import ApiState, create_app
-from tests.fixtures.api import api_db, api_settings  # noqa: F401  (api_db is a fixture)
+from tests.fixtures.api import api_settings
 
 TOKEN = "fuzz-token"
 SLOW_MODELS = {"arima", "lstm", "tcn"}
@@ -32,9 +32,9 @@ schema.hook(map_query)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fuzzed_store(api_db: Path) -> Iterator[None]:  # noqa: F811
+def fuzzed_store(worker_db: Path) -> Iterator[None]:  # noqa: F811
     """Point the fuzzed app at the worker-filled store, with a token so auth is fuzzed too."""
-    APP.state.headroom = ApiState(api_settings(api_db, api_token=TOKEN, api_timeout=60, api_concurrency=2))
+    APP.state.headroom = ApiState(api_settings(worker_db, api_token=TOKEN, api_timeout=60, api_concurrency=2))
     yield
     APP.state.headroom.close()
 

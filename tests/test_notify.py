@@ -6,8 +6,8 @@ import io
 import logging
 import os
 import subprocess
-import time
 import sys
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 
 from forecasting.alerts import evaluate_alerts, iso_utc
-from forecasting.notify import DIGEST_META, send_alert_mail, send_digest_if_due, send_test_mail
+from forecasting.notify import (
+    DIGEST_META,
+    send_alert_mail,
+    send_digest_if_due,
+    send_test_mail,
+)
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
 from tests.fixtures.services import SmtpSink, free_port
@@ -346,7 +351,13 @@ def _longest_row(mask: np.ndarray) -> int:
 
 
 def test_the_chart_draws_history_forecast_band_threshold_and_crossing_without_a_display() -> None:
-    from forecasting.charts import CROSSING_COLOUR, FORECAST_COLOUR, HISTORY_COLOUR, THRESHOLD_COLOUR, forecast_chart
+    from forecasting.charts import (
+        CROSSING_COLOUR,
+        FORECAST_COLOUR,
+        HISTORY_COLOUR,
+        THRESHOLD_COLOUR,
+        forecast_chart,
+    )
 
     ts = np.arange(T - 72 * P, T, P)
     mean = np.linspace(70, 95, 12)

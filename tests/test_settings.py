@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert (s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_user, s.smtp_password, s.mail_from, s.mail_to) == (None, None, "starttls", None, None, "headroom@localhost", [])
     assert (s.dashboard_port, s.api_host, s.api_port, s.api_token) == (8501, "127.0.0.1", 8000, None)
     assert (s.api_body_limit_mb, s.api_timeout, s.api_concurrency, s.import_limit_mb) == (20, 120, 2, 100)
-    assert s.model == ModelParams() and (s.model.epochs, s.model.lookback, s.model.dilations) == (30, 48, [1, 2, 4, 8, 16])
+    assert s.model == ModelParams() and (s.model.epochs, s.model.lookback, s.model.dilations) == (15, 48, [1, 2, 4, 8])
     assert s.models_dir == Path("data/models")
 
 
@@ -71,7 +71,7 @@ def test_stray_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch)
     for name, value in {"EPOCHS": "abc", "SEED": "x", "UNITS": "9", "THRESHOLD": "1", "DB": "/nope"}.items():
         monkeypatch.setenv(name, value)
     s = load_settings()
-    assert (s.model.epochs, s.model.seed, s.model.units, s.threshold, s.db) == (30, 7, 32, 80.0, Path("data/headroom.db"))
+    assert (s.model.epochs, s.model.seed, s.model.units, s.threshold, s.db) == (15, 7, 32, 80.0, Path("data/headroom.db"))
 
 
 TOML = """

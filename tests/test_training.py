@@ -11,7 +11,13 @@ from forecasting.features import DAY
 from forecasting.models.registry import load_model
 from forecasting.settings import load_settings
 from forecasting.store import Store
-from forecasting.training import KEEP_RUNS, TrainingResult, predict_samples, train_instance, validate_samples
+from forecasting.training import (
+    KEEP_RUNS,
+    TrainingResult,
+    predict_samples,
+    train_instance,
+    validate_samples,
+)
 from tests.test_features import PERIOD, START, demo_samples
 
 FAST = ["naive", "seasonal_naive", "linear", "arima"]

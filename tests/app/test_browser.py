@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from forecasting.store import Store
-from tests.app.conftest import ROOT, store_env
 from tests.fixtures.services import free_port
+from tests.fixtures.stores import ROOT, worker_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
@@ -48,14 +48,14 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> No
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(dashboard_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dashboard_url(worker_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``streamlit run streamlit_app.py`` on a free port against the test store."""
     port = free_port()
     log = (tmp_path_factory.mktemp("streamlit") / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env={**os.environ, **store_env(dashboard_db)}, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**os.environ, **worker_env(worker_db)}, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -76,10 +76,10 @@ def assert_clean(page) -> None:  # noqa: ANN001 - a Playwright Page
     assert "Traceback" not in page.inner_text("body")
 
 
-def test_fleet_instance_and_upload_in_a_real_browser(dashboard_url: str, dashboard_db: Path, demo_export: bytes, tmp_path: Path) -> None:
+def test_fleet_instance_and_upload_in_a_real_browser(dashboard_url: str, worker_db: Path, demo_export: bytes, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    with Store(dashboard_db, readonly=True) as store:
+    with Store(worker_db, readonly=True) as store:
         ids = [inst.instance_id for inst in store.instances()]
     export = tmp_path / "export.json"
     export.write_bytes(demo_export)

@@ -9,7 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.app.conftest import ENTRY, ROOT, store_env
+from tests.app.conftest import ENTRY
+from tests.fixtures.stores import ROOT, worker_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -34,10 +35,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_pages_render_without_importing_tensorflow(dashboard_db: Path, demo_export: bytes, tmp_path: Path) -> None:
+def test_pages_render_without_importing_tensorflow(worker_db: Path, demo_export: bytes, tmp_path: Path) -> None:
     export = tmp_path / "export.json"
     export.write_bytes(demo_export)
-    env = {**os.environ, **store_env(dashboard_db), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **worker_env(worker_db), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(export), str(ENTRY)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

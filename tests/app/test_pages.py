@@ -13,6 +13,8 @@ from streamlit.testing.v1 import AppTest
 from app.upload import forecast_csv, forecast_json
 from forecasting.store import Store
 from tests.app.conftest import ENTRY
+from tests.fixtures.services import SmtpSink
+from tests.fixtures.stores import ALERTING_INSTANCE
 
 pytestmark = pytest.mark.usefixtures("dashboard_env")
 
@@ -47,9 +49,9 @@ def trace_values(trace: dict, axis: str = "y") -> np.ndarray:
     return np.asarray(data)
 
 
-def test_fleet_has_one_row_per_instance_sorted_by_risk(dashboard_db: Path) -> None:
+def test_fleet_has_one_row_per_instance_sorted_by_risk(worker_db: Path) -> None:
     at = open_page()
-    with Store(dashboard_db, readonly=True) as store:
+    with Store(worker_db, readonly=True) as store:
         ids = {inst.instance_id for inst in store.instances()}
         forecasts = {f["instance_id"] for f in store.latest_forecasts()}
     table = at.dataframe[0].value
@@ -64,8 +66,8 @@ def test_fleet_has_one_row_per_instance_sorted_by_risk(dashboard_db: Path) -> No
     assert at.metric[0].label == "Instances" and at.metric[0].value == str(len(ids))
 
 
-def test_instance_page_reads_the_instance_from_the_query_string(dashboard_db: Path) -> None:
-    with Store(dashboard_db, readonly=True) as store:
+def test_instance_page_reads_the_instance_from_the_query_string(worker_db: Path) -> None:
+    with Store(worker_db, readonly=True) as store:
         batch = next(inst for inst in store.instances() if inst.name == "batch-1")
         champion = store.latest_runs()[batch.instance_id]["champion"]
     at = open_page("pages/instance.py", instance=batch.instance_id)
@@ -80,8 +82,8 @@ def test_instance_page_reads_the_instance_from_the_query_string(dashboard_db: Pa
     assert at.metric[3].value == champion
 
 
-def test_instance_overlay_and_time_range(dashboard_db: Path) -> None:
-    with Store(dashboard_db, readonly=True) as store:
+def test_instance_overlay_and_time_range(worker_db: Path) -> None:
+    with Store(worker_db, readonly=True) as store:
         iid = store.instances()[0].instance_id
         models = {f["model"] for f in store.latest_forecasts(iid, champion_only=False)}
     at = open_page("pages/instance.py", instance=iid)
@@ -97,8 +99,8 @@ def test_instance_overlay_and_time_range(dashboard_db: Path) -> None:
     assert len(figure(at)["data"][0]["x"]) < cpu_points_day  # 6 h of CPU instead of 24 h
 
 
-def test_instance_picker_rewrites_the_link(dashboard_db: Path) -> None:
-    with Store(dashboard_db, readonly=True) as store:
+def test_instance_picker_rewrites_the_link(worker_db: Path) -> None:
+    with Store(worker_db, readonly=True) as store:
         first, second = [inst.instance_id for inst in store.instances()[:2]]
     at = open_page("pages/instance.py", instance=first)
     at.selectbox(key="instance").select(second).run()
@@ -114,8 +116,8 @@ def test_unknown_instance_in_the_link_warns_and_shows_another() -> None:
     assert figure(at)["data"]
 
 
-def test_models_page_shows_scores_backtest_and_champion_history(dashboard_db: Path) -> None:
-    with Store(dashboard_db, readonly=True) as store:
+def test_models_page_shows_scores_backtest_and_champion_history(worker_db: Path) -> None:
+    with Store(worker_db, readonly=True) as store:
         scores = store.scores()
         runs = store.latest_runs()
     at = open_page("pages/models.py")
@@ -130,12 +132,38 @@ def test_models_page_shows_scores_backtest_and_champion_history(dashboard_db: Pa
     assert len(at.dataframe[1].value) >= 1  # training runs of the picked instance
 
 
-def test_alerts_page_without_alerts_says_so_and_reports_email_settings() -> None:
+def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(worker_db: Path) -> None:
+    with Store(worker_db, readonly=True) as store:
+        opened = store.alerts(state="open")
     at = open_page("pages/alerts.py")
-    assert [h.value for h in at.header] == ["Email"]
-    assert at.button(key="test_mail").label == "Send test email"
-    text = " ".join(e.value for e in [*at.success, *at.info, *at.markdown, *at.subheader])
-    assert "No alerts" in text or "Open (" in text
+    assert [s.value for s in at.subheader][0] == f"Open ({len(opened)})"
+    table = at.dataframe[0].value  # the open alerts come first
+    assert set(table["instance_id"]) == {a["instance_id"] for a in opened} and ALERTING_INSTANCE in set(table["instance_id"])
+    assert (table["threshold"] > 0).all() and table["model"].notna().all()
+    assert "Email is off" in at.info[0].value and at.button(key="test_mail").label == "Send test email"
+
+
+def test_alerts_page_without_alerts_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "no-alerts.db") as store:
+        store.upsert_samples([("i-a", "cpu", 1_760_000_000, 10.0)])
+    monkeypatch.setenv("HEADROOM_DB", str(tmp_path / "no-alerts.db"))
+    at = open_page("pages/alerts.py")
+    assert "No alerts" in at.success[0].value
+
+
+def test_send_test_email_button_delivers_through_the_configured_server(smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADROOM_SMTP_HOST", smtp_sink.host)
+    monkeypatch.setenv("HEADROOM_SMTP_PORT", str(smtp_sink.port))
+    monkeypatch.setenv("HEADROOM_SMTP_TLS", "none")
+    monkeypatch.setenv("HEADROOM_MAIL_TO", "ops@example.test")
+    at = open_page("pages/alerts.py")
+    assert f"{smtp_sink.host}:{smtp_sink.port}" in at.markdown[-1].value
+    at.button(key="test_mail").click().run()
+    assert not at.exception and "test message sent to ops@example.test" in at.success[-1].value
+    assert [m["Subject"] for m in smtp_sink.messages] == ["[Headroom] test message"]
+    smtp_sink.refuse = True
+    at.button(key="test_mail").click().run()
+    assert not at.exception and "test message not sent" in at.error[0].value and len(smtp_sink.messages) == 1
 
 
 def test_upload_page_explains_the_export_until_a_file_comes() -> None:
@@ -175,7 +203,10 @@ def test_store_without_models_says_training_is_running(ingest_only_db: Path, mon
     monkeypatch.setenv("HEADROOM_DB", str(ingest_only_db))
     at = open_page()
     assert any("No models yet" in i.value for i in at.info)
-    assert set(at.dataframe[0].value["level"]) == {"unknown"}
+    table = at.dataframe[0].value.set_index("instance_id")
+    assert set(table["champion"]) == {"—"}
+    # no forecast yet: the level comes from the current CPU alone (over its 1 % limit, or unknown)
+    assert table.loc[ALERTING_INSTANCE, "level"] == "over" and set(table.drop(ALERTING_INSTANCE)["level"]) == {"unknown"}
     at = open_page("pages/models.py")
     assert any("No models yet" in i.value for i in at.info)
 

@@ -12,9 +12,14 @@ import pandas as pd
 import pytest
 
 from forecasting.features import to_frame
-from forecasting.models.base import ModelError
 from forecasting.models import neural
-from forecasting.models.neural import LstmModel, NeuralModel, TcnModel, chronological_split
+from forecasting.models.base import ModelError
+from forecasting.models.neural import (
+    LstmModel,
+    NeuralModel,
+    TcnModel,
+    chronological_split,
+)
 from forecasting.settings import ModelParams
 from forecasting.sources.demo import DemoSource, demo_instance_id
 

@@ -15,13 +15,20 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from forecasting.bench.ingest import create_fleet, put_points
 from forecasting.ingest import run_ingest
 from forecasting.settings import Settings, load_settings
 from forecasting.sources.base import SeriesRequest, align
-from forecasting.sources.cloudwatch import CloudWatchError, CloudWatchSource, parse_threshold, plan_calls
+from forecasting.sources.cloudwatch import (
+    CloudWatchError,
+    CloudWatchSource,
+    parse_threshold,
+    plan_calls,
+)
 from forecasting.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
