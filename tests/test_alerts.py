@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,7 @@ IID = "i-0abc0000000000001"
 
 
 @pytest.fixture()
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in list(os.environ):
-        if name.startswith("HEADROOM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.toml"))
+def settings(tmp_path: Path, clean_env: Path) -> Settings:
     return load_settings(db=tmp_path / "headroom.db", threshold=80, alert_margin=5, horizon=12)
 
 

@@ -3,44 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from forecasting.sources.base import SeriesRequest
-from forecasting.sources.demo import DemoSource, demo_instance_id
-from forecasting.sources.export import ParsedExport, to_json_export
+from forecasting.sources.demo import demo_instance_id
+from forecasting.sources.export import to_json_export
 from forecasting.store import Store
+from tests.fixtures.stores import demo_parsed, environ_without_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 START = 1_760_000_000 // 300 * 300
 
 
-def demo_parsed(indexes: tuple[int, ...], hours: float = 6) -> ParsedExport:
-    """Demo instances with every metric they publish, as the parser would return them."""
-    source = DemoSource(count=6, seed=42, anchor=START)
-    requests = [SeriesRequest(demo_instance_id(i), m, START) for i in indexes for m in source.metrics_of(demo_instance_id(i))]
-    parsed = ParsedExport()
-    for iid, metric, ts, value in source.fetch(requests, START + int(hours * 3600)).rows:
-        stamps, values = parsed.series.setdefault(iid, {}).setdefault(metric, ([], []))
-        stamps.append(ts)
-        values.append(value)
-    for metrics in parsed.series.values():
-        for metric, (ts, vals) in metrics.items():
-            metrics[metric] = (np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=float))
-    return parsed
+
 
 
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
     """The CLI's environment: a database in tmp_path, no headroom.toml, no HEADROOM_* from outside."""
-    out = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
+    out = environ_without_settings()
     out.update(HEADROOM_DB=str(tmp_path / "db" / "headroom.db"), HEADROOM_CONFIG=str(tmp_path / "none.toml"), PYTHONPATH=str(ROOT))
     return out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 from forecasting.sources.demo import DemoSource
+from tests.fixtures.stores import environ_without_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCES = 40  # 14 days of backfill for 40 demo instances: ~620,000 samples in one transaction
@@ -18,7 +18,7 @@ WAL_MID_WRITE = 4 * 1024 * 1024  # the ingest transaction has started spilling p
 
 
 def worker_env(db: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
+    env = environ_without_settings()
     env.update(HEADROOM_SOURCE="demo", HEADROOM_DB=str(db), HEADROOM_DEMO_INSTANCES=str(INSTANCES), HEADROOM_CONFIG=str(db.parent / "none.toml"))
     return env
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
@@ -18,14 +17,6 @@ from forecasting.training import safe_name
 P = 300
 NOW = 1_800_000_000 // P * P
 FAST = ["naive", "seasonal_naive", "linear"]
-
-
-@pytest.fixture()
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("HEADROOM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.toml"))
 
 
 def fleet_store(folder: Path, instances: int = 4, **overrides: object) -> tuple[Settings, Store]:
@@ -45,7 +36,7 @@ def champions_and_scores(store: Store) -> dict[str, tuple[str | None, dict[str, 
 
 
 @pytest.mark.slow
-def test_dask_local_cluster_and_the_process_pool_choose_the_same_champions(tmp_path: Path, clean_env: None) -> None:
+def test_dask_local_cluster_and_the_process_pool_choose_the_same_champions(tmp_path: Path, clean_env: Path) -> None:
     from distributed import LocalCluster
 
     local_settings, local = fleet_store(tmp_path / "pool", instances=5)
@@ -70,7 +61,7 @@ def test_dask_local_cluster_and_the_process_pool_choose_the_same_champions(tmp_p
         store.close()
 
 
-def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_path: Path, clean_env: None,
+def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_path: Path, clean_env: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     settings, store = fleet_store(tmp_path, instances=3, workers=1)
     ids = [i.instance_id for i in store.instances()]
@@ -87,7 +78,7 @@ def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_pa
     store.close()
 
 
-def test_due_means_never_trained_or_older_than_the_cadence(tmp_path: Path, clean_env: None) -> None:
+def test_due_means_never_trained_or_older_than_the_cadence(tmp_path: Path, clean_env: Path) -> None:
     settings, store = fleet_store(tmp_path, instances=3, retrain_every=6)
     ids = [i.instance_id for i in store.instances()]
     run = {"instance_id": ids[0], "started_at": NOW - 7 * 3600, "finished_at": NOW - 7 * 3600, "train_start": None, "train_end": None,
@@ -106,7 +97,7 @@ def _set() -> threading.Event:
     return event
 
 
-def test_a_stop_between_results_cancels_the_queued_instances(tmp_path: Path, clean_env: None) -> None:
+def test_a_stop_between_results_cancels_the_queued_instances(tmp_path: Path, clean_env: Path) -> None:
     settings, store = fleet_store(tmp_path, instances=5, workers=1)
     stop = threading.Event()
     record = store.record_training_run

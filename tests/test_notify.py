@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -27,19 +26,12 @@ from forecasting.notify import (
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
 from tests.fixtures.services import SmtpSink, free_port
+from tests.fixtures.stores import environ_without_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 P = 300
 T = 1_800_000_000
 IID = "i-0feed000000000001"
-
-
-@pytest.fixture()
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("HEADROOM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.toml"))
 
 
 def mail_settings(tmp_path: Path, sink: SmtpSink | None, **overrides: object) -> Settings:
@@ -67,7 +59,7 @@ def parts(message: EmailMessage) -> tuple[str, str, list[EmailMessage]]:
 
 
 @pytest.fixture()
-def opened(tmp_path: Path, clean_env: None, smtp_sink: SmtpSink):
+def opened(tmp_path: Path, clean_env: Path, smtp_sink: SmtpSink):
     """A store with one open alert and settings pointing at the SMTP sink."""
     settings = mail_settings(tmp_path, smtp_sink)
     with Store(settings.db) as store:
@@ -136,7 +128,7 @@ def test_a_refusing_server_leaves_the_alert_stored_with_the_error_and_it_is_retr
     assert alert["emailed_at"] == T + P and alert["email_error"] is None and len(smtp_sink.messages) == 1
 
 
-def test_a_server_that_is_down_fails_fast_and_never_raises(tmp_path: Path, clean_env: None) -> None:
+def test_a_server_that_is_down_fails_fast_and_never_raises(tmp_path: Path, clean_env: Path) -> None:
     settings = mail_settings(tmp_path, None)  # a free port nobody listens on
     with Store(settings.db) as store:
         rising(store)
@@ -149,7 +141,7 @@ def test_a_server_that_is_down_fails_fast_and_never_raises(tmp_path: Path, clean
     assert not ok and message.startswith(f"test message not sent via 127.0.0.1:{settings.smtp_port} (none, no login): ConnectionRefusedError")
 
 
-def test_no_host_means_mailing_off_said_once(tmp_path: Path, clean_env: None, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_host_means_mailing_off_said_once(tmp_path: Path, clean_env: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = load_settings(db=tmp_path / "headroom.db", mail_to=["ops@example.com"])
     import forecasting.notify as notify
 
@@ -184,7 +176,7 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
         self.entries.pop((service, username), None)
 
 
-def test_login_with_the_password_setting_or_the_keyring_and_never_log_it(tmp_path: Path, clean_env: None, smtp_sink: SmtpSink,
+def test_login_with_the_password_setting_or_the_keyring_and_never_log_it(tmp_path: Path, clean_env: Path, smtp_sink: SmtpSink,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     smtp_sink.logins = {"alerts@example.com": "pa55-w0rd"}
     caplog.set_level(logging.DEBUG)
@@ -243,8 +235,8 @@ def test_the_digest_goes_out_on_its_interval_with_fleet_alerts_scores_and_charts
     assert len(smtp_sink.messages) == 2
 
 
-def test_cli_mail_test_sends_through_the_configured_server(tmp_path: Path, clean_env: None, smtp_sink: SmtpSink) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
+def test_cli_mail_test_sends_through_the_configured_server(tmp_path: Path, clean_env: Path, smtp_sink: SmtpSink) -> None:
+    env = environ_without_settings()
     env.update(HEADROOM_CONFIG=str(tmp_path / "none.toml"), HEADROOM_DB=str(tmp_path / "h.db"), HEADROOM_SMTP_HOST="127.0.0.1",
                HEADROOM_SMTP_PORT=str(smtp_sink.port), HEADROOM_SMTP_TLS="none", HEADROOM_MAIL_TO="ops@example.com, dev@example.com")
     done = subprocess.run([sys.executable, "-m", "forecasting", "mail", "--test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -273,7 +265,7 @@ def climbing_instance(aws: object) -> tuple[str, int]:
 
 
 def worker_env(tmp_path: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
+    env = environ_without_settings()
     env.update(HEADROOM_SOURCE="cloudwatch", HEADROOM_DB=str(tmp_path / "headroom.db"), HEADROOM_CONFIG=str(tmp_path / "none.toml"),
                HEADROOM_TRAIN_DAYS="0.25", HEADROOM_HISTORY_DAYS="1", HEADROOM_BACKTEST_DAYS="0.125", HEADROOM_MODELS="naive,linear",
                HEADROOM_THRESHOLD="80", HEADROOM_WORKERS="1", HEADROOM_SMTP_HOST="127.0.0.1", HEADROOM_SMTP_PORT=str(port),

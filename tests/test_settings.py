@@ -15,15 +15,7 @@ from forecasting.settings import ModelParams, Settings, SettingsError, load_sett
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No HEADROOM_* from the outside world; HEADROOM_CONFIG names a TOML file that does not exist yet."""
-    for name in list(os.environ):
-        if name.startswith("HEADROOM_"):
-            monkeypatch.delenv(name)
-    toml = tmp_path / "headroom.toml"
-    monkeypatch.setenv("HEADROOM_CONFIG", str(toml))
-    return toml
+pytestmark = pytest.mark.usefixtures("clean_env")  # no HEADROOM_* from outside; HEADROOM_CONFIG names a missing file
 
 
 def test_defaults() -> None:

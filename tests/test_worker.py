@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from forecasting.settings import load_settings
 from forecasting.sources.demo import DemoSource
 from forecasting.store import Store
+from tests.fixtures.stores import environ_without_settings
 from worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ P = 300
 
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A demo worker on a database in tmp_path, no headroom.toml, no HEADROOM_* from outside."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
+    env = environ_without_settings()
     env.update(HEADROOM_SOURCE="demo", HEADROOM_DB=str(tmp_path / "headroom.db"), HEADROOM_CONFIG=str(tmp_path / "none.toml"), **extra)
     return env
 
@@ -72,12 +72,8 @@ def test_once_only_ingest_fills_the_demo_fleet_and_a_rerun_duplicates_nothing(tm
 
 
 @pytest.fixture()
-def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def worker(tmp_path: Path, clean_env: Path):
     """An in-process Worker on the demo feed (two instances, one day of backfill) and a real store."""
-    for name in list(os.environ):
-        if name.startswith("HEADROOM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.toml"))
     settings = load_settings(db=tmp_path / "headroom.db", demo_instances=2, train_days=1, models=["naive"], ingest_every=0.01)
     with Store(settings.db) as store:
         yield Worker(settings, store)

@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from forecasting.sources.base import SeriesRequest
-from forecasting.sources.demo import DemoSource, demo_instance_id
+from forecasting.sources.demo import demo_instance_id
 from forecasting.sources.export import (
     LATEST_TS,
     ExportError,
@@ -23,24 +22,12 @@ from forecasting.sources.export import (
     read_export,
     to_json_export,
 )
+from tests.fixtures.stores import demo_parsed
 
 START = 1_760_000_000 // 300 * 300
 
 
-def demo_parsed(indexes: tuple[int, ...] = (0, 2, 4), hours: float = 6, start: int = START) -> ParsedExport:
-    """A few demo instances, every metric each publishes, as a ParsedExport built from the demo feed."""
-    source = DemoSource(count=6, seed=42, anchor=start)
-    end = start + int(hours * 3600)
-    requests = [SeriesRequest(demo_instance_id(i), m, start) for i in indexes for m in source.metrics_of(demo_instance_id(i))]
-    parsed = ParsedExport()
-    for iid, metric, ts, value in source.fetch(requests, end).rows:
-        stamps, values = parsed.series.setdefault(iid, {}).setdefault(metric, ([], []))
-        stamps.append(ts)
-        values.append(value)
-    for metrics in parsed.series.values():
-        for metric, (ts, vals) in metrics.items():
-            metrics[metric] = (np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=float))
-    return parsed
+
 
 
 def assert_same(a: ParsedExport, b: ParsedExport) -> None:
