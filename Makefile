@@ -2,10 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-HEADROOM_DB ?= data/headroom.db
-HEADROOM_DASHBOARD_PORT ?= 8501
-HEADROOM_API_PORT ?= 8000
-export HEADROOM_DB HEADROOM_DASHBOARD_PORT HEADROOM_API_PORT
+# Ports and API processes come from the environment (HEADROOM_DASHBOARD_PORT, HEADROOM_API_PORT,
+# HEADROOM_API_HOST, HEADROOM_API_WORKERS);
+# everything else, the database included, from the settings (environment or headroom.toml).
 
 .PHONY: run test worker dashboard api install install-dev browser clean bench
 
@@ -38,10 +37,10 @@ worker: install
 	$(PY) worker.py
 
 dashboard: install
-	$(PY) -m streamlit run streamlit_app.py --server.port $(HEADROOM_DASHBOARD_PORT)
+	$(PY) -m streamlit run streamlit_app.py --server.port $${HEADROOM_DASHBOARD_PORT:-8501}
 
 api: install
-	$(PY) -m uvicorn forecasting.api:app --host $${HEADROOM_API_HOST:-127.0.0.1} --port $(HEADROOM_API_PORT)
+	$(PY) -m uvicorn forecasting.api:app --host $${HEADROOM_API_HOST:-127.0.0.1} --port $${HEADROOM_API_PORT:-8000} --workers $${HEADROOM_API_WORKERS:-2}
 
 test: install-dev browser
 	$(PY) -m pytest

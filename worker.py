@@ -4,7 +4,9 @@
     python worker.py --once     one full cycle (ingest, retrain where due, forecast, alerts, mail), then exit
     python worker.py --once --only ingest|retrain|forecast|digest
 
-Jobs run on a ``schedule.Scheduler``. Each is wrapped so that its error is logged
+A cycle runs every job in turn, every ``HEADROOM_INGEST_EVERY`` minutes, on a ``schedule.Scheduler``;
+each job does only what is due (retrain: models older than ``HEADROOM_RETRAIN_EVERY`` hours or none;
+digest: ``HEADROOM_DIGEST_EVERY`` hours since the last one sent). Each job is wrapped so that its error is logged
 and the loop goes on (``schedule`` itself does not catch exceptions). SIGINT and
 SIGTERM finish the current job and exit; long jobs check for the stop between
 instances. The business logic lives in ``forecasting``; this file only schedules.
@@ -31,7 +33,7 @@ JOBS = ("ingest", "retrain", "forecast", "digest")
 
 
 class Worker:
-    """The jobs of DESIGN.md §1 bound to one store and one settings object."""
+    """The worker's jobs (ingest, retrain, forecast with alerts and mail, digest) bound to one store and one settings object."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings, self.store = settings, store
@@ -83,14 +85,15 @@ class Worker:
             log.exception("could not record the %s heartbeat", name)
         return error is None
 
-    def cycle(self) -> bool:
-        """Ingest then forecast (what runs every ingest period)."""
-        ok = self.run_job("ingest")
-        return self.run_job("forecast") and ok if not self.stop.is_set() else ok
-
     def run_once(self, only: str | None = None) -> bool:
-        """One full cycle, or one job with ``only``; True when every job succeeded."""
-        names = [only] if only else ["ingest", "retrain", "forecast", "digest"]
+        """One full cycle, or one job with ``only``; True when every job succeeded.
+
+        Every cycle runs every job; each does only what is due. Retrain trains the instances never
+        trained (a new one at once) or whose model is ``retrain_every`` hours old; the digest goes
+        out when ``digest_every`` hours have passed since the last one sent, so a failed digest is
+        tried again next cycle.
+        """
+        names = [only] if only else list(JOBS)
         ok = True
         for name in names:
             if self.stop.is_set():
@@ -99,11 +102,9 @@ class Worker:
         return ok
 
     def run_forever(self) -> None:
-        """Run a full cycle now, then every job on its cadence until stopped."""
+        """Run a full cycle now, then one every ``ingest_every`` minutes until stopped."""
         scheduler = schedule.Scheduler()
-        scheduler.every(self.settings.ingest_every * 60).seconds.do(self.cycle)
-        scheduler.every(self.settings.retrain_every * 3600).seconds.do(self.run_job, "retrain")
-        scheduler.every(self.settings.digest_every * 3600).seconds.do(self.run_job, "digest")
+        scheduler.every(self.settings.ingest_every * 60).seconds.do(self.run_once)
         self.run_once()
         while not self.stop.is_set():
             scheduler.run_pending()

@@ -211,9 +211,16 @@ class Store:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
-        """Apply the migrations this file has not seen yet, each in its own transaction."""
-        for version in range(self.schema_version, len(MIGRATIONS)):
+        """Apply the migrations this file has not seen yet, each in its own transaction.
+
+        The version is read inside the write transaction, so processes that open a new file at the
+        same moment (the worker and the API's workers) apply each migration exactly once.
+        """
+        while True:
             with self.transaction() as conn:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version >= len(MIGRATIONS):
+                    return
                 for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         conn.execute(statement)

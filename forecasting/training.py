@@ -38,7 +38,7 @@ log = logging.getLogger("headroom.training")
 Progress = Callable[[str, float], None]
 Samples = dict[str, tuple[np.ndarray, np.ndarray]]
 MIN_NEURAL_DAYS = 2.0
-"""With less history than this only the baselines and ARIMA run (DESIGN.md §4)."""
+"""With less history than this only the baselines and ARIMA run."""
 KEEP_RUNS = 3
 """Model directories kept per instance (older runs' files are removed; their scores stay in the store)."""
 METRICS = ("mape", "smape", "mase", "rmse", "coverage")

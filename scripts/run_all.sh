@@ -3,11 +3,19 @@
 # otherwise; Ctrl-C (or SIGTERM) stops all three.
 set -uo pipefail
 PY=.venv/bin/python
-DB=${HEADROOM_DB:-data/headroom.db}
+# The database path as the settings resolve it (environment, then headroom.toml); a bad setting stops here, in one line.
+DB=$($PY -c '
+import sys
+from forecasting.settings import SettingsError, load_settings
+try:
+    print(load_settings().db)
+except SettingsError as error:
+    sys.exit(f"headroom: {error}")
+') || exit 2
 DASH_PORT=${HEADROOM_DASHBOARD_PORT:-8501}
 API_PORT=${HEADROOM_API_PORT:-8000}
 API_HOST=${HEADROOM_API_HOST:-127.0.0.1}
-mkdir -p "$(dirname "$DB")" data/logs
+mkdir -p data/logs
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -23,7 +31,7 @@ $PY worker.py > >(tee -a data/logs/worker.log) 2>&1 &
 pids+=($!)
 $PY -m streamlit run streamlit_app.py --server.port "$DASH_PORT" >data/logs/dashboard.log 2>&1 &
 pids+=($!)
-$PY -m uvicorn forecasting.api:app --host "$API_HOST" --port "$API_PORT" >data/logs/api.log 2>&1 &
+$PY -m uvicorn forecasting.api:app --host "$API_HOST" --port "$API_PORT" --workers "${HEADROOM_API_WORKERS:-2}" >data/logs/api.log 2>&1 &
 pids+=($!)
 echo "Headroom is running on source=${HEADROOM_SOURCE:-demo}"
 echo "  data:      $DB (logs in data/logs/)"

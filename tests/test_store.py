@@ -284,3 +284,16 @@ def test_readers_are_not_blocked_while_a_write_transaction_is_open(tmp_path: Pat
     with Store(db, readonly=True) as reader:
         assert reader.sample_count() == 505
     writer.close()
+
+
+def test_processes_opening_a_new_file_together_migrate_it_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "new.db"
+    code = "import sys; from forecasting.store import Store; Store(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    with Store(db, readonly=True) as reader:
+        assert reader.schema_version == len(MIGRATIONS) and reader.integrity_ok()

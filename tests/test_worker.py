@@ -172,3 +172,16 @@ def test_a_database_path_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: 
     assert done.returncode == 2
     assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(f"headroom: cannot open the database HEADROOM_DB={target}: ")
     assert kind == "a folder" or target.read_text().startswith("these are my notes")  # left alone
+
+
+def test_each_cycle_trains_a_new_instance_at_once_and_leaves_fresh_models_alone(worker: Worker) -> None:
+    worker.settings = worker.settings.model_copy(update={"workers": 1})
+    assert worker.run_once() is True
+    first = {iid: run["run_id"] for iid, run in worker.store.latest_runs().items()}
+    assert len(first) == 2 and "retrained 2/2" in worker.store.heartbeats()["retrain"]["detail"]
+    worker.settings = worker.settings.model_copy(update={"demo_instances": 3})  # a third instance appears
+    assert worker.run_once() is True
+    second = {iid: run["run_id"] for iid, run in worker.store.latest_runs().items()}
+    assert len(second) == 3 and {iid: second[iid] for iid in first} == first  # only the newcomer was trained
+    assert "retrained 1/1" in worker.store.heartbeats()["retrain"]["detail"]
+    assert {f["instance_id"] for f in worker.store.latest_forecasts()} == set(second)

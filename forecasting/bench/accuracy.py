@@ -3,7 +3,7 @@
     python -m forecasting.bench accuracy DATA_DIR [--horizon 12] [--models naive arima ...]
                                                   [--retrain-every 2] [--out results.json]
 
-Protocol (issue 3, so figures compare across runs): per series the evaluation window is the
+Protocol (fixed, so figures compare across runs): per series the evaluation window is the
 last 30 % of the points, at most 6 days; forecast origins every 12 steps inside it; models are
 trained by ``train_instance`` (inner backtest and champion choice included) at the window's start
 and again every ``--retrain-every`` days of replayed time, each time on at most the
@@ -206,7 +206,7 @@ def print_table(doc: dict, models: list[str]) -> None:
 
 
 def check_targets(doc: dict, models: list[str]) -> list[str]:
-    """The issue-3 accuracy targets as lines saying met / missed and by how much."""
+    """The accuracy targets (README, Benchmarks) as lines saying met / missed and by how much."""
     summary, lines = doc["summary"], []
     auto, naive = summary.get("auto", {}).get("median_mase"), summary.get("naive", {}).get("median_mase")
     if auto is not None and naive:

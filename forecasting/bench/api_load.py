@@ -7,9 +7,11 @@ through the real ingest job, one training run per instance with the six model sc
 and ``--cycles`` forecast cycles of all six models, the champion's flagged, as the worker
 writes them), starts ``uvicorn forecasting.api:app`` on a free loopback port in a child
 process (access log off, as behind a proxy that logs), and drives it with ``--clients``
-concurrent clients, each on its own keep-alive connection (``--client asyncio``, a minimal
-HTTP/1.1 client, by default; ``--client httpx`` for httpx), until ``--requests`` requests
-per endpoint are answered. Each request asks for one random instance (what a script polling an instance
+concurrent clients, each on its own keep-alive connection: ``wrk`` (Debian's package) for
+``--seconds`` per endpoint when it is installed, else an in-process asyncio client (``--client
+asyncio``/``httpx``) until ``--requests`` requests per endpoint are answered. The in-flight column
+(Little's law: requests/s × mean latency) shows whether the load generator really kept
+``--clients`` requests open; the in-process clients do not on two cores. Each request asks for one random instance (what a script polling an instance
 does); ``/predictions`` for the whole fleet is measured too, with ``--fleet-requests``.
 Prints p50/p95/p99 latency, requests/s and the server's CPU time per request (from /proc, so a
 figure that other load on the machine does not inflate) per endpoint; target: p95 <= 50 ms at 50 clients.
@@ -22,6 +24,7 @@ import asyncio
 import importlib.util
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,18 +116,64 @@ def start_server(db: Path, port: int, workers: int = 1) -> subprocess.Popen[byte
 
 @dataclass
 class Result:
+    """One endpoint at one concurrency: latency percentiles (ms), requests answered, seconds, errors."""
+
     name: str
     clients: int
-    latencies: list[float]
+    requests: int
     seconds: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    mean: float
     errors: int
     server_cpu: float = float("nan")  # CPU seconds the server spent during the run
 
-    def row(self) -> str:
-        ms = np.asarray(self.latencies) * 1000
+    @classmethod
+    def from_latencies(cls, name: str, clients: int, latencies: list[float], seconds: float, errors: int) -> Result:
+        ms = np.asarray(latencies) * 1000
         p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-        return (f"| {self.name} | {self.clients} | {len(ms)} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {ms.max():.1f} "
-                f"| {len(ms) / self.seconds:.0f} | {1000 * self.server_cpu / len(ms):.2f} | {self.errors} |")
+        return cls(name, clients, len(ms), seconds, p50, p95, p99, ms.max(), ms.mean(), errors)
+
+    def row(self) -> str:
+        rate = self.requests / self.seconds
+        # Little's law: requests in flight on average; well under ``clients`` means the load generator, not the
+        # server, set the pace, and the latencies are not those of ``clients`` concurrent clients.
+        in_flight = rate * self.mean / 1000
+        return (f"| {self.name} | {self.clients} | {self.requests} | {self.p50:.1f} | {self.p95:.1f} | {self.p99:.1f} | {self.max:.1f} "
+                f"| {rate:.0f} | {in_flight:.1f} | {1000 * self.server_cpu / self.requests:.2f} | {self.errors} |")
+
+
+WRK_SCRIPT = r"""
+local paths = {%s}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%.6f %%.3f %%.3f %%.3f %%.3f %%.3f %%d\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
+    latency.mean / 1e3, e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def wrk_load(base: str, name: str, paths: list[str], clients: int, seconds: float) -> Result:
+    """``clients`` connections from wrk (a C load generator, so it never sets the pace on a small machine)
+    for ``seconds``, requesting ``paths`` round robin."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % ", ".join(f'"{path}"' for path in paths))
+    try:
+        done = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "-s", script.name, base],
+                              capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(script.name)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    count, secs, p50, p95, p99, top, mean, errors = line.split()[1:]
+    return Result(name, clients, int(count), float(secs), float(p50), float(p95), float(p99), float(top), float(mean), int(errors))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -164,7 +213,7 @@ async def load(base: str, name: str, paths: list[str], clients: int, total: int,
     started = time.perf_counter()
     ready.set()
     await asyncio.gather(*tasks)
-    return Result(name, clients, latencies, time.perf_counter() - started, errors)
+    return Result.from_latencies(name, clients, latencies, time.perf_counter() - started, errors)
 
 
 @asynccontextmanager
@@ -207,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet-requests", type=int, default=200, help="requests of /predictions for the whole fleet")
     parser.add_argument("--cycles", type=int, default=12, help="forecast cycles stored per instance")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--client", choices=("asyncio", "httpx"), default="asyncio",
-                        help="load generator: minimal asyncio HTTP/1.1 (default) or httpx.AsyncClient")
+    parser.add_argument("--client", choices=("wrk", "asyncio", "httpx"), default="wrk" if shutil.which("wrk") else "asyncio",
+                        help="load generator: wrk (default when installed: Debian's `wrk`), a minimal asyncio "
+                             "HTTP/1.1 client, or httpx.AsyncClient (both in this process: on a small machine they "
+                             "cannot keep many requests in flight, see the in-flight column)")
+    parser.add_argument("--seconds", type=float, default=15, help="with wrk: seconds per endpoint and concurrency")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="headroom-api-bench-") as folder:
         db = Path(folder) / "headroom.db"
@@ -230,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                 for clients in (1, args.clients):
                     count = total if clients > 1 else max(50, total // 10)
                     before = cpu_seconds(server.pid)
-                    result = asyncio.run(load(base, name, paths, clients, count, args.client))
+                    if args.client == "wrk":
+                        result = wrk_load(base, name, paths, clients, args.seconds if clients > 1 else args.seconds / 3)
+                    else:
+                        result = asyncio.run(load(base, name, paths, clients, count, args.client))
                     result.server_cpu = cpu_seconds(server.pid) - before
                     results.append(result)
         finally:
@@ -240,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     print(f"\n{args.instances} instances; uvicorn ({args.workers} worker) on {http} + {loop}; {args.client} load clients; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
-    print("| endpoint | clients | requests | p50 ms | p95 ms | p99 ms | max ms | requests/s | server CPU ms/request | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| endpoint | clients | requests | p50 ms | p95 ms | p99 ms | max ms | requests/s | in flight | server CPU ms/request | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for result in results:
         print(result.row())
     return 0

@@ -3,7 +3,7 @@
     python -m forecasting.bench warning DATA_DIR [--lead 15] [--threshold-quantile 0.97] [--threshold T]
                                                  [--models naive arima ...] [--alert-on mean|upper] [--out FILE]
 
-One definition (issue 4), so figures compare across runs:
+One definition, so figures compare across runs:
 
 * threshold per series: the ``--threshold-quantile`` (0.97) quantile of its first 70 % (or ``--threshold``);
 * evaluation window and retraining cadence: those of ``bench accuracy`` (the last 30 %, at most
