@@ -73,9 +73,7 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
             store.upsert_instance(info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now)
         rows = store.upsert_samples(result.rows)
         pruned = store.prune(now - int(settings.history_days * 86_400))
-        # Derived rows grow with every cycle; keep what the pages and the API show.
-        store.prune_forecasts(now - FORECASTS_KEPT_SECONDS)
-        store.prune_backtests()
+        store.prune_forecasts(now - FORECASTS_KEPT_SECONDS)  # they grow every cycle; keep what pages and API show
     return IngestReport(len(instances), rows, result.calls, result.calls_required, pruned, result.errors)
 
 

@@ -127,9 +127,11 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
-    # 1 → 2: the champion's latest forecast per instance (Fleet page, GET /predictions) without a scan.
+    # 1 → 2: the champion's latest forecast per instance (Fleet page, GET /predictions) without a scan,
+    # and retention of old forecasts without one either.
     """
     CREATE INDEX forecasts_champion ON forecasts (instance_id, forecast_id) WHERE is_champion = 1;
+    CREATE INDEX forecasts_made_at ON forecasts (made_at);
     """,
 ]
 
@@ -345,6 +347,11 @@ class Store:
                 "INSERT OR REPLACE INTO backtest_points (run_id, model, origin_ts, ts, actual, mean, lower, upper) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, *row) for row in backtest if _all_finite(row[3:])],  # a NaN point is left out, not the run
             )
+            # Only the newest run's backtest is shown (Models page); older runs keep their scores, not their points.
+            conn.execute(
+                "DELETE FROM backtest_points WHERE run_id IN (SELECT run_id FROM training_runs WHERE instance_id = ? AND run_id < ?)",
+                (run["instance_id"], run_id),
+            )
         return run_id
 
     def latest_runs(self) -> dict[str, sqlite3.Row]:
@@ -401,13 +408,6 @@ class Store:
             params,
         )
         return [_decode_forecast(r) for r in rows]
-
-    def prune_backtests(self) -> int:
-        """Drop the backtest points of every run but each instance's newest (the Models page shows that one)."""
-        with self.transaction() as conn:
-            return conn.execute(
-                "DELETE FROM backtest_points WHERE run_id NOT IN (SELECT MAX(run_id) FROM training_runs GROUP BY instance_id)"
-            ).rowcount
 
     def prune_forecasts(self, keep_after: int) -> int:
         """Drop forecasts made before a time, keeping each instance's and model's newest one."""
