@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -62,6 +64,8 @@ class ApiState:
     def __init__(self, settings: Settings | None) -> None:
         self._settings = settings
         self._stores: dict[bool, Store] = {}
+        self._empty: Store | None = None
+        self._empty_dir: tempfile.TemporaryDirectory[str] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._busy = 0
@@ -74,12 +78,25 @@ class ApiState:
         return self._settings
 
     def store(self, fleet: bool = False) -> Store:
-        """The app's store connection, opened on first use: one for the event loop's quick reads, one for the
-        threads that read the whole fleet (each connection serialises its queries, so they must not share)."""
+        """The app's read-only store connection, opened on first use: one for the event loop's quick reads, one
+        for the threads that read the whole fleet (each connection serialises its queries, so they must not share).
+
+        The API never writes the store, nor creates it: until the worker has made the database, it answers
+        from an empty one of its own (``/health`` then says ``empty``) and looks again at the next request.
+        """
         with self._lock:
             if fleet not in self._stores:
-                self._stores[fleet] = Store(self.settings.db)
+                if not Path(self.settings.db).exists():
+                    return self._empty_store()
+                self._stores[fleet] = Store(self.settings.db, readonly=True)
             return self._stores[fleet]
+
+    def _empty_store(self) -> Store:
+        """An empty database with the current schema, in a temporary folder of this app's (called under the lock)."""
+        if self._empty is None:
+            self._empty_dir = tempfile.TemporaryDirectory(prefix="headroom-api-")
+            self._empty = Store(Path(self._empty_dir.name) / "empty.db")
+        return self._empty
 
     def executor(self) -> ThreadPoolExecutor:
         """The threads predict/validate train in (as many as there are slots)."""
@@ -107,6 +124,10 @@ class ApiState:
             for store in self._stores.values():
                 store.close()
             self._stores.clear()
+            if self._empty is not None:
+                self._empty.close()
+                self._empty_dir.cleanup()
+                self._empty = None
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
@@ -379,9 +400,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        store = state.store()  # fail at start, not at the first request, on a bad config or database
-        settings = state.settings
-        log.info("Headroom API %s on database %s (token %s)", __version__, store.path,
+        settings = state.settings  # a bad setting fails here, at start, not at the first request
+        state.store()  # so does a file at HEADROOM_DB that is not a database
+        log.info("Headroom API %s on database %s%s (token %s)", __version__, settings.db,
+                 "" if Path(settings.db).exists() else ", not created yet: start the worker",
                  "required" if settings.api_token else "not required")
         if settings.api_token is None and settings.api_host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("HEADROOM_API_HOST=%s without HEADROOM_API_TOKEN: anyone who reaches it can read and upload",

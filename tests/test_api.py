@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +81,8 @@ async def test_health_says_empty_then_degraded(tmp_path: Path) -> None:
     app = create_app(api_settings(tmp_path / "h.db"))
     async with client(app) as session:
         assert (await session.get("/health")).json()["status"] == "empty"
+        assert (await session.get("/instances")).json()["instances"] == []
+        assert not (tmp_path / "h.db").exists()  # the API never creates the store: the worker does
         with Store(tmp_path / "h.db") as store:
             store.upsert_instance("i-0abc12345678", "web", 80.0, int(time.time()))
             store.upsert_samples([("i-0abc12345678", "cpu", int(time.time()) - 60, 12.0)])
@@ -402,3 +405,12 @@ def test_real_server_refuses_a_large_stream(server: str) -> None:  # noqa: F811
         response = session.post(f"{server}/predict?model=naive", content=body())
     assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
     assert sent < 20 * 16, sent  # the server closed the connection: far less than the 100 MB went out
+
+
+async def test_the_api_opens_the_store_read_only(worker_db: Path) -> None:
+    app = create_app(api_settings(worker_db))
+    async with client(app) as session:
+        assert (await session.get("/instances")).status_code == 200
+        store = app.state.headroom.store()
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.set_meta("written-by", "api")
