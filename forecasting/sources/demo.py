@@ -91,7 +91,8 @@ class DemoSource:
         if metric == "cpu":
             return np.round(cpu, 3)
         if metric == "memory":
-            rise = ((ts - self.anchor) % (5 * DAY)) / (5 * DAY)  # a slow leak, restarted every 5 days
+            # a slow leak, restarted every 5 days; the restarts fall between the demo's starts, not on one
+            rise = ((ts - self.anchor + 2 * DAY + DAY // 2 + index * DAY // 2) % (5 * DAY)) / (5 * DAY)
             mem = 35 + 10 * (index % 3) + 20 * rise + 0.15 * cpu + self._noise(index, "memory", ts)
             return np.round(np.clip(mem, 1, 99), 3)
         scale = 2.0e7 if metric == "network_in" else 1.2e7
