@@ -249,7 +249,8 @@ class Store:
         Rows whose value is NaN or infinite are dropped (``value`` is NOT NULL), so one bad point
         never rolls back the rest of an ingest cycle.
         """
-        batch = [(i, m, int(t), v) for i, m, t, v in ((i, m, t, float(v)) for i, m, t, v in rows) if math.isfinite(v)]
+        batch = [(i, m, int(t), float(v)) for i, m, t, v in rows]
+        batch = [row for row in batch if math.isfinite(row[3])]
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO samples (instance_id, metric, ts, value) VALUES (?, ?, ?, ?) "
@@ -413,7 +414,10 @@ class Store:
         """Drop forecasts made before a time, keeping each instance's and model's newest one."""
         with self.transaction() as conn:
             return conn.execute(
-                "DELETE FROM forecasts WHERE made_at < ? AND forecast_id NOT IN (SELECT MAX(forecast_id) FROM forecasts GROUP BY instance_id, model)",
+                # old rows come from the made_at index; each is checked against a newer one of its instance and
+                # model through forecasts_latest, so the cost follows what is deleted, not the table's size
+                "DELETE FROM forecasts WHERE made_at < ? AND EXISTS (SELECT 1 FROM forecasts AS newer WHERE "
+                "newer.instance_id = forecasts.instance_id AND newer.model = forecasts.model AND newer.forecast_id > forecasts.forecast_id)",
                 (keep_after,),
             ).rowcount
 

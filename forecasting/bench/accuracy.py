@@ -16,31 +16,27 @@ window. ``auto`` is, at each origin, the forecast of the champion chosen at the 
 
 from __future__ import annotations
 
-import os
+import argparse
+import gc
+import json
+import logging
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: threads only fight over 2 cores
+import numpy as np
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from forecasting.backtest import mase_scale, score  # noqa: E402
-from forecasting.features import DAY, to_frame  # noqa: E402
-from forecasting.models import BASELINES, MODEL_NAMES  # noqa: E402
-from forecasting.models.registry import load_model  # noqa: E402
-from forecasting.settings import Settings, load_settings  # noqa: E402
-from forecasting.sources.export import ExportError, read_export  # noqa: E402
-from forecasting.training import train_instance  # noqa: E402
+from forecasting.backtest import mase_scale, score
+from forecasting.features import DAY, to_frame
+from forecasting.models import BASELINES, MODEL_NAMES
+from forecasting.models.registry import load_model
+from forecasting.settings import Settings, load_settings
+from forecasting.sources.export import ExportError, read_export
+from forecasting.training import train_instance
 
 EVAL_SHARE = 0.30
 EVAL_MAX_DAYS = 6.0
@@ -167,6 +163,17 @@ def load_series(data_dir: Path) -> list[tuple[str, Samples]]:
     return out
 
 
+def series_from(data_dir: Path, command: str) -> list[tuple[str, Samples]] | None:
+    """The series of a benchmark's DATA_DIR, or None after one line on stderr saying why there are none."""
+    if not data_dir.is_dir():
+        print(f"bench {command}: {data_dir} is not a folder", file=sys.stderr)
+        return None
+    series = load_series(data_dir)
+    if not series:
+        print(f"bench {command}: no CSV or JSON series in {data_dir}", file=sys.stderr)
+    return series or None
+
+
 def summarise(replays: list[SeriesReplay], models: list[str]) -> dict:
     """The results document: per series per model metrics, the last champion, and per-model medians."""
     series = [{"name": r.name, "points": r.points, "models": {m: r.metrics(m) for m in models},
@@ -241,19 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = [m for part in (args.models or []) for m in part.split(",") if m]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args.data_dir.is_dir():
-        print(f"bench accuracy: {args.data_dir} is not a folder", file=sys.stderr)
-        return 2
     started = time.perf_counter()
+    series = series_from(args.data_dir, "accuracy")
+    if series is None:
+        return 2
     with tempfile.TemporaryDirectory(prefix="headroom-bench-") as tmp:
         overrides: dict = {"db": Path(tmp) / "bench.db", "horizon": args.horizon}
         if models:
             overrides["models"] = models
         settings = load_settings(**overrides)
-        series = load_series(args.data_dir)
-        if not series:
-            print(f"bench accuracy: no CSV or JSON series in {args.data_dir}", file=sys.stderr)
-            return 2
         print(f"{len(series)} series, models {', '.join(settings.models)}, horizon {settings.horizon}, "
               f"retrain every {args.retrain_every:g} d on ≤ {settings.train_days:g} d", flush=True)
         replays = []

@@ -14,22 +14,18 @@ The champions of both runs must agree instance by instance.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from forecasting.fleet import RetrainReport, retrain_due  # noqa: E402
-from forecasting.ingest import run_ingest  # noqa: E402
-from forecasting.settings import Settings, load_settings  # noqa: E402
-from forecasting.store import Store  # noqa: E402
+from forecasting.fleet import RetrainReport, retrain_due
+from forecasting.ingest import run_ingest
+from forecasting.settings import Settings, load_settings
+from forecasting.store import Store
 
 NOW = 1_800_000_000 // 300 * 300
 """A fixed replay time, so every run trains on the same data."""

@@ -31,28 +31,24 @@ score perfectly on recall and on episode precision, so that share keeps the figu
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+import pandas as pd
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from forecasting.alerts import CLEAR_CYCLES  # noqa: E402
-from forecasting.bench.accuracy import evaluation_plan, load_series  # noqa: E402
-from forecasting.features import DAY, to_frame  # noqa: E402
-from forecasting.models.baselines import linear_extrapolation  # noqa: E402
-from forecasting.models.registry import load_model  # noqa: E402
-from forecasting.settings import Settings, load_settings  # noqa: E402
+from forecasting.alerts import CLEAR_CYCLES
+from forecasting.bench.accuracy import evaluation_plan, series_from
+from forecasting.features import DAY, to_frame
+from forecasting.models.baselines import linear_extrapolation
+from forecasting.models.registry import load_model
+from forecasting.settings import Settings, load_settings
 
 MERGE_SECONDS = 30 * 60
 MIN_POOLED_THRESHOLD = 20.0
@@ -259,13 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args.data_dir.is_dir():
-        print(f"bench warning: {args.data_dir} is not a folder", file=sys.stderr)
-        return 2
     if not 0 < args.threshold_quantile < 1 or (args.threshold is not None and not 0 < args.threshold <= 100):
         print("bench warning: --threshold-quantile must be in (0, 1) and --threshold in (0, 100]", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    series = series_from(args.data_dir, "warning")
+    if series is None:
+        return 2
     with tempfile.TemporaryDirectory(prefix="headroom-warning-") as tmp:
         overrides: dict = {"db": Path(tmp) / "bench.db"}
         if args.models:
@@ -273,10 +269,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.alert_on:
             overrides["alert_on"] = args.alert_on
         settings = load_settings(**overrides)
-        series = load_series(args.data_dir)
-        if not series:
-            print(f"bench warning: no CSV or JSON series in {args.data_dir}", file=sys.stderr)
-            return 2
         print(f"{len(series)} series, models {', '.join(settings.models)}, alert on {settings.alert_on}, margin {settings.alert_margin:g}, "
               f"lead ≥ {args.lead:g} min, horizon {settings.horizon}, retrain every {args.retrain_every:g} d", flush=True)
         results = []

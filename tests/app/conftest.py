@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.stores import demo_export, worker_env
+from tests.fixtures.stores import ROOT, demo_export, worker_env
 
-ROOT = Path(__file__).resolve().parents[2]
 ENTRY = ROOT / "streamlit_app.py"
 @pytest.fixture()
 def dashboard_env(worker_db: Path) -> Iterator[dict[str, str]]:
