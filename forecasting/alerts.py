@@ -1,8 +1,10 @@
 """Early warnings: turn each instance's champion forecast into an alert, keep it, clear it, score it.
 
-An alert opens at the first forecast step at or above the instance's threshold (basis ``mean``
-when the point forecast crosses, ``upper`` when only the upper bound does; with
-``HEADROOM_ALERT_ON=mean`` only the point forecast opens alerts). It stays open while later
+An alert opens at the first forecast step at or above the instance's threshold. What may open it
+is ``HEADROOM_ALERT_ON``: ``mean`` (the point forecast crosses), ``likely`` (the default: a step
+has at least a 40 % chance of reaching the threshold, see :func:`basis_series`) or ``upper`` (the
+upper bound of the 90 % interval crosses); the alert's ``basis`` says which series crossed first,
+the point forecast always tried first. It stays open while later
 forecasts keep crossing and clears with hysteresis: the forecast peak below threshold − margin
 for ``CLEAR_CYCLES`` consecutive cycles. The real CPU decides how it ended: ``caught`` (the
 first sample at or above the threshold came after the alert opened), ``late`` (the newest
@@ -57,25 +59,95 @@ def first_at_or_above(values: Sequence[float], threshold: float) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
+LIKELY_CHANCE = 0.40
+"""``likely`` warns when a step has at least this chance of reaching the threshold. For a score like
+F1 the best cut-off on a calibrated probability is half the F1 that can be reached (Lipton, Elkan and
+Naryanaswamy, 2014): about 0.4 for the 0.8 Headroom aims at. The point forecast alone is a 50 % cut."""
+LIKELY_SHARE = 0.2533 / 1.6449
+"""Where the 60 % quantile lies between the point forecast (50 %) and the upper bound (95 %) of a
+bell-shaped error: z(0.60) / z(0.95). Stored forecasts keep mean and bounds only, so the 60 % level
+is read from them this way."""
+BASES: dict[str, tuple[str, ...]] = {"mean": ("mean",), "likely": ("mean", "likely"), "upper": ("mean", "upper")}
+"""For each ``alert_on``, the series tried in order (the first that crosses is the alert's basis)."""
+
+
+def basis_series(forecast: Mapping[str, Any], basis: str) -> np.ndarray:
+    """The forecast series of one basis: ``mean``, ``upper``, or ``likely`` (the ~60 % quantile of each step)."""
+    mean = np.asarray(forecast["mean"], dtype=float)
+    if basis == "likely":
+        return mean + LIKELY_SHARE * (np.asarray(forecast["upper"], dtype=float) - mean)
+    return mean if basis == "mean" else np.asarray(forecast["upper"], dtype=float)
+
+
 def find_crossing(forecast: Mapping[str, Any], threshold: float, alert_on: str, now: int) -> Crossing | None:
     """The crossing an alert would report for this forecast, or None when it does not cross.
 
-    The point forecast is tried first (basis ``mean``); with ``alert_on='upper'`` an upper bound
-    that crosses while the point forecast does not gives basis ``upper``.
+    The series of ``BASES[alert_on]`` are tried in order, the point forecast first; the one that
+    crosses first names the alert's basis.
     """
     stamps = forecast["timestamps"]
-    for basis in ("mean", "upper") if alert_on == "upper" else ("mean",):
-        step = first_at_or_above(forecast[basis], threshold)
+    for basis in BASES[alert_on]:
+        series = basis_series(forecast, basis)
+        step = first_at_or_above(series, threshold)
         if step is not None:
             ts = int(stamps[step])
-            peak = float(np.max(np.asarray(forecast[basis], dtype=float)))
-            return Crossing(step, ts, max(0.0, (ts - now) / 60), peak, basis)
+            return Crossing(step, ts, max(0.0, (ts - now) / 60), float(np.max(series)), basis)
     return None
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """The one rule that opens, holds and clears a warning, for Headroom's alerts and every rule they are compared with.
+
+    A cycle whose forecast peak reaches the threshold opens (or holds) the warning; a peak within
+    ``margin`` below it holds an open one; ``clear_cycles`` consecutive cycles below
+    threshold − margin clear it. A warning that opens again within ``grace_cycles`` of clearing
+    continues the same episode (the same alert is reopened, and not mailed again).
+    """
+
+    threshold: float
+    margin: float
+    clear_cycles: int = CLEAR_CYCLES
+    grace_cycles: int = 12
+
+    def next(self, is_open: bool, below: int, peak: float | None) -> tuple[bool, int]:
+        """(open, consecutive cycles below) after a cycle whose forecast peaks at ``peak`` (None or NaN: no forecast, no change)."""
+        if peak is None or not np.isfinite(peak):
+            return is_open, below
+        if peak >= self.threshold:
+            return True, 0
+        if not is_open:
+            return False, 0
+        if peak >= self.threshold - self.margin:
+            return True, 0
+        return below + 1 < self.clear_cycles, below + 1
+
+    def states(self, peaks: Sequence[float]) -> np.ndarray:
+        """Whether the warning is open after each cycle, given each cycle's forecast peak (NaN: no forecast)."""
+        is_open, below = False, 0
+        out = np.zeros(len(peaks), dtype=bool)
+        for k, peak in enumerate(peaks):
+            is_open, below = self.next(is_open, below if is_open else 0, float(peak))
+            out[k] = is_open
+        return out
+
+    def episodes(self, states: np.ndarray) -> list[tuple[int, int]]:
+        """(first, last) cycle of each warning episode; a reopening within the grace period continues the episode."""
+        padded = np.concatenate([[False], np.asarray(states, dtype=bool), [False]]).astype(np.int8)
+        starts = np.flatnonzero(np.diff(padded) == 1).tolist()
+        ends = (np.flatnonzero(np.diff(padded) == -1) - 1).tolist()
+        merged: list[tuple[int, int]] = []
+        for first, last in zip(starts, ends, strict=True):
+            if merged and first - merged[-1][1] - 1 <= self.grace_cycles:
+                merged[-1] = (merged[-1][0], last)
+            else:
+                merged.append((first, last))
+        return merged
 
 
 def forecast_peak(forecast: Mapping[str, Any], alert_on: str) -> float:
     """The peak the hysteresis compares with threshold − margin (of the series that may open alerts)."""
-    return float(np.max(np.asarray(forecast["upper" if alert_on == "upper" else "mean"], dtype=float)))
+    return float(np.max(basis_series(forecast, BASES[alert_on][-1])))
 
 
 def actual_crossing(ts: np.ndarray, values: np.ndarray, threshold: float, opened_at: int) -> tuple[int, str] | None:
@@ -127,7 +199,7 @@ def open_alert(instance_id: str, crossing: Crossing, threshold: float, model: st
 
 def describe(crossing: Crossing, threshold: float, model: str) -> str:
     """One line for logs and alert events: when, how soon, how high, by which model."""
-    sure = "point forecast" if crossing.basis == "mean" else "upper bound only"
+    sure = {"mean": "point forecast", "likely": "at least a 40 % chance"}.get(crossing.basis, "upper bound only")
     return (f"crosses {threshold:g} % at {iso_utc(crossing.ts)} in {crossing.lead_minutes:.0f} min, "
             f"peak {crossing.peak:.1f} %, {model}, {sure}")
 
@@ -145,20 +217,16 @@ def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, threshol
         return
     if forecast is None:
         return
+    policy = AlertPolicy(threshold, settings.alert_margin)
+    peak = forecast_peak(forecast, settings.alert_on)
+    still_open, below = policy.next(True, int(row["below_count"]), peak)
+    change.set(below_count=below, updated_at=now)
     if crossing is not None:
-        change.set(below_count=0, updated_at=now)
         before = (row["crossing_ts"], row["basis"], row["model"])
         _update_crossing(change, crossing, threshold, str(forecast["model"]))
         if (row["crossing_ts"], row["basis"], row["model"]) != before:
             change.events.append(("updated", describe(crossing, threshold, str(forecast["model"]))))
-        return
-    peak = forecast_peak(forecast, settings.alert_on)
-    if peak >= threshold - settings.alert_margin:
-        change.set(below_count=0, updated_at=now)
-        return
-    below = int(row["below_count"]) + 1
-    change.set(below_count=below, updated_at=now)
-    if below >= CLEAR_CYCLES:
+    elif not still_open:
         change.set(state="cleared", cleared_at=now)
         change.events.append(("cleared", f"forecast peak {peak:.1f} % below {threshold - settings.alert_margin:g} % for {below} cycles"))
 

@@ -185,7 +185,8 @@ class Alert(BaseModel):
     lead_minutes: float = Field(description="minutes between opening and the predicted crossing")
     peak: float
     model: str
-    basis: str = Field(description="'mean': the point forecast crosses; 'upper': only the upper bound does")
+    basis: str = Field(description="'mean': the point forecast crosses; 'likely': a step has at least a 40 % chance of crossing; "
+                                   "'upper': only the upper bound does")
     actual_crossing_at: datetime | None
     outcome: str | None = Field(description="caught, late or false, once known")
     emailed_at: datetime | None

@@ -2,28 +2,33 @@
 
 The backtest window is the last ``backtest_days`` of the training frame (at most half of it).
 Each model is fitted once on the rows before that window, then forecasts from an origin every
-hour inside it, each forecast seeing only rows up to its origin (Darts' ``historical_forecasts``
-with ``retrain=False``). The residuals calibrate per-step interval offsets (split conformal,
-nominal 90 %), and the lowest MASE picks the champion.
+15 minutes inside it, each forecast seeing only rows up to its origin (Darts'
+``historical_forecasts`` with ``retrain=False``). The older half of the origins chooses (the
+combination's members, the champion); the newer half calibrates the deployed model's interval
+(``calibration``), so no residual does both. Scores cover all origins.
 
 Every function here is pure maths on arrays and frames; nothing reads or writes files.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from forecasting.calibration import Calibration, calibrate, cross_fitted_bounds, local_scale
 from forecasting.features import DAY
-from forecasting.models import MODEL_NAMES
-from forecasting.models.base import ForecastModel, ModelError, interval_bounds
+from forecasting.models import FAMILIES
+from forecasting.models.base import ForecastModel, ModelError
 
-CONFIDENCE = 0.90
-"""Nominal coverage of the calibrated intervals."""
+ORIGIN_SECONDS = 15 * 60
+"""A backtest origin every 15 minutes: 192 forecasts in two days, enough to calibrate on half of them."""
+MIN_SPLIT_ORIGINS = 8
+"""With fewer origins than this, all of them both choose and calibrate."""
+CLEAR_EDGE = 0.05
+"""A single model is deployed instead of the combination only if it is this much better on both halves."""
 MAX_WINDOW_SHARE = 0.5
 """The backtest window never takes more than this share of the rows (the rest fits the model)."""
 MIN_SCALE = 1e-3
@@ -97,65 +102,37 @@ def score(actual: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.nda
     }
 
 
-# ---- split-conformal intervals ---------------------------------------------
-def conformal_offsets(residuals: np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
-    """Per-step [lower, upper] offsets from residuals (actual − forecast) [origins, steps].
-
-    Offsets are the α/2 and 1 − α/2 residual quantiles with the finite-sample correction
-    (ranks ⌊(n+1)α/2⌋ and ⌈(n+1)(1−α/2)⌉, clamped to the sample), always around the point
-    forecast (lower ≤ 0 ≤ upper) and never narrower than at an earlier step.
-    """
-    residuals = np.atleast_2d(np.asarray(residuals, dtype=float))
-    alpha = 1 - confidence
-    offsets = np.zeros((residuals.shape[1], 2))
-    for step in range(residuals.shape[1]):
-        r = np.sort(residuals[:, step][np.isfinite(residuals[:, step])])
-        if len(r) == 0:
-            offsets[step] = offsets[step - 1] if step else 0.0
-            continue
-        n = len(r)
-        low_rank = min(max(math.floor((n + 1) * alpha / 2 + 1e-9), 1), n)  # 1e-9: 1 − 0.9 is not exactly 0.1
-        high_rank = min(max(math.ceil((n + 1) * (1 - alpha / 2) - 1e-9), 1), n)
-        offsets[step] = (min(r[low_rank - 1], 0.0), max(r[high_rank - 1], 0.0))
-    offsets[:, 0] = np.minimum.accumulate(offsets[:, 0])
-    offsets[:, 1] = np.maximum.accumulate(offsets[:, 1])
-    return offsets
-
-
-def cross_fitted_bounds(actual: np.ndarray, mean: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds for each origin calibrated on the *other* half of the origins (earlier vs later).
-
-    Scoring an interval on the residuals it was calibrated on would report the nominal level
-    by construction; this two-fold split gives an honest coverage inside one backtest.
-    """
-    residuals = np.asarray(actual, dtype=float) - np.asarray(mean, dtype=float)
-    count = len(residuals)
-    if count < 4:
-        return interval_bounds(mean, conformal_offsets(residuals, confidence))
-    half = count // 2
-    lower, upper = np.empty_like(residuals), np.empty_like(residuals)
-    for part, other in ((slice(0, half), slice(half, count)), (slice(half, count), slice(0, half))):
-        lower[part], upper[part] = interval_bounds(mean[part], conformal_offsets(residuals[other], confidence))
-    return lower, upper
-
-
 # ---- the rolling-origin backtest -------------------------------------------
 @dataclass(frozen=True)
 class BacktestPlan:
-    """Rows [0, split) fit the model; ``origins`` are row positions forecasting rows origin+1..origin+horizon."""
+    """Rows [0, split) fit the model; ``origins`` are row positions forecasting rows origin+1..origin+horizon.
+
+    The origins before ``choose_until`` (the older half) choose what is deployed (combination
+    members, the champion); the later ones calibrate its interval, so no residual both picks a
+    model and sizes its interval.
+    """
 
     split: int
     origins: np.ndarray
     horizon: int
     scale: float
 
+    @property
+    def choose_until(self) -> int:
+        """Index into ``origins``: [0, choose_until) choose, [choose_until, end) calibrate (all of them when too few)."""
+        return len(self.origins) // 2 if len(self.origins) >= MIN_SPLIT_ORIGINS else len(self.origins)
+
+    def calibrating(self) -> slice:
+        """The origins that calibrate intervals."""
+        return slice(self.choose_until if self.choose_until < len(self.origins) else 0, len(self.origins))
+
 
 def plan_backtest(frame: pd.DataFrame, period: int, horizon: int, backtest_days: float) -> BacktestPlan:
-    """Where the backtest window starts, its hourly origins, and the MASE scale of the rows before it."""
+    """Where the backtest window starts, its origins (every ``ORIGIN_SECONDS``), and the MASE scale of the rows before it."""
     rows = len(frame)
     window = min(int(backtest_days * DAY // period), int(rows * MAX_WINDOW_SHARE))
     split = rows - window
-    every = max(1, 3600 // period)
+    every = max(1, ORIGIN_SECONDS // period)
     last_origin = rows - 1 - horizon
     origins = np.arange(split - 1, last_origin + 1, every, dtype=np.int64) if split >= 1 else np.empty(0, dtype=np.int64)
     cpu = frame["cpu"].to_numpy(dtype=float) if "cpu" in frame else np.empty(0)
@@ -164,17 +141,19 @@ def plan_backtest(frame: pd.DataFrame, period: int, horizon: int, backtest_days:
 
 @dataclass
 class ModelBacktest:
-    """One model's backtest: forecasts from every origin, actuals, offsets, scores and timings."""
+    """One model's backtest: forecasts from every origin, actuals, its calibration, scores and timings."""
 
     model: str
     origin_ts: np.ndarray
     timestamps: np.ndarray  # [origins, horizon]
     actual: np.ndarray  # [origins, horizon]; NaN where the grid has no value
     mean: np.ndarray
-    lower: np.ndarray  # cross-fitted bounds (see cross_fitted_bounds)
+    lower: np.ndarray  # cross-fitted bounds (see calibration.cross_fitted_bounds)
     upper: np.ndarray
-    offsets: np.ndarray  # [horizon, 2] from all residuals: what the refit model uses
+    calibration: Calibration  # from the calibrating origins: what the deployed model uses
     scores: dict[str, float | None] = field(default_factory=dict)
+    choosing_mase: float | None = None  # MASE over the choosing origins only
+    calibrating_mase: float | None = None  # and over the calibrating ones
     fit_seconds: float = 0.0
     predict_seconds: float = 0.0
 
@@ -190,37 +169,80 @@ class ModelBacktest:
 
 
 def backtest_model(model: ForecastModel, frame: pd.DataFrame, plan: BacktestPlan) -> ModelBacktest:
-    """Fit ``model`` once on the rows before the window, forecast from every origin; ModelError if it cannot."""
+    """Fit ``model`` once on the rows before the window and forecast from every origin; ModelError if it cannot.
+
+    The fitted model is the one that gets deployed: it is never refitted, so the backtest
+    residuals are out-of-sample errors of exactly what forecasts later.
+    """
     if len(plan.origins) == 0:
         raise ModelError(f"{model.name}: {len(frame)} points are too few to backtest a {plan.horizon}-step horizon")
     started = time.perf_counter()
     model.fit(frame.iloc[: plan.split])
     fitted = time.perf_counter()
     visible = frame.iloc[: int(plan.origins[-1]) + 1]  # nothing after the last origin is ever passed in
-    mean = np.clip(np.asarray(model.predict_at(visible, plan.origins, plan.horizon), dtype=float), 0.0, 100.0)
+    mean = np.asarray(model.predict_at(visible, plan.origins, plan.horizon), dtype=float)
     predicted = time.perf_counter()
+    result = backtest_forecasts(model.name, frame, plan, mean)
+    result.fit_seconds, result.predict_seconds = fitted - started, (predicted - fitted) / len(plan.origins)
+    return result
+
+
+def backtest_forecasts(name: str, frame: pd.DataFrame, plan: BacktestPlan, mean: np.ndarray) -> ModelBacktest:
+    """Score and calibrate forecasts [origins, horizon] made from the plan's origins (by a model or a combination)."""
+    mean = np.clip(np.asarray(mean, dtype=float), 0.0, 100.0)
     if mean.shape != (len(plan.origins), plan.horizon) or not np.all(np.isfinite(mean)):
-        raise ModelError(f"{model.name}: backtest forecasts are not finite")
+        raise ModelError(f"{name}: backtest forecasts are not finite")
     cpu = frame["cpu"].to_numpy(dtype=float)
     index = frame.index.to_numpy(dtype=np.int64)
     ahead = plan.origins[:, None] + np.arange(1, plan.horizon + 1)
     actual = cpu[ahead]
     if not np.isfinite(actual).any():
-        raise ModelError(f"{model.name}: the backtest window has no CPU values to score against")
-    lower, upper = cross_fitted_bounds(actual, mean)
+        raise ModelError(f"{name}: the backtest window has no CPU values to score against")
+    scales = local_scale(cpu, plan.origins)
+    lower, upper = cross_fitted_bounds(actual, mean, scales)
+    part = plan.calibrating()
     result = ModelBacktest(
-        model=model.name, origin_ts=index[plan.origins], timestamps=index[ahead], actual=actual, mean=mean,
-        lower=lower, upper=upper, offsets=conformal_offsets(actual - mean),
-        fit_seconds=fitted - started, predict_seconds=(predicted - fitted) / len(plan.origins),
+        model=name, origin_ts=index[plan.origins], timestamps=index[ahead], actual=actual, mean=mean,
+        lower=lower, upper=upper, calibration=calibrate(actual[part] - mean[part], scales[part]),
     )
     result.scores = score(actual, mean, lower, upper, plan.scale)
+    choosing = slice(0, plan.choose_until)
+    result.choosing_mase = mase(actual[choosing], mean[choosing], plan.scale)
+    result.calibrating_mase = mase(actual[part], mean[part], plan.scale)
     return result
 
 
 def choose_champion(scores: list[dict]) -> str | None:
     """Lowest backtest MASE among models with status 'ok'; ties go to the simpler (earlier) family."""
-    rank = {name: i for i, name in enumerate(MODEL_NAMES)}
+    rank = {name: i for i, name in enumerate(FAMILIES)}
     usable = [s for s in scores if s.get("status") == "ok" and s.get("mase") is not None and np.isfinite(s["mase"])]
     if not usable:
         return None
     return min(usable, key=lambda s: (s["mase"], rank.get(s["model"], len(rank))))["model"]
+
+
+def choose_deployed(backtests: dict[str, ModelBacktest]) -> str | None:
+    """What an instance deploys: the combination, unless one model beats it clearly and consistently.
+
+    A single model replaces the combination only when its MASE is at least ``CLEAR_EDGE`` lower
+    on *both* the choosing and the calibrating origins: a win in one short window is mostly
+    noise, and deploying it is the weak step that combination avoids. Without a combination,
+    the lowest MASE over all origins wins (ties to the simpler family).
+    """
+    combined = next((b for b in backtests.values() if FAMILIES.get(b.model) and FAMILIES[b.model].combines), None)
+    if combined is None:
+        return choose_champion([{"model": n, "status": "ok", "mase": b.scores.get("mase")} for n, b in backtests.items()])
+    halves = {name: _half_mases(b) for name, b in backtests.items()}
+    target = halves[combined.model]
+    rank = {name: i for i, name in enumerate(FAMILIES)}
+    clear = [name for name, (first, second) in halves.items()
+             if name != combined.model and None not in (first, second, *target)
+             and first < (1 - CLEAR_EDGE) * target[0] and second < (1 - CLEAR_EDGE) * target[1]]
+    if not clear:
+        return combined.model
+    return min(clear, key=lambda name: (sum(halves[name]), rank.get(name, len(rank))))  # type: ignore[arg-type]
+
+
+def _half_mases(backtest: ModelBacktest) -> tuple[float | None, float | None]:
+    """MASE on the choosing origins and on the calibrating ones."""
+    return backtest.choosing_mase, backtest.calibrating_mase

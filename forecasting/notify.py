@@ -151,7 +151,8 @@ def subject_line(alert: dict, name: str | None, now: int) -> str:
 
 def alert_facts(alert: dict, name: str | None, latest: tuple[int, float] | None, now: int) -> list[tuple[str, str]]:
     """The label/value lines both the text and the HTML alert mail show."""
-    basis = "the point forecast crosses" if alert["basis"] == "mean" else "only the upper bound of the 90 % interval crosses"
+    basis = {"mean": "the point forecast crosses", "likely": "a step has at least a 40 % chance of crossing"}.get(
+        alert["basis"], "only the upper bound of the 90 % interval crosses")
     facts = [
         ("Instance", _who(alert["instance_id"], name)),
         ("Threshold", f"{alert['threshold']:g} % CPU"),

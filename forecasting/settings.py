@@ -88,7 +88,7 @@ class Settings(BaseSettings):
 
     # forecasting
     horizon: int = Field(12, ge=1, le=288)
-    models: CommaList = Field(default_factory=lambda: ["naive", "seasonal_naive", "linear", "arima", "lstm", "tcn"])
+    models: CommaList = Field(default_factory=lambda: _default_models())
     backtest_days: float = Field(2, gt=0, le=30)
     model: ModelParams = Field(default_factory=ModelParams)
 
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     dask_scheduler: str | None = None
 
     # alerts and mail
-    alert_on: Literal["mean", "upper"] = "mean"
+    alert_on: Literal["mean", "likely", "upper"] = "likely"
     alert_margin: float = Field(5.0, ge=0, le=50)
     alert_cooldown: float = Field(60, ge=0, description="minutes")
     smtp_host: str | None = None
@@ -131,11 +131,11 @@ class Settings(BaseSettings):
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
-        from forecasting.models import MODEL_NAMES
+        from forecasting.models import model_names
 
-        unknown = [name for name in value if name not in MODEL_NAMES]
+        unknown = [name for name in value if name not in model_names()]
         if unknown:
-            raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(model_names())}")
         if not value:
             raise ValueError("at least one model is needed")
         return value
@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+
+
+def _default_models() -> list[str]:
+    from forecasting.models import default_models
+
+    return default_models()
 
 
 def config_path() -> Path:

@@ -1,4 +1,4 @@
-"""Train one instance: backtest every model, pick the champion, refit, save (pure compute, picklable args).
+"""Train one instance: fit and backtest every model once, combine, choose what to deploy, save (pure compute).
 
 ``train_instance`` is what the retrain job fans out over processes (or Dask): it reads no
 store, writes model files under ``settings.models_dir/<instance>/<run stamp>/<model>/``
@@ -6,9 +6,12 @@ store, writes model files under ``settings.models_dir/<instance>/<run stamp>/<mo
 ``run``, ``scores`` and ``backtest`` go straight into ``Store.record_training_run``.
 ``validate_samples`` and ``predict_samples`` serve uploads (backtest only, no files).
 
-A model that cannot fit is skipped with its reason (status 'skipped'); the champion is the
-best model that did fit; only an unusable input leaves the champion None. Nothing raises for
-bad data, so one instance never stops the others.
+Each model is fitted once, on the rows before the backtest window, and that fitted model is
+what gets saved and deployed: no second fit, and its interval is calibrated on its own
+out-of-sample residuals. Combinations (``combined``) are built from the other models' backtests.
+The champion is chosen by ``backtest.choose_deployed``. A model that cannot fit is skipped with
+its reason (status 'skipped'); only an unusable input leaves the champion None. Nothing raises
+for bad data, so one instance never stops the others.
 """
 
 from __future__ import annotations
@@ -19,26 +22,25 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from forecasting.backtest import ModelBacktest, backtest_model, choose_champion, plan_backtest
+from forecasting.backtest import BacktestPlan, ModelBacktest, backtest_forecasts, backtest_model, choose_deployed, plan_backtest
 from forecasting.features import DAY, to_frame
-from forecasting.models import NEURAL
+from forecasting.models import family
 from forecasting.models.base import Forecast, ForecastModel, ModelError
-from forecasting.models.registry import make_model
+from forecasting.models.combined import combination_members, combine
+from forecasting.models.registry import make_model, model_class
 from forecasting.settings import Settings
 
 log = logging.getLogger("headroom.training")
 
 Progress = Callable[[str, float], None]
 Samples = dict[str, tuple[np.ndarray, np.ndarray]]
-MIN_NEURAL_DAYS = 2.0
-"""With less history than this only the baselines and ARIMA run."""
 KEEP_RUNS = 3
 """Model directories kept per instance (older runs' files are removed; their scores stay in the store)."""
 METRICS = ("mape", "smape", "mase", "rmse", "coverage")
@@ -63,7 +65,6 @@ class _Outcome:
     backtest: ModelBacktest | None = None
     reason: str | None = None
     model: ForecastModel | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
     def score_row(self) -> dict[str, Any]:
         if self.backtest is None:
@@ -92,36 +93,32 @@ def prepare_frame(samples: Samples, settings: Settings, now: int | None = None) 
 
 
 def models_for(frame: pd.DataFrame, settings: Settings, models: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """Models to train on this frame, and the ones left out with why (neural needs two days of history)."""
+    """Models to train on this frame, and the ones left out with why (each family declares the history it needs).
+
+    A combination brings the configured single models it combines along.
+    """
     names = list(models or settings.models)
+    if any(family(n).combines for n in names):
+        names += [n for n in settings.models if n not in names and not family(n).combines]
     span_days = (int(frame.index[-1]) - int(frame.index[0])) / DAY if len(frame) else 0.0
-    if span_days >= MIN_NEURAL_DAYS:
-        return names, {}
-    reason = f"less than {MIN_NEURAL_DAYS:g} days of history ({span_days:.1f} d): only baselines and ARIMA run"
-    left_out = {name: reason for name in names if name in NEURAL}
+    left_out = {name: f"needs {family(name).min_history_days:g} days of history, has {span_days:.1f} d"
+                for name in names if span_days < family(name).min_history_days}
     return [n for n in names if n not in left_out], left_out
 
 
-def _evaluate(frame: pd.DataFrame, settings: Settings, names: list[str], horizon: int, refit: bool,
+def _evaluate(frame: pd.DataFrame, settings: Settings, names: list[str], horizon: int,
               progress: Progress | None, label: str) -> list[_Outcome]:
-    """Backtest each model (and refit it on the whole frame with its offsets when ``refit``); skip failures."""
+    """Backtest each model (fitted once, then deployed as it is) and build the combinations; skip failures."""
     plan = plan_backtest(frame, settings.period, horizon, settings.backtest_days)
+    singles = [n for n in names if not family(n).combines]
     outcomes = []
-    steps = max(1, len(names) * (2 if refit else 1))
-    for i, name in enumerate(names):
-        done = i * (2 if refit else 1)
-        _report(progress, f"{name}: backtest", done / steps)
+    for i, name in enumerate(singles):
+        _report(progress, f"{name}: fit and backtest", i / max(1, len(singles)))
         outcome = _Outcome(name)
         try:
-            outcome.backtest = backtest_model(make_model(name, settings, horizon), frame, plan)
-            if refit:
-                _report(progress, f"{name}: refit on all data", (done + 1) / steps)
-                model = make_model(name, settings, horizon)
-                started = time.perf_counter()
-                model.fit(frame)
-                outcome.extra["refit_seconds"] = time.perf_counter() - started
-                model.interval_offsets = outcome.backtest.offsets
-                outcome.model = model
+            model = make_model(name, settings, horizon)
+            outcome.backtest = backtest_model(model, frame, plan)
+            outcome.model = _deployable(model, outcome.backtest, frame)
         except ModelError as error:
             outcome.backtest, outcome.reason = None, str(error).splitlines()[0][:500]
             log.info("%s: %s skipped: %s", label, name, outcome.reason)
@@ -129,7 +126,31 @@ def _evaluate(frame: pd.DataFrame, settings: Settings, names: list[str], horizon
             outcome.backtest, outcome.reason = None, f"{type(error).__name__}: {error}".splitlines()[0][:500]
             log.warning("%s: %s failed: %s", label, name, outcome.reason, exc_info=True)
         outcomes.append(outcome)
+    outcomes += [_combine(name, outcomes, frame, plan, settings, horizon) for name in names if family(name).combines]
     return outcomes
+
+
+def _deployable(model: ForecastModel, backtest: ModelBacktest, frame: pd.DataFrame) -> ForecastModel:
+    """The backtested model, calibrated on its own later-origin residuals, forecasting from the whole frame."""
+    model.calibration = backtest.calibration
+    model.history = frame
+    return model
+
+
+def _combine(name: str, outcomes: list[_Outcome], frame: pd.DataFrame, plan: BacktestPlan, settings: Settings,
+             horizon: int) -> _Outcome:
+    """A combination of the models that held up on the choosing origins, backtested and calibrated like a model."""
+    fitted = {o.name: o for o in outcomes if o.backtest is not None and o.model is not None}
+    members = combination_members({n: o.backtest.choosing_mase for n, o in fitted.items()})  # type: ignore[union-attr]
+    if len(members) < 2:
+        return _Outcome(name, reason="fewer than two models fitted: nothing to combine")
+    backtests = [fitted[n].backtest for n in members]
+    outcome = _Outcome(name, backtest=backtest_forecasts(name, frame, plan, combine([b.mean for b in backtests])))  # type: ignore[union-attr]
+    outcome.backtest.fit_seconds = sum(b.fit_seconds for b in backtests)  # type: ignore[union-attr]
+    outcome.backtest.predict_seconds = sum(b.predict_seconds for b in backtests)  # type: ignore[union-attr]
+    combined = model_class(name).of({n: fitted[n].model for n in members}, settings.period, horizon)  # type: ignore[attr-defined]
+    outcome.model = _deployable(combined, outcome.backtest, frame)
+    return outcome
 
 
 def _report(progress: Progress | None, message: str, fraction: float) -> None:
@@ -144,7 +165,7 @@ def _result(instance_id: str, frame: pd.DataFrame, outcomes: list[_Outcome], lef
             started_at: int, elapsed: float, model_dir: str | None) -> TrainingResult:
     scores = [o.score_row() for o in outcomes]
     scores += [_Outcome(name, reason=reason).score_row() for name, reason in left_out.items()]
-    champion = choose_champion(scores)
+    champion = choose_deployed({o.name: o.backtest for o in outcomes if o.backtest is not None})
     backtest = [row for o in outcomes if o.backtest is not None for row in o.backtest.rows()]
     has_cpu = len(frame) > 0
     run = {
@@ -166,7 +187,7 @@ def train_instance(instance_id: str, samples: Samples, settings: Settings, now: 
     clock = time.perf_counter()
     frame = prepare_frame(samples, settings, now)
     names, left_out = models_for(frame, settings)
-    outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, True, progress, instance_id)
+    outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, progress, instance_id)
     saved = [o for o in outcomes if o.model is not None and o.backtest is not None]
     model_dir = _save_run(instance_id, saved, settings, now) if saved else None
     result = _result(instance_id, frame, outcomes, left_out, now, time.perf_counter() - clock, model_dir)
@@ -221,7 +242,7 @@ def validate_samples(samples: Samples, settings: Settings, models: list[str] | N
     clock, started = time.perf_counter(), int(time.time())
     frame = prepare_frame(samples, settings)
     names, left_out = models_for(frame, settings, models)
-    outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, False, progress, "upload")
+    outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, progress, "upload")
     result = _result("upload", frame, outcomes, left_out, started, time.perf_counter() - clock, None)
     _report(progress, f"done: champion {result.champion or 'none'}", 1.0)
     return result
@@ -229,25 +250,21 @@ def validate_samples(samples: Samples, settings: Settings, models: list[str] | N
 
 def predict_samples(samples: Samples, settings: Settings, model: str = "auto", horizon: int | None = None,
                     progress: Progress | None = None) -> Forecast:
-    """Forecast after the last sample with ``model`` (``auto``: the backtest champion), with calibrated bounds."""
+    """Forecast after the last sample with ``model`` (``auto``: what training would deploy), with calibrated bounds."""
     horizon = horizon or settings.horizon
     frame = prepare_frame(samples, settings)
     if len(frame) == 0:
         raise ModelError("no CPU samples to forecast from")
     wanted = None if model == "auto" else [model]
     names, left_out = models_for(frame, settings, wanted)
-    if not names:
+    if model != "auto" and model not in names:
         raise ModelError(f"{model}: {left_out.get(model, 'not available for these samples')}")
-    outcomes = _evaluate(frame, settings, names, horizon, False, progress, "upload")
-    scores = [o.score_row() for o in outcomes]
-    chosen = choose_champion(scores)
-    if chosen is None:
+    outcomes = _evaluate(frame, settings, names, horizon, progress, "upload")
+    chosen = choose_deployed({o.name: o.backtest for o in outcomes if o.backtest is not None}) if model == "auto" else model
+    outcome = next((o for o in outcomes if o.name == chosen and o.model is not None), None)
+    if outcome is None:
         reasons = "; ".join(f"{o.name}: {o.reason}" for o in outcomes if o.reason)
         raise ModelError(f"no model could fit these samples ({reasons})")
-    outcome = next(o for o in outcomes if o.name == chosen)
-    _report(progress, f"{chosen}: refit on all data", 0.95)
-    fitted = make_model(chosen, settings, horizon).fit(frame)
-    fitted.interval_offsets = outcome.backtest.offsets  # type: ignore[union-attr]
-    forecast = fitted.predict(horizon, history=frame)
+    forecast = outcome.model.predict(horizon, history=frame)  # type: ignore[union-attr]
     _report(progress, f"done: {chosen}", 1.0)
     return forecast

@@ -108,7 +108,7 @@ with validate_tab:
 with predict_tab:
     left, right = st.columns(2)
     model = left.selectbox("Model", ["auto", *MODEL_NAMES], key="predict_model",
-                           format_func=lambda m: "auto (the best in a backtest on this upload)" if m == "auto" else m)
+                           format_func=lambda m: "auto (what training would deploy on this upload)" if m == "auto" else m)
     horizon = right.number_input("Steps ahead", min_value=1, max_value=288, value=config.horizon, key="predict_horizon",
                                  help=f"one step is {config.period // 60} min")
     if st.button("Predict", type="primary", key="predict"):

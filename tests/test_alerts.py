@@ -9,6 +9,8 @@ import pytest
 
 from forecasting.alerts import (
     CLEAR_CYCLES,
+    LIKELY_SHARE,
+    AlertPolicy,
     actual_crossing,
     evaluate_alerts,
     find_crossing,
@@ -78,6 +80,18 @@ def test_only_the_upper_bound_crossing_opens_nothing_on_mean_and_an_upper_alert_
     both = forecast(T - P, ramp(70, 90), spread=6)  # both cross: the point forecast's crossing is reported
     assert find_crossing(both, 80, "upper", now=T).basis == "mean"  # type: ignore[union-attr]
     assert find_crossing(both, 80, "upper", now=T).ts == both["timestamps"][int(np.argmax(np.asarray(both["mean"]) >= 80))]  # type: ignore[union-attr]
+
+
+def test_likely_opens_when_a_step_has_a_40_percent_chance_read_from_the_interval() -> None:
+    near = forecast(T - P, ramp(60, 79), spread=6)  # mean peaks at 79, upper at 85: the 60 % level is 79 + 0.154 · 6 ≈ 79.9
+    assert find_crossing(near, 80, "likely", now=T) is None  # below 40 %: no alert
+    closer = forecast(T - P, ramp(60, 79.5), spread=6)  # 79.5 + 0.92 ≥ 80: at least a 40 % chance
+    c = find_crossing(closer, 80, "likely", now=T)
+    assert c is not None and c.basis == "likely" and c.step == 11
+    assert c.peak == pytest.approx(79.5 + LIKELY_SHARE * 6)
+    assert find_crossing(closer, 80, "mean", now=T) is None  # the point forecast alone does not cross
+    assert find_crossing(near, 80, "upper", now=T).basis == "upper"  # type: ignore[union-attr]
+    assert LIKELY_SHARE == pytest.approx(0.154, abs=1e-3)
 
 
 def test_actual_crossing_is_caught_after_the_opening_and_late_when_already_above() -> None:
@@ -198,25 +212,49 @@ def test_all_writes_of_an_evaluation_commit_together_or_not_at_all(store: Store,
     assert len(evaluate_alerts(store, settings, T).opened) == 2
 
 
-# ---- the warning benchmark's definitions (pure) -----------------------------
-def test_benchmark_events_merge_crossings_within_30_minutes_and_score_lead_and_episodes() -> None:
-    from forecasting.bench.warning import (
-        alert_states,
-        episodes,
-        overload_events,
-        score_warnings,
-    )
+# ---- the shared alert policy and the warning benchmark's definitions (pure) -----------------------------
+def test_the_policy_opens_on_a_crossing_holds_within_the_margin_and_clears_after_two_cycles_below() -> None:
+    policy = AlertPolicy(threshold=80, margin=5, clear_cycles=2, grace_cycles=3)
+    peaks = [70, 85, 78, 60, 85, 60, 60, np.nan, 79, 60, 60]
+    # open at 85; 78 is within the margin (held); 60 once (held); 85 again; 60, 60: cleared; NaN: no forecast, no change
+    assert policy.states(peaks).tolist() == [False, True, True, True, True, True, False, False, False, False, False]
+    assert policy.next(True, 1, 60.0) == (False, 2) and policy.next(False, 0, 79.0) == (False, 0)
 
-    cpu = np.full(60, 50.0)
+
+def test_a_reopening_within_the_grace_period_continues_the_episode() -> None:
+    policy = AlertPolicy(threshold=80, margin=5, clear_cycles=2, grace_cycles=3)
+    states = np.array([1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1], dtype=bool)
+    assert policy.episodes(states) == [(0, 5), (10, 10)]  # a gap of 3 cycles merges, a gap of 4 does not
+
+
+def test_benchmark_events_merge_crossings_within_30_minutes_and_score_lead_and_episodes() -> None:
+    from forecasting.bench.warning import overload_events, score_rule
+
+    cpu = np.full(80, 50.0)
     cpu[[5, 20, 21, 25, 40]] = 90.0  # crossings at 5 (before the window), 20, 25 (15 min after 20: merged), 40
     assert overload_events(cpu, start=10, threshold=80, period=P) == [20, 40]
-    warn = np.zeros(60, dtype=bool)
-    warn[[8, 9, 10]] = True  # 12, 11, 10 steps before the event at 20: inside one horizon, ≥ 15 min ahead
-    warn[38] = True  # only 2 steps (10 min) before the event at 40: too late to count
-    warn[50:53] = True  # nothing at or above 80 follows within the horizon: a false episode
-    scored = score_warnings(cpu, warn, [20, 40], 80, horizon=12, lead_steps=3, period=P)
+    policy = AlertPolicy(threshold=80, margin=5, clear_cycles=2, grace_cycles=2)
+    origins = np.arange(8, 80)  # one cycle per row from row 8
+    states = np.zeros(len(origins), dtype=bool)
+    states[[0, 1, 2]] = True  # rows 8–10: 12, 11, 10 steps before the event at 20 — inside one horizon, ≥ 15 min ahead
+    states[30] = True  # row 38: only 2 steps (10 min) before the event at 40 — too late to count, but the event begins in it
+    states[[50, 51, 52]] = True  # rows 58–60: no event begins up to one horizon after: a false episode
+    states[[56, 57]] = True  # rows 64–65: 3 cycles after the last one — beyond the grace, a second false episode
+    scored = score_rule(states, origins, [20, 40], policy, horizon=12, lead_steps=3, period=P)
     assert (scored["events"], scored["caught"], scored["recall"]) == (2, 1, 0.5) and scored["leads"] == [60.0]
-    assert episodes(warn) == [(8, 10), (38, 38), (50, 52)] and (scored["episodes"], scored["right_episodes"]) == (3, 2)
-    assert scored["precision"] == pytest.approx(2 / 3) and scored["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
-    forecasts = np.array([[70, 85], [70, 78], [70, 60], [70, 85], [60, 60], [60, 60], [60, 60]], dtype=float)
-    assert alert_states(forecasts, 80, 5).tolist() == [True, True, True, True, True, False, False]  # as evaluate_alerts clears
+    assert (scored["episodes"], scored["right_episodes"], scored["false_episodes"]) == (4, 2, 2)
+    assert scored["precision"] == pytest.approx(0.5) and scored["f1"] == pytest.approx(0.5)
+    days = len(origins) * P / 86_400
+    assert scored["false_per_day"] == pytest.approx(2 / days)
+    assert scored["false_share"] == pytest.approx(5 / len(origins)) and scored["warning_share"] == pytest.approx(9 / len(origins))
+
+
+def test_every_rule_in_the_benchmark_goes_through_the_same_policy() -> None:
+    from forecasting.bench.warning import RULES, last_values, linear_forecasts
+
+    assert RULES == ("headroom", "linear", "last_value")
+    cpu = np.linspace(40, 100, 40)
+    index = np.arange(40) * P
+    lines = linear_forecasts(cpu, index, np.array([20]), 12, P)
+    assert lines[0, -1] == pytest.approx(min(100.0, cpu[20] + 12 * (cpu[1] - cpu[0])))  # the ramp continues
+    assert last_values(np.array([1.0, np.nan, np.nan, 4.0]), np.array([2, 3])).tolist() == [1.0, 4.0]

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 
 from forecasting.backtest import (
+    CLEAR_EDGE,
+    ModelBacktest,
     backtest_model,
     choose_champion,
-    conformal_offsets,
+    choose_deployed,
     coverage,
-    cross_fitted_bounds,
     mape,
     mase,
     mase_scale,
@@ -23,8 +24,9 @@ from forecasting.backtest import (
     rmse,
     smape,
 )
+from forecasting.calibration import conformal_offsets, cross_fitted_bounds
 from forecasting.features import DAY, to_frame
-from forecasting.models import MODEL_NAMES, NEURAL
+from forecasting.models import FAMILIES, MODEL_NAMES, NEURAL
 from forecasting.models.base import ForecastModel, ModelError
 from forecasting.models.registry import make_model
 from forecasting.settings import load_settings
@@ -95,7 +97,7 @@ def test_conformal_offsets_always_bracket_the_forecast_and_never_narrow() -> Non
 def test_cross_fitted_bounds_calibrate_each_half_on_the_other() -> None:
     actual = np.vstack([np.full((10, 2), 1.0), np.full((10, 2), 100.0)])
     mean = np.zeros((20, 2))
-    lower, upper = cross_fitted_bounds(actual, mean)
+    lower, upper = cross_fitted_bounds(actual, mean, np.ones(20))
     assert upper[:10].max() == 100.0  # first half calibrated on the large residuals of the second
     assert upper[10:].max() == 1.0  # and the other way round: the second half is not covered
 
@@ -106,12 +108,15 @@ def frame() -> pd.DataFrame:
     return to_frame(demo_samples(3, index=1), PERIOD)
 
 
-def test_plan_puts_hourly_origins_inside_the_last_window(frame: pd.DataFrame) -> None:
+def test_plan_puts_quarter_hour_origins_inside_the_last_window(frame: pd.DataFrame) -> None:
     plan = plan_backtest(frame, PERIOD, 12, backtest_days=1)
     assert plan.split == len(frame) - DAY // PERIOD
     assert plan.origins[0] == plan.split - 1
-    assert set(np.diff(plan.origins)) == {12}
-    assert plan.origins[-1] + 12 <= len(frame) - 1 < plan.origins[-1] + 24
+    assert set(np.diff(plan.origins)) == {3}
+    assert plan.origins[-1] + 12 <= len(frame) - 1 < plan.origins[-1] + 15
+    choose, calibrate = plan.origins[: plan.choose_until], plan.origins[plan.calibrating()]
+    assert len(choose) == len(plan.origins) // 2 and choose.max() < calibrate.min()  # the older half chooses
+    assert len(choose) + len(calibrate) == len(plan.origins)
     half = plan_backtest(frame, PERIOD, 12, backtest_days=30)
     assert half.split == len(frame) - len(frame) // 2  # the window never takes more than half
 
@@ -154,7 +159,7 @@ def test_backtest_needs_room_for_one_origin() -> None:
 
 def test_intervals_widen_with_the_horizon(frame: pd.DataFrame) -> None:
     result = backtest_model(make_model("naive", load_settings(), 12), frame, plan_backtest(frame, PERIOD, 12, 1))
-    width = result.offsets[:, 1] - result.offsets[:, 0]
+    width = result.calibration.offsets[:, 1] - result.calibration.offsets[:, 0]
     assert (np.diff(width) >= 0).all() and width[-1] > width[0]
     assert 0.5 <= result.scores["coverage"] <= 1.0
     rows = result.rows()
@@ -174,8 +179,29 @@ def test_champion_is_the_lowest_mase_among_models_that_fit() -> None:
     assert choose_champion([{"model": "lstm", "status": "skipped", "mase": None}]) is None
 
 
+def _halves(name: str, choosing: float, calibrating: float) -> ModelBacktest:
+    empty = np.empty((0, 12))
+    result = ModelBacktest(name, np.empty(0), empty, empty, empty, empty, empty, None)  # type: ignore[arg-type]
+    result.choosing_mase, result.calibrating_mase, result.scores = choosing, calibrating, {"mase": (choosing + calibrating) / 2}
+    return result
+
+
+def test_the_combination_is_deployed_unless_one_model_beats_it_clearly_on_both_halves() -> None:
+    edge = 1 - CLEAR_EDGE
+    combined = _halves("combined", 1.0, 1.0)
+    lucky = _halves("arima", 0.5, 1.01)  # far better once, worse the other time: noise, not evidence
+    assert choose_deployed({"combined": combined, "arima": lucky, "naive": _halves("naive", 1.2, 1.2)}) == "combined"
+    close = _halves("arima", edge + 0.01, edge + 0.01)  # better on both halves, but not clearly
+    assert choose_deployed({"combined": combined, "arima": close}) == "combined"
+    clear = _halves("arima", edge - 0.01, edge - 0.02)
+    clearer = _halves("tcn", edge - 0.2, edge - 0.1)
+    assert choose_deployed({"combined": combined, "arima": clear, "tcn": clearer}) == "tcn"
+    assert choose_deployed({"arima": _halves("arima", 0.9, 0.9), "naive": _halves("naive", 0.8, 1.2)}) == "arima"  # no combination: lowest MASE
+    assert choose_deployed({}) is None
+
+
 # ---- leak test for every model, through the registry -----------------------------------
-LEAK_MODELS = [m for m in MODEL_NAMES if m not in NEURAL or HAVE_NEURAL]
+LEAK_MODELS = [m for m in MODEL_NAMES if (m not in NEURAL or HAVE_NEURAL) and not FAMILIES[m].combines]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     assert (s.db, s.period, s.history_days, s.train_days) == (Path("data/headroom.db"), 300, 30, 14)
     assert (s.horizon, s.models, s.backtest_days) == (12, list(MODEL_NAMES), 2)
     assert (s.ingest_every, s.retrain_every, s.digest_every, s.workers, s.dask_scheduler) == (5, 6, 24, 0, None)
-    assert (s.alert_on, s.alert_margin, s.alert_cooldown) == ("mean", 5.0, 60)
+    assert (s.alert_on, s.alert_margin, s.alert_cooldown) == ("likely", 5.0, 60)
     assert (s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_user, s.smtp_password, s.mail_from, s.mail_to) == (None, None, "starttls", None, None, "headroom@localhost", [])
     assert (s.dashboard_port, s.api_host, s.api_port, s.api_token) == (8501, "127.0.0.1", 8000, None)
     assert (s.api_body_limit_mb, s.api_timeout, s.api_concurrency, s.import_limit_mb) == (20, 120, 2, 100)

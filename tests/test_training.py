@@ -62,10 +62,24 @@ def test_train_instance_scores_every_model_and_saves_them(trained) -> None:
 def test_saved_models_carry_calibrated_intervals_that_widen(trained) -> None:
     _, _, result, _ = trained
     model = load_model(f"{result.run['model_dir']}/arima")
-    width = model.interval_offsets[:, 1] - model.interval_offsets[:, 0]
+    width = model.calibration.offsets[:, 1] - model.calibration.offsets[:, 0]
     assert (np.diff(width) >= 0).all() and width[-1] > 0
     forecast = model.predict(12)
     assert (forecast.lower <= forecast.mean).all() and (forecast.mean <= forecast.upper).all()
+
+
+def test_each_model_is_fitted_once_and_deployed_as_backtested(tmp_path, monkeypatch) -> None:
+    from forecasting.models.arima import ArimaModel
+
+    fits: list[int] = []
+    real_fit = ArimaModel.fit
+    monkeypatch.setattr(ArimaModel, "fit", lambda self, frame: (fits.append(int(frame.index[-1])), real_fit(self, frame))[1])
+    settings = settings_for(tmp_path, models=["naive", "arima"])
+    samples = demo_samples(2.5, index=1)
+    result = train_instance("i-once", samples, settings, int(samples["cpu"][0][-1]))
+    assert len(fits) == 1  # one fit, on the rows before the backtest window; no refit on all data
+    saved = load_model(f"{result.run['model_dir']}/arima")
+    assert saved.state()["params"] is not None and fits[0] < result.run["train_end"] - DAY + 1  # the backtested fit was saved
 
 
 def test_result_goes_straight_into_the_store(trained, tmp_path) -> None:
@@ -92,7 +106,7 @@ def test_under_two_days_only_baselines_and_arima_run(tmp_path) -> None:
     result = train_instance("i-short", samples, settings, int(samples["cpu"][0][-1]))
     status = {s["model"]: (s["status"], s["reason"]) for s in result.scores}
     assert status["naive"][0] == "ok" and status["arima"][0] == "ok"
-    assert status["lstm"][0] == "skipped" and "2 days" in status["lstm"][1]
+    assert status["lstm"][0] == "skipped" and "needs 2 days" in status["lstm"][1]
     assert result.champion in ("naive", "arima")
     assert_no_nan(result)
 

@@ -1,32 +1,32 @@
-"""Early-warning benchmark: replay real CPU traces as if live and score the alerts against real overloads.
+"""Early-warning benchmark: replay real CPU traces as if live and score every warning rule against real overloads.
 
     python -m forecasting.bench warning DATA_DIR [--lead 15] [--threshold-quantile 0.97] [--threshold T]
                                                  [--models naive arima ...] [--alert-on mean|upper] [--out FILE]
 
-One definition, so figures compare across runs:
+One definition, so figures compare across runs (the same as DESIGN.md's section 5):
 
 * threshold per series: the ``--threshold-quantile`` (0.97) quantile of its first 70 % (or ``--threshold``);
 * evaluation window and retraining cadence: those of ``bench accuracy`` (the last 30 %, at most
   6 days; ``train_instance`` at the window's start and every ``--retrain-every`` (2) days on at
-  most the 14 days before), replayed step by step: at every 5-minute origin the champion of the
-  latest retrain forecasts the next hour from the data up to that origin;
-* a warning is open at an origin when the alert of ``forecasting.alerts`` would be: opened when the
-  forecast reaches the threshold, kept while it does, cleared after ``CLEAR_CYCLES`` cycles with the
-  forecast peak below threshold − margin;
+  most the 14 days before), replayed step by step: at every 5-minute cycle each rule forecasts
+  the next hour from the data up to that cycle;
+* the rules: ``headroom`` (the deployed champion's forecast, read as Headroom's alerts read it:
+  ``--alert-on`` / ``HEADROOM_ALERT_ON``, by default ``likely``), ``linear`` (Prometheus' ``predict_linear``: the
+  least-squares line through the last hour) and ``last_value`` (the last value, i.e. CPU is over
+  the threshold now). Every rule goes through the same ``alerts.AlertPolicy`` as Headroom's real
+  alerts: it opens when its forecast peak reaches the threshold, holds while the peak stays
+  within the margin, clears after ``CLEAR_CYCLES`` cycles below, and a reopening within one
+  horizon continues the same episode;
 * an event is an upward crossing of the threshold inside the window; a crossing less than 30 min
   after the previous one merges into it;
-* an event is caught when a warning was open at some origin between one horizon and ``--lead``
-  minutes before it; its lead is measured from the earliest such origin;
-* precision counts warning episodes (consecutive warning origins): an episode is right when a value
-  at or above the threshold follows it, from its first origin to one horizon after its last;
+* an event is caught when a warning was open at some cycle between one horizon and ``--lead``
+  minutes before it; its lead is measured from the earliest such cycle;
+* an episode runs from the cycle a warning opens to the cycle it clears; it is false when no
+  event begins between its opening and one horizon after it clears; precision = right episodes ÷
+  episodes, false warnings per instance-day = false episodes ÷ days evaluated, false-warning time
+  share = cycles inside false episodes ÷ cycles evaluated (an always-open warning has perfect
+  recall, so recall is only read beside these two);
 * series whose threshold is under 20 % CPU are left out of the pooled figures.
-
-The ``linear`` rule is Prometheus' ``predict_linear``: the least-squares line through the last hour,
-extrapolated over the horizon, reaches the threshold (no hysteresis). Two more lines put the
-figures in context: the champion's forecasts without hysteresis (a warning exactly when that
-cycle's forecast crosses) and the linear forecasts through the same hysteresis as the alerts.
-Each line also reports the share of the time a warning is open: an always-open warning would
-score perfectly on recall and on episode precision, so that share keeps the figures honest.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecasting.alerts import CLEAR_CYCLES
+from forecasting.alerts import BASES, CLEAR_CYCLES, AlertPolicy, basis_series
 from forecasting.bench.accuracy import evaluation_plan, series_from
 from forecasting.features import DAY, to_frame
 from forecasting.models.baselines import linear_extrapolation
@@ -74,26 +74,29 @@ def overload_events(cpu: np.ndarray, start: int, threshold: float, period: int) 
     return events
 
 
-def episodes(warn: np.ndarray) -> list[tuple[int, int]]:
-    """(first, last) rows of each run of consecutive warnings."""
-    padded = np.concatenate([[False], np.asarray(warn, dtype=bool), [False]]).astype(np.int8)
-    edges = np.diff(padded)
-    return list(zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist(), strict=True))
+def score_rule(states: np.ndarray, origins: np.ndarray, events: list[int], policy: AlertPolicy, horizon: int,
+               lead_steps: int, period: int) -> dict:
+    """Recall at the lead, leads, episodes (right and false), precision, false warnings per day and time shares.
 
-
-def score_warnings(cpu: np.ndarray, warn: np.ndarray, events: list[int], threshold: float, horizon: int,
-                   lead_steps: int, period: int) -> dict:
-    """Events, caught, recall at the lead, precision over episodes, F1 and the leads of caught events (minutes)."""
-    above = np.nan_to_num(cpu, nan=-np.inf) >= threshold
+    ``states`` says, per cycle (one per row of ``origins``, consecutive grid rows), whether the
+    rule's warning is open after that cycle.
+    """
+    first_row = int(origins[0])
     leads = []
-    for e in events:
-        first = max(0, e - horizon)
-        opened = np.flatnonzero(warn[first: max(first, e - lead_steps + 1)])
-        if len(opened):
-            leads.append((e - first - int(opened[0])) * period / 60)
-    runs = episodes(warn)
-    right = sum(bool(above[a + 1: b + horizon + 1].any()) for a, b in runs)
-    return summarise_counts(len(events), leads, len(runs), right) | {"warning_steps": int(np.sum(warn))}
+    for e in events:  # open at some cycle in [e − horizon, e − lead]
+        low, high = max(first_row, e - horizon), e - lead_steps
+        window = states[max(0, low - first_row): max(0, high - first_row + 1)]
+        if window.any():
+            leads.append((e - low - int(np.argmax(window))) * period / 60)
+    runs = [(first_row + a, first_row + b) for a, b in policy.episodes(states)]
+    starts = np.asarray(events, dtype=np.int64)
+    false_runs = [(a, b) for a, b in runs if not np.any((starts >= a) & (starts <= b + horizon))]
+    cycles = len(origins)
+    out = summarise_counts(len(events), leads, len(runs), len(runs) - len(false_runs))
+    return out | {"cycles": cycles, "days": cycles * period / DAY, "false_episodes": len(false_runs),
+                  "warning_steps": int(states.sum()), "false_steps": int(sum(b - a + 1 for a, b in false_runs)),
+                  "false_per_day": len(false_runs) / (cycles * period / DAY), "warning_share": float(states.mean()),
+                  "false_share": sum(b - a + 1 for a, b in false_runs) / cycles}
 
 
 def summarise_counts(events: int, leads: list[float], episode_count: int, right: int) -> dict:
@@ -105,25 +108,6 @@ def summarise_counts(events: int, leads: list[float], episode_count: int, right:
             "precision": precision, "f1": f1, "median_lead_minutes": float(np.median(leads)) if leads else None, "leads": leads}
 
 
-def alert_states(series: np.ndarray, threshold: float, margin: float) -> np.ndarray:
-    """Whether the alert is open after each cycle, given each cycle's forecast [cycles, horizon] (NaN rows: no forecast)."""
-    open_, below = False, 0
-    states = np.zeros(len(series), dtype=bool)
-    for k, forecast in enumerate(series):
-        if np.isfinite(forecast).any():
-            peak = float(np.nanmax(forecast))
-            if peak >= threshold:
-                open_, below = True, 0
-            elif open_ and peak >= threshold - margin:
-                below = 0
-            elif open_:
-                below += 1
-                if below >= CLEAR_CYCLES:
-                    open_, below = False, 0
-        states[k] = open_
-    return states
-
-
 def linear_forecasts(cpu: np.ndarray, index: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> np.ndarray:
     """Per origin, the last hour's least-squares line over the horizon (``predict_linear``) [origins, horizon]."""
     out = np.full((len(origins), horizon), np.nan)
@@ -133,6 +117,11 @@ def linear_forecasts(cpu: np.ndarray, index: np.ndarray, origins: np.ndarray, ho
         if recent.notna().any():
             out[k] = np.clip(linear_extrapolation(recent, horizon, period), 0.0, 100.0)
     return out
+
+
+def last_values(cpu: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    """Per origin, the last CPU value seen up to it (NaN before the first)."""
+    return pd.Series(cpu).ffill().to_numpy()[origins]
 
 
 # ---- the replay ---------------------------------------------------------------
@@ -163,16 +152,17 @@ def replay_champion(name: str, samples: Samples, settings: Settings, origins: np
             continue
         model = load_model(Path(result.run["model_dir"]) / result.champion)
         rows = origins[first:last]
-        predicted = np.clip(np.asarray(model.predict_at(frame.iloc[: int(rows[-1]) + 1], rows, horizon), dtype=float), 0.0, 100.0)
-        mean[first:last] = predicted
-        upper[first:last] = model.bounds(predicted)[1]
+        mean[first:last], _, upper[first:last] = model.forecast_at(frame.iloc[: int(rows[-1]) + 1], rows, horizon)
         champions[first:last] = [result.champion] * (last - first)
     return mean, upper, champions
 
 
+RULES = ("headroom", "linear", "last_value")
+
+
 def evaluate_series(name: str, samples: Samples, settings: Settings, args: argparse.Namespace,
                     log: Callable[[str], None]) -> dict:
-    """Threshold, events, the replayed alerts and the linear rule of one series, scored."""
+    """Threshold, events, and every rule's warnings through the shared alert policy, scored."""
     horizon, period = settings.horizon, settings.period
     frame = to_frame(samples, period)
     cpu, index = frame["cpu"].to_numpy(dtype=float), frame.index.to_numpy(dtype=np.int64)
@@ -182,28 +172,22 @@ def evaluate_series(name: str, samples: Samples, settings: Settings, args: argpa
     events = overload_events(cpu, start, threshold, period)
     lead_steps = int(np.ceil(args.lead * 60 / period))
     mean, upper, champions = replay_champion(name, samples, settings, origins, args.retrain_every, log)
-    basis = upper if settings.alert_on == "upper" else mean
-    states = alert_states(basis, threshold, settings.alert_margin)
-    crossing = np.nan_to_num(basis, nan=-np.inf).max(axis=1) >= threshold  # the same forecasts without hysteresis
-
-    def on_grid(per_origin: np.ndarray) -> np.ndarray:
-        warn = np.zeros(len(cpu), dtype=bool)
-        warn[origins] = per_origin
-        return warn
-
-    model = score_warnings(cpu, on_grid(states), events, threshold, horizon, lead_steps, period)
-    lines = linear_forecasts(cpu, index, origins, horizon, period)
-    linear = score_warnings(cpu, on_grid(np.nan_to_num(lines, nan=-np.inf).max(axis=1) >= threshold), events, threshold,
-                            horizon, lead_steps, period)
-    raw = score_warnings(cpu, on_grid(crossing), events, threshold, horizon, lead_steps, period)
-    linear_alerts = score_warnings(cpu, on_grid(alert_states(lines, threshold, settings.alert_margin)), events, threshold,
-                                   horizon, lead_steps, period)
-    for scored in (model, raw, linear, linear_alerts):  # how much of the time a warning is open: an always-on warning would score well otherwise
-        scored["origins"] = len(origins)
-        scored["warning_share"] = scored["warning_steps"] / len(origins)
+    policy = AlertPolicy(threshold, settings.alert_margin, grace_cycles=horizon)
+    peaks = {
+        "headroom": _peaks(basis_series({"mean": mean, "upper": upper}, BASES[settings.alert_on][-1])),
+        "linear": _peaks(linear_forecasts(cpu, index, origins, horizon, period)),
+        "last_value": last_values(cpu, origins),
+    }
+    scored = {rule: score_rule(policy.states(peaks[rule]), origins, events, policy, horizon, lead_steps, period) for rule in RULES}
     used = sorted({c for c in champions if c})
     return {"name": name, "threshold": round(threshold, 3), "pooled": threshold >= MIN_POOLED_THRESHOLD, "champions": used,
-            **model, "raw": raw, "linear": linear, "linear_alerts": linear_alerts}
+            **scored["headroom"], "linear": scored["linear"], "last_value": scored["last_value"]}
+
+
+def _peaks(forecasts: np.ndarray) -> np.ndarray:
+    """Each cycle's forecast peak (NaN where a cycle had no forecast)."""
+    finite = np.isfinite(forecasts).any(axis=1)
+    return np.where(finite, np.nanmax(np.where(np.isfinite(forecasts), forecasts, -np.inf), axis=1), np.nan)
 
 
 def pool(series: list[dict], key: str | None = None) -> dict:
@@ -211,7 +195,10 @@ def pool(series: list[dict], key: str | None = None) -> dict:
     parts = [s if key is None else s[key] for s in series if s["pooled"]]
     leads = [lead for p in parts for lead in p["leads"]]
     out = summarise_counts(sum(p["events"] for p in parts), leads, sum(p["episodes"] for p in parts), sum(p["right_episodes"] for p in parts))
-    out["warning_share"] = sum(p["warning_steps"] for p in parts) / max(1, sum(p["origins"] for p in parts))
+    cycles, days = max(1, sum(p["cycles"] for p in parts)), sum(p["days"] for p in parts)
+    out |= {"false_episodes": sum(p["false_episodes"] for p in parts), "days": days,
+            "false_per_day": sum(p["false_episodes"] for p in parts) / days if days else None,
+            "warning_share": sum(p["warning_steps"] for p in parts) / cycles, "false_share": sum(p["false_steps"] for p in parts) / cycles}
     return {k: v for k, v in out.items() if k != "leads"}
 
 
@@ -223,24 +210,36 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _cells(p: dict) -> str:
+    return (f"{_fmt(p['recall']):>6s} {_fmt(p['precision']):>5s} {_fmt(p['f1']):>5s} {_fmt(p['median_lead_minutes'], '.0f'):>5s} "
+            f"{_fmt(p['false_per_day']):>5s} {_fmt(100 * p['warning_share'], '.1f'):>5s} {_fmt(100 * p['false_share'], '.1f'):>5s}")
+
+
 def print_table(doc: dict) -> None:
-    """Series × (alerts, linear): events, recall, precision, F1, median lead; then the pooled lines and the target."""
-    print(f"\n{'series':38s} {'thr %':>6s} {'events':>6s} | {'recall':>6s} {'prec':>5s} {'F1':>5s} {'lead':>5s} {'open':>5s} | "
-          f"{'recall':>6s} {'prec':>5s} {'F1':>5s} {'lead':>5s} {'open':>5s}   (alerts | linear)")
+    """Series × rule: recall, precision, F1, median lead, false warnings per day, open and false-open time; pooled; targets."""
+    head = f"{'recall':>6s} {'prec':>5s} {'F1':>5s} {'lead':>5s} {'FP/d':>5s} {'open%':>5s} {'fals%':>5s}"
+    print(f"\n{'series':34s} {'thr %':>6s} {'events':>6s} | {head} | {head}   (headroom | linear)")
     for s in doc["series"]:
-        lin = s["linear"]
         mark = "" if s["pooled"] else "  (not pooled: threshold < 20 %)"
-        print(f"{s['name'][:38]:38s} {s['threshold']:6.1f} {s['events']:6d} | {_fmt(s['recall']):>6s} {_fmt(s['precision']):>5s} "
-              f"{_fmt(s['f1']):>5s} {_fmt(s['median_lead_minutes'], '.0f'):>5s} {_fmt(s['warning_share']):>5s} | {_fmt(lin['recall']):>6s} "
-              f"{_fmt(lin['precision']):>5s} {_fmt(lin['f1']):>5s} {_fmt(lin['median_lead_minutes'], '.0f'):>5s} {_fmt(lin['warning_share']):>5s}{mark}")
-    for label, p in (("alerts (champion)", doc["pooled"]), ("champion, no hysteresis", doc["pooled_raw"]), ("linear rule", doc["pooled_linear"]),
-                     ("linear, with hysteresis", doc["pooled_linear_alerts"])):
-        print(f"pooled {label:23s}: {p['events']} events, recall {_fmt(p['recall'])}, precision {_fmt(p['precision'])} "
-              f"({p['right_episodes']}/{p['episodes']} episodes), F1 {_fmt(p['f1'])}, median lead {_fmt(p['median_lead_minutes'], '.0f')} min, "
-              f"warning open {100 * p['warning_share']:.1f} % of the time")
-    p = doc["pooled"]
-    met = p["f1"] is not None and p["precision"] is not None and p["f1"] >= 0.65 and p["precision"] >= 0.65
-    print(f"target pooled F1 ≥ 0.65 with precision ≥ 0.65: {'met' if met else 'missed'}")
+        print(f"{s['name'][:34]:34s} {s['threshold']:6.1f} {s['events']:6d} | {_cells(s)} | {_cells(s['linear'])}{mark}")
+    print(f"\n{'pooled':34s} {'':6s} {'events':>6s} | {head}")
+    for label, key in (("headroom (alerts)", "pooled"), ("linear (predict_linear)", "pooled_linear"), ("last value", "pooled_last_value")):
+        p = doc[key]
+        print(f"{label:34s} {'':6s} {p['events']:6d} | {_cells(p)}   ({p['right_episodes']}/{p['episodes']} episodes right)")
+    for line in check_targets(doc):
+        print(line)
+
+
+def check_targets(doc: dict) -> list[str]:
+    """The warning targets as lines saying met / missed."""
+    ours, linear = doc["pooled"], doc["pooled_linear"]
+    if ours["f1"] is None or linear["f1"] is None:
+        return ["targets: no pooled events to score"]
+    lines = [f"headroom F1 {ours['f1']:.3f} (target ≥ 0.80): {'met' if ours['f1'] >= 0.80 else 'missed'}",
+             f"headroom F1 − linear F1 = {ours['f1'] - linear['f1']:+.3f} (target ≥ +0.10): {'met' if ours['f1'] >= linear['f1'] + 0.10 else 'missed'}"]
+    for key, label in (("false_per_day", "false warnings per instance-day"), ("false_share", "share of time under a false warning")):
+        lines.append(f"{label}: headroom {ours[key]:.3f} vs linear {linear[key]:.3f} (target ≤): {'met' if ours[key] <= linear[key] + 1e-12 else 'missed'}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold-quantile", type=float, default=0.97, help="threshold = this quantile of the first 70 %%")
     parser.add_argument("--threshold", type=float, help="one CPU threshold for every series instead")
     parser.add_argument("--models", nargs="+", help="models to train (default: settings)")
-    parser.add_argument("--alert-on", choices=["mean", "upper"], help="what opens an alert (default: settings, i.e. mean)")
+    parser.add_argument("--alert-on", choices=list(BASES), help="what opens an alert (default: settings, i.e. likely)")
     parser.add_argument("--retrain-every", type=float, default=2.0, help="days of replayed time between retrains (default 2, as bench accuracy)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -276,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{k}/{len(series)}] {name} ({time.perf_counter() - started:.0f} s so far)", flush=True)
             results.append(evaluate_series(name, samples, settings, args, lambda text: print(text, flush=True)))
     doc = {"lead_minutes": args.lead, "models": settings.models, "alert_on": settings.alert_on, "alert_margin": settings.alert_margin,
-           "series": [{k: v for k, v in s.items() if k != "leads"} | {key: _no_leads(s[key]) for key in ("raw", "linear", "linear_alerts")} for s in results],
-           "pooled": pool(results), "pooled_linear": pool(results, "linear"), "pooled_raw": pool(results, "raw"),
-           "pooled_linear_alerts": pool(results, "linear_alerts")}
+           "clear_cycles": CLEAR_CYCLES,
+           "series": [{k: v for k, v in s.items() if k != "leads"} | {key: _no_leads(s[key]) for key in ("linear", "last_value")} for s in results],
+           "pooled": pool(results), "pooled_linear": pool(results, "linear"), "pooled_last_value": pool(results, "last_value")}
     print_table(doc)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(f"total {doc['seconds'] / 60:.1f} min")

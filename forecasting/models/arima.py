@@ -13,7 +13,8 @@ takes about a second:
 A 288-lag seasonal ARIMA is never used: statsmodels needs minutes to hours for it, while
 Fourier terms capture the daily shape in a handful of coefficients. Forecasting re-filters
 the fitted parameters (``SARIMAX.filter``, no re-estimation) over the last ``FILTER_DAYS`` of
-the given history, so new data moves the forecast without refitting. The saved state is plain
+the given history, so new data moves the forecast without refitting; many origins share one
+filter pass (the backtest forecasts from every origin for the cost of one). The saved state is plain
 JSON: order, parameters, coefficients, scaling and the recent CPU needed to forecast.
 """
 
@@ -116,24 +117,46 @@ class ArimaModel(ForecastModel):
     # ---- forecasting ----------------------------------------------------
     def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
         """Re-filter the fitted ARIMA over the recent history and forecast the next steps."""
+        return self.predict_at(history, np.array([len(history) - 1]), horizon)[0]
+
+    def predict_at(self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        """Forecasts [len(rows), horizon] from several origins with one Kalman filter pass (no re-estimation).
+
+        The fitted parameters are filtered over the rows from ``FILTER_DAYS`` before the first
+        origin to the last one; each origin's forecast is ``Z·Tʰ·a(origin|origin)`` from the state
+        filtered up to it (so it sees no later row), plus the daily Fourier shape.
+        """
         from statsmodels.tsa.statespace.sarimax import SARIMAX
 
         if self.order is None or self.params is None or self.coef is None:
             raise ModelError("arima: not fitted")
-        cpu = history["cpu"]
-        origin = int(cpu.index[-1])
-        recent = cpu.loc[origin - int(FILTER_DAYS * DAY) + 1:]
-        ts = recent.index.to_numpy(dtype=np.int64)
-        z = (recent.to_numpy(dtype=float) - self.center) / self.scale
-        if not np.isfinite(z).any():
+        horizon = horizon or self.horizon
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.empty((0, horizon))
+        index = frame.index.to_numpy(dtype=np.int64)
+        first = int(np.searchsorted(index, int(index[rows.min()]) - int(FILTER_DAYS * DAY) + 1))
+        ts = index[first: int(rows.max()) + 1]
+        z = (frame["cpu"].to_numpy(dtype=float)[first: int(rows.max()) + 1] - self.center) / self.scale
+        seen = np.isfinite(z)
+        if not seen[: int(rows.min()) - first + 1].any():
             raise ModelError("arima: no CPU value in the last day before the origin")
         resid = z - fourier_terms(ts, self.terms) @ self.coef
-        future = origin + self.period * np.arange(1, horizon + 1, dtype=np.int64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = SARIMAX(resid, order=self.order, concentrate_scale=True).filter(self.params)
-            ahead = np.asarray(results.forecast(horizon), dtype=float)
-        mean = (ahead + fourier_terms(future, self.terms) @ self.coef) * self.scale + self.center
+        k = results.model.k_states
+        transition = np.asarray(results.model.ssm["transition"], dtype=float).reshape(k, k)
+        design = np.asarray(results.model.ssm["design"], dtype=float).reshape(1, k)
+        steps, power = np.empty((horizon, k)), np.eye(k)
+        for h in range(horizon):
+            power = transition @ power
+            steps[h] = (design @ power)[0]
+        states = np.asarray(results.filtered_state, dtype=float)[:, rows - first]  # [k, origins]
+        ahead = (steps @ states).T  # [origins, horizon]
+        future = index[rows][:, None] + self.period * np.arange(1, horizon + 1, dtype=np.int64)
+        shape = (fourier_terms(future.ravel(), self.terms) @ self.coef).reshape(future.shape) if self.terms else 0.0
+        mean = (ahead + shape) * self.scale + self.center
         if not np.all(np.isfinite(mean)):
             raise ModelError("arima: forecast is not finite")
         return mean

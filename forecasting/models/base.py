@@ -4,11 +4,12 @@ A *frame* is a pandas DataFrame on the regular period grid (index: unix seconds,
 int64, UTC), with a ``cpu`` column and, where the instance has them, ``memory``,
 ``network_in`` and ``network_out``; long gaps are NaN rows (see ``features.to_frame``).
 
-Intervals are not the model's own: the backtest calibrates per-step offsets from
-its residuals (split conformal) and sets ``interval_offsets``; until then the
-bounds equal the point forecast.
+Intervals are not the model's own: training calibrates the very fitted model that is
+deployed on its out-of-sample backtest residuals (``calibration.Calibration``, split
+conformal scaled by recent volatility) and sets ``calibration``; until then the bounds
+equal the point forecast.
 
-A saved model is a directory: ``meta.json`` (name, period, horizon, offsets and the
+A saved model is a directory: ``meta.json`` (name, period, horizon, calibration and the
 model's own plain-JSON state) plus any files the family needs (``model.keras``).
 It is written under a temporary name and renamed, and loading never unpickles.
 """
@@ -26,6 +27,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
+from forecasting.calibration import Calibration
 from forecasting.features import future_timestamps
 
 
@@ -56,7 +58,7 @@ class ForecastModel(ABC):
     def __init__(self, period: int = 300, horizon: int = 12) -> None:
         self.period = period
         self.horizon = horizon
-        self.interval_offsets: np.ndarray | None = None  # [horizon, 2]: added to mean for lower, upper
+        self.calibration: Calibration | None = None  # set by training; None: bounds equal the forecast
         self.history: pd.DataFrame | None = None
 
     # ---- what a family implements ------------------------------------
@@ -94,9 +96,19 @@ class ForecastModel(ABC):
         return np.stack([np.asarray(self.predict_mean(horizon, frame.iloc[: int(r) + 1]), dtype=float) for r in rows])
 
     # ---- shared behaviour ---------------------------------------------
-    def bounds(self, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower/upper bounds of point forecasts (last axis = horizon step) from the calibrated offsets."""
-        return interval_bounds(mean, self.interval_offsets)
+    def forecast_at(self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, lower, upper) [len(rows), horizon] from several origins, clipped to 0–100, with calibrated bounds."""
+        horizon = horizon or self.horizon
+        rows = np.asarray(rows, dtype=np.int64)
+        mean = np.clip(np.asarray(self.predict_at(frame, rows, horizon), dtype=float).reshape(len(rows), horizon), 0.0, 100.0)
+        if not np.all(np.isfinite(mean)):
+            raise ModelError(f"{self.name}: forecast is not finite")
+        if self.calibration is None:
+            return mean, mean.copy(), mean.copy()
+        cpu = frame["cpu"].to_numpy(dtype=float)
+        lower, upper = self.calibration.bounds(mean, self.calibration.scales(cpu, rows))
+        return mean, lower, upper
 
     def predict(self, horizon: int | None = None, history: pd.DataFrame | None = None) -> Forecast:
         """Forecast after the end of ``history`` (default: the fitted frame) with calibrated bounds."""
@@ -104,10 +116,7 @@ class ForecastModel(ABC):
         history = self.history if history is None else history
         if history is None or len(history) == 0:
             raise ModelError(f"{self.name}: no history to forecast from")
-        mean = np.clip(np.asarray(self.predict_mean(horizon, history), dtype=float), 0.0, 100.0)
-        if not np.all(np.isfinite(mean)):
-            raise ModelError(f"{self.name}: forecast is not finite")
-        lower, upper = self.bounds(mean)
+        mean, lower, upper = (part[0] for part in self.forecast_at(history, np.array([len(history) - 1]), horizon))
         stamps = future_timestamps(int(history.index[-1]), horizon, self.period)
         return Forecast(stamps, mean, lower, upper, self.name)
 
@@ -121,7 +130,7 @@ class ForecastModel(ABC):
             "name": self.name,
             "period": self.period,
             "horizon": self.horizon,
-            "interval_offsets": None if self.interval_offsets is None else self.interval_offsets.tolist(),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "state": self.state(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -138,18 +147,11 @@ class ForecastModel(ABC):
         if meta.get("name") != cls.name:
             raise ModelError(f"{path} holds a {meta.get('name')!r} model, not {cls.name!r}")
         model = cls(period=int(meta["period"]), horizon=int(meta["horizon"]))
-        offsets = meta.get("interval_offsets")
-        model.interval_offsets = None if offsets is None else np.asarray(offsets, dtype=float)
+        if meta.get("calibration"):
+            model.calibration = Calibration.from_dict(meta["calibration"])
+        elif meta.get("interval_offsets"):  # saved before intervals scaled with volatility: fixed offsets
+            model.calibration = Calibration(np.asarray(meta["interval_offsets"], dtype=float), adaptive=False)
         model.set_state(meta.get("state") or {})
         model.load_files(path)
         return model
 
-
-def interval_bounds(mean: np.ndarray, offsets: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Clip-to-0–100 bounds ``mean + offsets[step]``; steps past the calibrated ones reuse the last offset."""
-    mean = np.clip(np.asarray(mean, dtype=float), 0.0, 100.0)
-    if offsets is None:
-        return mean.copy(), mean.copy()
-    steps = mean.shape[-1]
-    chosen = np.asarray(offsets, dtype=float)[np.minimum(np.arange(steps), len(offsets) - 1)]
-    return np.clip(mean + chosen[:, 0], 0.0, 100.0), np.clip(mean + chosen[:, 1], 0.0, 100.0)

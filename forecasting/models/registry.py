@@ -1,53 +1,34 @@
-"""Model names → classes: build a fresh model from settings, or load a saved one by its meta.json.
+"""Model names → classes, from the declarations in ``forecasting.models.FAMILIES``.
 
-The neural families are imported only when one is asked for, so baselines and ARIMA
-(and every page or job that uses only them) never import TensorFlow.
+A family's module is imported only when the family is built or loaded, so baselines and
+ARIMA (and every page or job that uses only them) never import TensorFlow.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
-from forecasting.models import MODEL_NAMES, NEURAL
+from forecasting.models import FAMILIES, family
 from forecasting.models.base import ForecastModel, ModelError
 from forecasting.settings import Settings
 
 
 def model_class(name: str) -> type[ForecastModel]:
-    """The class implementing ``name`` (importing TensorFlow only for lstm/tcn)."""
-    if name == "naive":
-        from forecasting.models.baselines import NaiveModel
-
-        return NaiveModel
-    if name == "seasonal_naive":
-        from forecasting.models.baselines import SeasonalNaiveModel
-
-        return SeasonalNaiveModel
-    if name == "linear":
-        from forecasting.models.baselines import LinearModel
-
-        return LinearModel
-    if name == "arima":
-        from forecasting.models.arima import ArimaModel
-
-        return ArimaModel
-    if name == "lstm":
-        from forecasting.models.neural import LstmModel
-
-        return LstmModel
-    if name == "tcn":
-        from forecasting.models.neural import TcnModel
-
-        return TcnModel
-    raise ModelError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    """The class implementing ``name`` (its module imported on first use)."""
+    try:
+        module, _, attribute = family(name).target.partition(":")
+    except KeyError as error:
+        raise ModelError(str(error).strip("'\"")) from None
+    return getattr(importlib.import_module(module), attribute)
 
 
 def make_model(name: str, settings: Settings, horizon: int | None = None) -> ForecastModel:
     """A fresh, unfitted model of family ``name`` for the settings' period and the horizon."""
     cls = model_class(name)
     horizon = horizon or settings.horizon
-    if name in NEURAL:
+    if family(name).takes_params:
         return cls(period=settings.period, horizon=horizon, params=settings.model)  # type: ignore[call-arg]
     return cls(period=settings.period, horizon=horizon)
 
@@ -59,7 +40,7 @@ def saved_model_name(path: str | Path) -> str:
         name = json.loads(meta.read_text()).get("name")
     except (OSError, ValueError) as error:
         raise ModelError(f"{meta}: cannot read ({error})".splitlines()[0]) from None
-    if name not in MODEL_NAMES:
+    if name not in FAMILIES:
         raise ModelError(f"{meta}: unknown model {name!r}")
     return str(name)
 

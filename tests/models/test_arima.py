@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from forecasting.calibration import Calibration
 from forecasting.features import DAY, to_frame
 from forecasting.models import arima
 from forecasting.models.arima import ArimaModel, fourier_terms
@@ -53,7 +54,7 @@ def test_forecast_beats_a_far_off_guess_on_the_daily_cycle(fitted: ArimaModel, f
 
 
 def test_save_is_plain_json_and_reloads_to_identical_forecasts(fitted: ArimaModel, frame, tmp_path) -> None:
-    fitted.interval_offsets = np.column_stack([-np.linspace(1, 2, 12), np.linspace(1, 3, 12)])
+    fitted.calibration = Calibration(np.column_stack([-np.linspace(1, 2, 12), np.linspace(1, 3, 12)]), floor=0.5)
     fitted.save(tmp_path / "arima")
     files = sorted(p.name for p in (tmp_path / "arima").iterdir())
     assert files == ["meta.json"]  # no pickle, nothing but JSON

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecasting.calibration import Calibration
 from forecasting.features import DAY, to_frame
 from forecasting.models.base import ModelError
 from forecasting.models.baselines import LinearModel, NaiveModel, SeasonalNaiveModel
@@ -84,7 +85,7 @@ def test_no_cpu_at_all_is_a_clear_model_error() -> None:
 def test_save_load_round_trip_gives_identical_forecasts(cls, tmp_path) -> None:
     frame = to_frame(demo_samples(1.5, index=1), PERIOD)
     model = cls(PERIOD, 12).fit(frame)
-    model.interval_offsets = np.column_stack([-np.linspace(1, 3, 12), np.linspace(2, 4, 12)])
+    model.calibration = Calibration(np.column_stack([-np.linspace(1, 3, 12), np.linspace(2, 4, 12)]), floor=0.5)
     model.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "meta.json").read_text())
     assert meta["name"] == cls.name and sorted(p.name for p in (tmp_path / "m").iterdir()) == ["meta.json"]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecasting.calibration import Calibration
 from forecasting.features import to_frame
 from forecasting.models import neural
 from forecasting.models.base import ModelError
@@ -74,11 +75,11 @@ def test_training_gives_a_clipped_forecast_on_the_grid(fitted, frame):
     assert 1 <= info["epochs_run"] <= TINY.epochs and np.isfinite(info["best_val_loss"])
     assert info["train_windows"] > info["validation_windows"] > 0
     # interval offsets far beyond the range are clipped to 0–100
-    fitted.interval_offsets = np.tile([-500.0, 500.0], (HORIZON, 1))
+    fitted.calibration = Calibration(np.tile([-500.0, 500.0], (HORIZON, 1)), adaptive=False)
     try:
         wide = fitted.predict()
     finally:
-        fitted.interval_offsets = None
+        fitted.calibration = None
     assert np.all(wide.lower == 0.0) and np.all(wide.upper == 100.0)
 
 
