@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import pandas as pd
 
 from forecasting.backtest import ModelBacktest, backtest_model, choose_champion, plan_backtest
 from forecasting.features import DAY, to_frame
+from forecasting.ids import folder_name
 from forecasting.models import NEURAL
 from forecasting.models.base import Forecast, ForecastModel, ModelError
 from forecasting.models.registry import make_model
@@ -211,8 +211,8 @@ def _prune_runs(base: Path, keep: Path) -> None:
 
 
 def safe_name(text: str) -> str:
-    """A file-system-safe directory name for an instance id."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip(".") or "instance"
+    """The model folder of an instance id: readable prefix plus a hash, so no two ids share one (see ``ids``)."""
+    return folder_name(text)
 
 
 def validate_samples(samples: Samples, settings: Settings, models: list[str] | None = None,
