@@ -15,12 +15,13 @@ from forecasting.settings import SettingsError, load_settings
 
 def import_command(args: argparse.Namespace) -> int:
     """Load a CloudWatch export into the store, all of it or nothing."""
-    from forecasting.sources.export import ExportError, read_export
+    from forecasting.sources.export import ExportError, check_not_future, read_export
     from forecasting.store import Store, now
 
     settings = load_settings()
     try:
         parsed = read_export(args.file, instance=args.instance or "upload", limit_bytes=int(settings.import_limit_mb * 1e6))
+        check_not_future(parsed, now() + settings.period, args.file)
     except ExportError as error:
         print(f"headroom import: {error}", file=sys.stderr)
         return 2
@@ -48,12 +49,21 @@ def mail_command(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _instance_id(text: str) -> str:
+    from forecasting.ids import InstanceIdError, check_instance_id
+
+    try:
+        return check_instance_id(text)
+    except InstanceIdError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecasting", description="Headroom command line")
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import a CloudWatch get-metric-data JSON export or a CSV")
     imp.add_argument("file")
-    imp.add_argument("--instance", help="instance id for series that do not name one")
+    imp.add_argument("--instance", type=_instance_id, help="instance id for series that do not name one")
     imp.set_defaults(run=import_command)
     mail = sub.add_parser("mail", help="email commands")
     mail.add_argument("--test", action="store_true", required=True, help="send a test message")

@@ -209,20 +209,22 @@ def test_read_export_refuses_a_large_file_without_reading_it(tmp_path: Path) -> 
 # ---- property-based --------------------------------------------------------
 HEX = "0123456789abcdef"
 instance_ids = st.builds(lambda digits: "i-" + digits, st.text(HEX, min_size=8, max_size=17))
-finite = st.floats(allow_nan=False, allow_infinity=False)
+percent = st.floats(0, 100, allow_nan=False)
+byte_count = st.floats(0, 1e18, allow_nan=False)
 stamps = st.lists(st.integers(0, LATEST_TS), min_size=1, max_size=30, unique=True)
 
 
 @st.composite
 def valid_exports(draw: st.DrawFn) -> ParsedExport:
-    """Any instances (at least one with CPU), any subset of metrics, any timestamps and finite values."""
+    """Any instances (at least one with CPU), any subset of metrics, any timestamps and plausible values."""
     ids = draw(st.lists(instance_ids, min_size=1, max_size=3, unique=True))
     parsed = ParsedExport()
     for n, iid in enumerate(ids):
         others = draw(st.lists(st.sampled_from(["memory", "network_in", "network_out"]), unique=True))
         for metric in (["cpu"] if n == 0 or draw(st.booleans()) else []) + others:
             ts = np.array(sorted(draw(stamps)), dtype=np.int64)
-            vals = np.array(draw(st.lists(finite, min_size=len(ts), max_size=len(ts))), dtype=float)
+            values = percent if metric in ("cpu", "memory") else byte_count
+            vals = np.array(draw(st.lists(values, min_size=len(ts), max_size=len(ts))), dtype=float)
             parsed.series.setdefault(iid, {})[metric] = (ts, vals)
     return parsed
 
