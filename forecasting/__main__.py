@@ -1,4 +1,4 @@
-"""Command line: ``python -m forecasting import FILE`` and ``python -m forecasting mail --test``.
+"""Command line: ``python -m forecasting import FILE``, ``mail --test`` and ``api`` (serve the JSON API).
 
 Exit status 2 with one line on stderr for bad input or bad settings.
 """
@@ -58,6 +58,13 @@ def _instance_id(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def api_command(args: argparse.Namespace) -> int:
+    """Serve the JSON API on HEADROOM_API_HOST:HEADROOM_API_PORT (refused when exposed without a token)."""
+    from forecasting.serve import serve_api
+
+    return serve_api(load_settings(), workers=args.workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecasting", description="Headroom command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     mail = sub.add_parser("mail", help="email commands")
     mail.add_argument("--test", action="store_true", required=True, help="send a test message")
     mail.set_defaults(run=mail_command)
+    api = sub.add_parser("api", help="serve the JSON API (HEADROOM_API_HOST, HEADROOM_API_PORT)")
+    api.add_argument("--workers", type=int, default=1, help="uvicorn processes sharing the socket")
+    api.set_defaults(run=api_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -7,7 +7,10 @@ besides its store connections. ``POST /predict`` and ``POST /validate`` take a C
 ``get-metric-data`` JSON export (or a CSV) as the raw body, read it under a size limit
 while it arrives, and train on it in a worker thread under a time limit and a small
 concurrency limit. With ``HEADROOM_API_TOKEN`` set, every endpoint but ``/health`` needs
-``Authorization: Bearer <token>``. Bad input always gets a 4xx JSON ``{"detail": ...}``.
+``Authorization: Bearer <token>`` (the docs, ``/docs``, ``/redoc`` and ``/openapi.json``, too), and
+``/health`` without it says only the status. Without a token the API serves only on loopback
+unless ``HEADROOM_API_OPEN=true`` (:mod:`forecasting.api_guard`). Bad input always gets a 4xx
+JSON ``{"detail": ...}``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -39,17 +43,20 @@ from forecasting.api_models import (
     UPLOAD_BODY, AlertList, ComparisonList, ErrorResponse, Health, InstanceList, PredictionList, UnknownInstance,
     UploadForecast, Validation, build_alerts, build_comparisons, build_health, build_instances, build_predictions,
 )
+from forecasting.api_guard import ExposureGuard
+from forecasting.ids import ID_PATTERN, MAX_ID_LENGTH
 from forecasting.models import MODEL_NAMES
 from forecasting.models.base import ModelError
 from forecasting.settings import Settings, get_settings
-from forecasting.sources.export import ExportError, ParsedExport, parse_export
-from forecasting.store import Store
+from forecasting.sources.export import LATEST_TS, ExportError, ParsedExport, parse_export
+from forecasting.store import MIGRATIONS, Store
 
 log = logging.getLogger("headroom.api")
 
 DAY = 86_400
 SLOT_POLL_SECONDS = 0.05
-InstanceId = Annotated[str | None, Query(min_length=1, max_length=128, description="one instance id; all when absent")]
+InstanceId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                                          description="one instance id; all when absent")]
 PredictModel = Enum("PredictModel", {name: name for name in ("auto", *MODEL_NAMES)}, type=str)  # type: ignore[misc]
 ValidateModel = Enum("ValidateModel", {name: name for name in MODEL_NAMES}, type=str)  # type: ignore[misc]
 
@@ -88,7 +95,11 @@ class ApiState:
             if fleet not in self._stores:
                 if not Path(self.settings.db).exists():
                     return self._empty_store()
-                self._stores[fleet] = Store(self.settings.db, readonly=True)
+                opened = Store(self.settings.db, readonly=True)
+                if opened.schema_version < len(MIGRATIONS):  # the worker is still creating (or migrating) it
+                    opened.close()
+                    return self._empty_store()
+                self._stores[fleet] = opened
             return self._stores[fleet]
 
     def _empty_store(self) -> Store:
@@ -144,14 +155,20 @@ def get_state(request: Request) -> ApiState:
     return request.app.state.headroom
 
 
-async def authorized(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """With a token configured, demand ``Authorization: Bearer <token>`` (constant-time compare); no unknown query."""
+def token_ok(request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """True without a configured token, or when the request carries it (constant-time compare)."""
     token = get_state(request).settings.api_token
-    if token is not None:
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if credentials is None or not hmac.compare_digest(given, token.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong bearer token (send Authorization: Bearer <HEADROOM_API_TOKEN>)",
-                                headers={"WWW-Authenticate": "Bearer"})
+    if token is None:
+        return True
+    given = credentials.credentials.encode() if credentials is not None else b""
+    return credentials is not None and hmac.compare_digest(given, token.get_secret_value().encode())
+
+
+async def authorized(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """With a token configured, demand ``Authorization: Bearer <token>``; no unknown query parameter."""
+    if not token_ok(request, credentials):
+        raise HTTPException(401, "missing or wrong bearer token (send Authorization: Bearer <HEADROOM_API_TOKEN>)",
+                            headers={"WWW-Authenticate": "Bearer"})
     reject_unknown_query(request)
 
 
@@ -203,10 +220,11 @@ router = APIRouter(dependencies=[Depends(authorized)], responses=_errors(401, 42
 
 @health_router.get("/health", response_model=Health, summary="Service status and data freshness")
 async def health(request: Request) -> Response:
-    """Status, version, age of the newest sample and the last run of each worker job; never needs a token."""
+    """Status and version for anyone; with the token (or none configured) also data age, job states and problems."""
     reject_unknown_query(request)
     settings = get_state(request).settings
-    return await respond(request, lambda store: build_health(store, settings), fleet=True)
+    details = token_ok(request, await bearer(request))  # optional here, so not a documented requirement
+    return await respond(request, lambda store: build_health(store, settings, details=details), fleet=True)
 
 
 @router.get("/instances", response_model=InstanceList, summary="Monitored instances")
@@ -242,7 +260,7 @@ async def alerts(request: Request, state: AlertState | None = None, instance: In
 
 # ---- uploads: predict and validate --------------------------------------------
 UPLOAD_ERRORS = _errors(413, 422, 503)
-UploadInstance = Annotated[str | None, Query(min_length=1, max_length=128,
+UploadInstance = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                                              description="which instance of the export (needed when it holds several)")]
 
 
@@ -293,6 +311,8 @@ def _predict_job(body: bytes, settings: Settings, instance: str | None, model: s
 
     started = time.perf_counter()
     iid, samples = pick_instance(_parse(body, settings), instance)
+    if int(samples["cpu"][0].max()) + (horizon + 1) * settings.period > LATEST_TS:
+        raise UploadError("the export ends too close to the year 9999 to forecast after it; check its timestamps")
     samples = recent_window(samples, settings)
     forecast = predict_samples(samples, settings, model=model, horizon=horizon)
     if not all(np.all(np.isfinite(np.asarray(a, dtype=float))) for a in (forecast.mean, forecast.lower, forecast.upper)):
@@ -371,6 +391,22 @@ async def validate(request: Request, model: ValidateModel | None = None,  # type
     return await run_upload(request, state, lambda body: _validate_job(body, settings, instance, name))
 
 
+# ---- the docs: the same rule as the data ------------------------------------------
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="Headroom API")
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc() -> HTMLResponse:
+    return get_redoc_html(openapi_url="/openapi.json", title="Headroom API")
+
+
 # ---- the app -----------------------------------------------------------------
 def _one_line(error: RequestValidationError) -> str:
     first = error.errors()[0]
@@ -404,14 +440,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.store()  # so does a file at HEADROOM_DB that is not a database
         log.info("Headroom API %s on database %s%s (token %s)", __version__, settings.db,
                  "" if Path(settings.db).exists() else ", not created yet: start the worker",
-                 "required" if settings.api_token else "not required")
-        if settings.api_token is None and settings.api_host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("HEADROOM_API_HOST=%s without HEADROOM_API_TOKEN: anyone who reaches it can read and upload",
-                        settings.api_host)
+                 "required" if settings.api_token else "not required" + (", open on purpose" if settings.api_open else ""))
         yield
         state.close()
 
-    app = FastAPI(title="Headroom API", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="Headroom API", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   description="Forecasts, model scores and early warnings of CPU overload; "
                               "predict and validate on an uploaded CloudWatch export.")
     app.state.headroom = state
@@ -420,6 +453,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health_router)
     app.include_router(router)
+    app.add_middleware(ExposureGuard, settings=lambda: state.settings)
     return app
 
 

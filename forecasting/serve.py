@@ -1,0 +1,37 @@
+"""``python -m forecasting api``: start the JSON API with uvicorn, after checking the address it really binds.
+
+The listening socket is bound first; when its address is not loopback and no token is set (and
+``HEADROOM_API_OPEN`` is not true) the API refuses to start, with one line and exit status 2.
+Then uvicorn serves on that very socket, with ``workers`` processes sharing it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from forecasting.api_guard import exposure_problem
+from forecasting.settings import Settings
+
+
+def serve_api(settings: Settings, workers: int = 1) -> int:
+    """Bind ``api_host:api_port``, refuse an exposed address without a token, then serve until stopped."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("forecasting.api:app", host=settings.api_host, port=settings.api_port, workers=workers,
+                            proxy_headers=False, server_header=False)
+    try:
+        sock = config.bind_socket()
+    except SystemExit:  # uvicorn has logged why (address in use, not available)
+        return 1
+    host = str(sock.getsockname()[0])
+    problem = exposure_problem(host, settings)
+    if problem is not None:
+        sock.close()
+        print(f"headroom api: {problem}", file=sys.stderr)
+        return 2
+    if workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
+    return 0
