@@ -7,10 +7,26 @@ Then uvicorn serves on that very socket, with ``workers`` processes sharing it.
 
 from __future__ import annotations
 
+import socket
 import sys
 
 from forecasting.api_guard import exposure_problem
 from forecasting.settings import Settings
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (as uvicorn would bind it), so its real address can be checked."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve_api(settings: Settings, workers: int = 1) -> int:
@@ -21,8 +37,9 @@ def serve_api(settings: Settings, workers: int = 1) -> int:
     config = uvicorn.Config("forecasting.api:app", host=settings.api_host, port=settings.api_port, workers=workers,
                             proxy_headers=False, server_header=False)
     try:
-        sock = config.bind_socket()
-    except SystemExit:  # uvicorn has logged why (address in use, not available)
+        sock = bind(settings.api_host, settings.api_port)
+    except OSError as error:
+        print(f"headroom api: cannot listen on {settings.api_host}:{settings.api_port}: {error.strerror or error}", file=sys.stderr)
         return 1
     host = str(sock.getsockname()[0])
     problem = exposure_problem(host, settings)
