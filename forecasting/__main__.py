@@ -18,7 +18,15 @@ def import_command(args: argparse.Namespace) -> int:
     from forecasting.sources.export import ExportError, check_not_future, read_export
     from forecasting.store import Store, now
 
+    from forecasting.ids import InstanceIdError, check_instance_id
+
     settings = load_settings()
+    try:
+        if args.instance is not None:
+            check_instance_id(args.instance)
+    except InstanceIdError as error:
+        print(f"headroom import: --instance: {error}", file=sys.stderr)
+        return 2
     try:
         parsed = read_export(args.file, instance=args.instance or "upload", limit_bytes=int(settings.import_limit_mb * 1e6))
         check_not_future(parsed, now() + settings.period, args.file)
@@ -49,15 +57,6 @@ def mail_command(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _instance_id(text: str) -> str:
-    from forecasting.ids import InstanceIdError, check_instance_id
-
-    try:
-        return check_instance_id(text)
-    except InstanceIdError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def api_command(args: argparse.Namespace) -> int:
     """Serve the JSON API on HEADROOM_API_HOST:HEADROOM_API_PORT (refused when exposed without a token)."""
     from forecasting.serve import serve_api
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import a CloudWatch get-metric-data JSON export or a CSV")
     imp.add_argument("file")
-    imp.add_argument("--instance", type=_instance_id, help="instance id for series that do not name one")
+    imp.add_argument("--instance", help="instance id for series that do not name one")
     imp.set_defaults(run=import_command)
     mail = sub.add_parser("mail", help="email commands")
     mail.add_argument("--test", action="store_true", required=True, help="send a test message")
