@@ -55,6 +55,8 @@ LATEST_TS = 253_402_300_799  # 9999-12-31T23:59:59Z: timestamps must lie in 1970
 PERCENT_METRICS = ("cpu", "memory")
 PERCENT_TOLERANCE = 1.0
 """Percent values up to this far outside 0-100 are rounding (CloudWatch reports 100.0001 %); they are clipped."""
+STATISTIC_RE = re.compile(r"(?i)(?<![a-z0-9])(avg|average|mean|max|maximum|min|minimum|sum|samplecount|p\d+(?:\.\d+)?)(?![a-z0-9])")
+STATISTIC_NAMES = {"avg": "average", "mean": "average", "max": "maximum", "min": "minimum"}
 TEXT_OUTPUT_RE = re.compile(r"^(METRICDATARESULTS|MESSAGES|NEXTTOKEN|TIMESTAMPS|VALUES)\t", re.MULTILINE)
 TABLE_OUTPUT_RE = re.compile(r"^\s*-{5,}\s*\n\s*\|", re.MULTILINE)
 
@@ -265,19 +267,27 @@ def parse_json_export(text: str, instance: str = "upload", name: str = "export")
     return collector.finish(name)
 
 
+def _statistic(key: str) -> str | None:
+    """The statistic a query Id or Label names (avg, max, p99, ...), if any."""
+    match = STATISTIC_RE.search(key)
+    return None if match is None else STATISTIC_NAMES.get(match.group(1).lower(), match.group(1).lower())
+
+
 def _check_series(series_of: dict[tuple[str | None, str], list[str]], status: dict[str, str], name: str) -> None:
     """Refuse what would be read wrongly: series that cannot be told apart, and partial results."""
     for (named, metric), keys in sorted(series_of.items(), key=lambda item: (item[0][0] or "", item[0][1])):
+        if len(keys) < 2:
+            continue
         shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
-        if len(keys) > 1 and named is None:
+        whose = f" for {named}" if named else ""
+        if len({stat for key in keys if (stat := _statistic(key))}) > 1 or named is not None:
             raise ExportError(
-                f"{name}: {len(keys)} {metric} series ({shown}) do not say which instance each belongs to "
-                "(an export holds no dimensions); name each query after its instance, e.g. Id cpu_i_0abc1234 or "
-                "Label 'i-0abc1234 CPUUtilization', or export one instance per file")
-        if len(keys) > 1:
-            raise ExportError(
-                f"{name}: {len(keys)} {metric} series for {named} ({shown}), e.g. two statistics of one metric; "
+                f"{name}: {len(keys)} {metric} series{whose} ({shown}), e.g. two statistics of one metric; "
                 "export one statistic per metric (Average for cpu and memory, Sum for network)")
+        raise ExportError(
+            f"{name}: {len(keys)} {metric} series ({shown}) do not say which instance each belongs to "
+            "(an export holds no dimensions); name each query after its instance, e.g. Id cpu_i_0abc1234 or "
+            "Label 'i-0abc1234 CPUUtilization', or export one instance per file")
     for key, code in status.items():
         if code != "Complete":
             raise ExportError(f"{name}: the export is partial: {key} has StatusCode {code}; fetch it again "
