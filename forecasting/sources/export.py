@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from forecasting.ids import InstanceIdError, check_instance_id
+from forecasting.sources.base import PERCENT_METRICS, clip, plausible
 
 METRIC_ALIASES: dict[str, str] = {
     **dict.fromkeys(["cpu", "cpuutilization", "cpu_utilization", "cpu_percent", "value"], "cpu"),
@@ -52,9 +53,6 @@ TIMESTAMP_COLUMNS = ("timestamp", "ts", "time", "datetime", "date")
 INSTANCE_RE = re.compile(r"i[-_][0-9a-f]{8,17}", re.IGNORECASE)
 DEFAULT_LIMIT_BYTES = 100 * 1024 * 1024
 LATEST_TS = 253_402_300_799  # 9999-12-31T23:59:59Z: timestamps must lie in 1970..9999
-PERCENT_METRICS = ("cpu", "memory")
-PERCENT_TOLERANCE = 1.0
-"""Percent values up to this far outside 0-100 are rounding (CloudWatch reports 100.0001 %); they are clipped."""
 STATISTIC_RE = re.compile(r"(?i)(?<![a-z0-9])(avg|average|mean|max|maximum|min|minimum|sum|samplecount|p\d+(?:\.\d+)?)(?![a-z0-9])")
 STATISTIC_NAMES = {"avg": "average", "mean": "average", "max": "maximum", "min": "minimum"}
 TEXT_OUTPUT_RE = re.compile(r"^(METRICDATARESULTS|MESSAGES|NEXTTOKEN|TIMESTAMPS|VALUES)\t", re.MULTILINE)
@@ -150,13 +148,9 @@ def _number(value: object, where: str) -> float:
 
 def check_value(metric: str, value: float, where: str) -> float:
     """A plausible value of ``metric``: percents within 0-100 (small excess clipped), byte counts not negative."""
-    if metric in PERCENT_METRICS:
-        if not -PERCENT_TOLERANCE <= value <= 100 + PERCENT_TOLERANCE:
-            raise ExportError(f"{where}: {metric} value {value:g} is outside 0-100 %")
-        return min(max(value, 0.0), 100.0)
-    if value < 0:
-        raise ExportError(f"{where}: {metric} value {value:g} is negative")
-    return value
+    if not plausible(metric, value):
+        raise ExportError(f"{where}: {metric} value {value:g} is " + ("outside 0-100 %" if metric in PERCENT_METRICS else "negative"))
+    return clip(metric, value)
 
 
 def _instance_arg(instance: str, name: str) -> str:
