@@ -4,8 +4,10 @@ An API without ``HEADROOM_API_TOKEN`` answers only on a loopback address unless
 ``HEADROOM_API_OPEN=true`` says it is meant to be open. The rule is checked on the address
 really bound: by ``python -m forecasting api`` on its listening socket before serving, and,
 for a server started some other way (``uvicorn forecasting.api:app --host 0.0.0.0``), on the
-local address of every request (ASGI ``scope["server"]``), which then gets 403. A bad setting
-stops the app at start with one line instead of a traceback.
+local address of every request (ASGI ``scope["server"]``), which then gets 403. A request that
+a reverse proxy forwarded (``Forwarded`` or ``X-Forwarded-For``) arrives over loopback but comes
+from elsewhere, so it counts as exposed too. A bad setting stops the app at start with one line
+instead of a traceback.
 """
 
 from __future__ import annotations
@@ -42,8 +44,14 @@ def exposure_problem(host: str, settings: Settings) -> str | None:
             "or HEADROOM_API_OPEN=true if anyone who reaches it may read and upload")
 
 
+FORWARDED_HEADERS = (b"forwarded", b"x-forwarded-for")
+
+
 def _request_exposed(scope: Scope, settings: Settings) -> str | None:
-    """The exposure problem of the address a request arrived on (only real IP addresses count)."""
+    """The exposure problem of the address a request arrived on (only real IP addresses count), or of a proxy's."""
+    if settings.api_token is None and not settings.api_open and any(name in FORWARDED_HEADERS for name, _ in scope.get("headers", [])):
+        return ("refusing a request forwarded by a proxy without HEADROOM_API_TOKEN: set a token, "
+                "or HEADROOM_API_OPEN=true if anyone who reaches the proxy may read and upload")
     server = scope.get("server")
     if not server:
         return None  # a Unix socket: the file's permissions guard it

@@ -99,10 +99,13 @@ async def test_a_request_that_arrives_on_a_non_loopback_address_without_a_token_
             refused = await exposed.get(path)
             assert refused.status_code == 403 and "HEADROOM_API_TOKEN" in refused.json()["detail"]
         assert (await local.get("/predictions")).status_code == 200
+        proxied = await local.get("/predictions", headers={"X-Forwarded-For": "203.0.113.9"})  # a proxy on this machine
+        assert proxied.status_code == 403 and "forwarded by a proxy" in proxied.json()["detail"]
     async with client(create_app(api_settings(worker_db, api_open=True)), "10.1.2.3") as meant_open:
         assert (await meant_open.get("/predictions")).status_code == 200
     async with client(create_app(api_settings(worker_db, api_token=TOKEN)), "10.1.2.3") as with_token:
         assert (await with_token.get("/predictions", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
+        assert (await with_token.get("/predictions", headers={"Authorization": f"Bearer {TOKEN}", "Forwarded": "for=1.2.3.4"})).status_code == 200
 
 
 async def test_health_details_and_job_errors_only_with_the_token(worker_db: Path) -> None:
