@@ -47,6 +47,9 @@ def serve_api(settings: Settings, workers: int = 1) -> int:
         sock.close()
         print(f"headroom api: {problem}", file=sys.stderr)
         return 2
+    shown = f"[{host}]" if ":" in host else host
+    print(f"headroom api: serving on http://{shown}:{sock.getsockname()[1]} ({workers} process{'es' * (workers > 1)}, "
+          f"token {'required' if settings.api_token else 'not required'})", file=sys.stderr, flush=True)
     if workers > 1:
         Multiprocess(config, sockets=[sock]).run()
     else:
