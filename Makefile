@@ -40,7 +40,7 @@ dashboard: install
 	$(PY) -m streamlit run streamlit_app.py --server.port $${HEADROOM_DASHBOARD_PORT:-8501}
 
 api: install
-	$(PY) -m uvicorn forecasting.api:app --host $${HEADROOM_API_HOST:-127.0.0.1} --port $${HEADROOM_API_PORT:-8000} --workers $${HEADROOM_API_WORKERS:-2}
+	$(PY) -m forecasting api --workers $${HEADROOM_API_WORKERS:-2}
 
 test: install-dev browser
 	$(PY) -m pytest

@@ -5,23 +5,28 @@
     python worker.py --once --only ingest|retrain|forecast|digest
 
 A cycle runs every job in turn, every ``HEADROOM_INGEST_EVERY`` minutes, on a ``schedule.Scheduler``;
-each job does only what is due (retrain: models older than ``HEADROOM_RETRAIN_EVERY`` hours or none;
-digest: ``HEADROOM_DIGEST_EVERY`` hours since the last one sent). Each job is wrapped so that its error is logged
-and the loop goes on (``schedule`` itself does not catch exceptions). SIGINT and
-SIGTERM finish the current job and exit; long jobs check for the stop between
-instances. The business logic lives in ``forecasting``; this file only schedules.
+each job does only what is due (retrain: models older than ``HEADROOM_RETRAIN_EVERY`` hours or none,
+or an instance whose champion could not be used, at once; digest: ``HEADROOM_DIGEST_EVERY`` hours since
+the last one sent). Each job runs in a thread of its own under a deadline (``HEADROOM_JOB_TIMEOUT``,
+``HEADROOM_RETRAIN_TIMEOUT``): its error, or its overrunning, is logged in one line and recorded as
+``failed``, a job that ran but partly failed as ``degraded``, and the loop goes on. SIGINT and SIGTERM
+let the current job finish for up to ``STOP_GRACE_SECONDS`` (long jobs check for the stop between
+instances), then the worker exits whatever the job is waiting on. The business logic lives in
+``forecasting``; this file only schedules.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import schedule
 
@@ -30,6 +35,34 @@ from forecasting.store import Store, now
 
 log = logging.getLogger("headroom.worker")
 JOBS = ("ingest", "retrain", "forecast", "digest")
+STOP_GRACE_SECONDS = 5.0
+"""After SIGTERM/SIGINT, how long the current job may take to reach a stopping point before the worker exits anyway."""
+
+
+class JobTimeout(RuntimeError):
+    """A job overran its deadline; it is left to end on its own and recorded as failed."""
+
+
+class Stopped(RuntimeError):
+    """The worker was told to stop while a job still ran."""
+
+
+@dataclass
+class JobOutcome:
+    """What a job reports: a one-line summary, what partly failed (one line each) and counts for /health."""
+
+    summary: str
+    problems: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def operational(error: BaseException) -> bool:
+    """Errors the world causes (network, AWS, disk, database, deadlines): one log line, the traceback at debug level."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from forecasting.sources.cloudwatch import CloudWatchError
+
+    return isinstance(error, (OSError, sqlite3.Error, BotoCoreError, ClientError, CloudWatchError, JobTimeout, Stopped))
 
 
 class Worker:
@@ -38,19 +71,24 @@ class Worker:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings, self.store = settings, store
         self.stop = threading.Event()
+        self.running: dict[str, threading.Thread] = {}
 
     # ---- the jobs (each returns a one-line summary for the log) ----------
-    def ingest(self) -> str:
+    def ingest(self) -> JobOutcome:
         from forecasting.ingest import run_ingest
 
-        return run_ingest(self.store, self.settings, now()).summary()
+        report = run_ingest(self.store, self.settings, now())
+        return JobOutcome(report.summary(), report.errors,
+                          {"instances": report.instances, "datapoints": report.rows, "series_failed": len(report.errors)})
 
-    def retrain(self) -> str:
+    def retrain(self) -> JobOutcome:
         from forecasting.fleet import retrain_due
 
-        return retrain_due(self.store, self.settings, now(), stop=self.stop).summary()
+        report = retrain_due(self.store, self.settings, now(), stop=self.stop)
+        return JobOutcome(report.summary(), report.problems(),
+                          {"due": report.due, "trained": len(report.trained), "failed": len(report.failed)})
 
-    def forecast(self) -> str:
+    def forecast(self) -> JobOutcome:
         """Forecast with saved models, then turn forecasts into alerts and mail new ones at once."""
         from forecasting.alerts import evaluate_alerts
         from forecasting.forecast import run_forecasts
@@ -59,31 +97,88 @@ class Worker:
         made = run_forecasts(self.store, self.settings, now(), stop=self.stop)
         alerts = evaluate_alerts(self.store, self.settings, now())
         mailed = send_alert_mail(self.store, self.settings, now())
-        return f"{made.summary()}; {alerts.summary()}; {mailed}"
+        problems = made.problems() + ([f"alert mail: {mailed}"] if "failed (" in mailed else [])
+        counts = {"instances": made.instances, "forecasts": made.forecasts, "without_model": len(made.no_model),
+                  "stand_ins": len(made.fallbacks), "models_skipped": len(made.skipped), "failed": len(made.errors)}
+        return JobOutcome(f"{made.summary()}; {alerts.summary()}; {mailed}", problems, counts)
 
-    def digest(self) -> str:
+    def digest(self) -> JobOutcome:
         from forecasting.notify import send_digest_if_due
 
-        return send_digest_if_due(self.store, self.settings, now())
+        text = send_digest_if_due(self.store, self.settings, now())
+        return JobOutcome(text, [text] if text.startswith("digest failed") else [])
+
+    def deadline(self, name: str) -> float:
+        """Seconds a job may run: ``retrain_timeout`` for retrain, ``job_timeout`` for the others."""
+        return 60 * (self.settings.retrain_timeout if name == "retrain" else self.settings.job_timeout)
 
     # ---- running them -------------------------------------------------
     def run_job(self, name: str) -> bool:
-        """Run one job, log one line with its summary and seconds, record a heartbeat; never raise."""
-        job: Callable[[], str] = getattr(self, name)
+        """Run one job under its deadline, log one line, record a heartbeat (ok, degraded or failed); never raise."""
+        job: Callable[[], JobOutcome] = getattr(self, name)
         started = time.time()
-        error = None
+        error, outcome = None, None
         try:
-            summary = job()
-            log.info("%s: %s (%.1f s)", name, summary, time.time() - started)
+            outcome = self._bounded(name, job)
         except Exception as exc:  # the loop must survive any one job
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            summary = None
-            log.exception("%s failed after %.1f s: %s", name, time.time() - started, error)
+            expected = operational(exc)
+            log.error("%s failed after %.1f s: %s", name, time.time() - started, error, exc_info=None if expected else exc)
+            if expected:
+                log.debug("%s failed", name, exc_info=exc)
+        state, detail, counts = "failed", None, {}
+        if outcome is not None:
+            detail, counts = outcome.summary, outcome.counts
+            state = "degraded" if outcome.problems else "ok"
+            if outcome.problems:
+                error = f"{len(outcome.problems)} problem(s): {outcome.problems[0]}".splitlines()[0][:500]
+                log.warning("%s: %s (%.1f s); %s", name, detail, time.time() - started, error)
+            else:
+                log.info("%s: %s (%.1f s)", name, detail, time.time() - started)
         try:
-            self.store.record_heartbeat(name, started, time.time() - started, error, summary)
-        except Exception:
-            log.exception("could not record the %s heartbeat", name)
-        return error is None
+            self.store.record_heartbeat(name, started, time.time() - started, error, detail, state, counts)
+        except Exception as exc:
+            log.error("could not record the %s heartbeat: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return state != "failed"
+
+    def _bounded(self, name: str, job: Callable[[], JobOutcome]) -> JobOutcome:
+        """Run ``job`` in a thread and wait for it until its deadline, or a stop plus the grace period.
+
+        A thread cannot be killed: one that overruns is left to end on its own (its writes are whole
+        transactions), and the same job is not started again while it still runs.
+        """
+        earlier = self.running.get(name)
+        if earlier is not None and earlier.is_alive():
+            raise JobTimeout(f"the {name} job of an earlier cycle is still running")
+        box: dict[str, object] = {}
+
+        def target() -> None:
+            try:
+                box["outcome"] = job()
+            except BaseException as exc:  # handed to the waiting thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"headroom-{name}", daemon=True)
+        self.running[name] = thread
+        thread.start()
+        limit, stop_at = time.monotonic() + self.deadline(name), None
+        while thread.is_alive():
+            thread.join(0.1)
+            if stop_at is None and self.stop.is_set():
+                stop_at = time.monotonic() + STOP_GRACE_SECONDS
+            if stop_at is not None and time.monotonic() > stop_at and thread.is_alive():
+                raise Stopped(f"stopped while {name} was still running (it did not finish within {STOP_GRACE_SECONDS:g} s)")
+            if time.monotonic() > limit and thread.is_alive():
+                setting = "HEADROOM_RETRAIN_TIMEOUT" if name == "retrain" else "HEADROOM_JOB_TIMEOUT"
+                raise JobTimeout(f"{name} did not finish within {self.deadline(name) / 60:g} min ({setting})")
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        outcome = box["outcome"]
+        return outcome if isinstance(outcome, JobOutcome) else JobOutcome(str(outcome))
+
+    def busy(self) -> list[str]:
+        """Jobs whose thread still runs (overran, or cut short by a stop)."""
+        return [name for name, thread in self.running.items() if thread.is_alive()]
 
     def run_once(self, only: str | None = None) -> bool:
         """One full cycle, or one job with ``only``; True when every job succeeded.
@@ -99,6 +194,9 @@ class Worker:
             if self.stop.is_set():
                 break
             ok = self.run_job(name) and ok
+            if name == "forecast" and only is None and not self.stop.is_set() and self.store.retrain_requests():
+                log.info("retraining at once the instances whose champion could not be used")
+                ok = self.run_job("retrain") and self.run_job("forecast") and ok
         return ok
 
     def run_forever(self) -> None:
@@ -109,6 +207,8 @@ class Worker:
         while not self.stop.is_set():
             scheduler.run_pending()
             self.stop.wait(min(5.0, max(0.5, scheduler.idle_seconds or 5.0)))
+        if self.busy():
+            log.warning("exiting while %s still runs", ", ".join(self.busy()))
         log.info("worker stopped")
 
 
@@ -138,12 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     log.info("worker on source=%s, database %s", settings.source, settings.db.resolve())
     if args.once or args.only:
-        ok = worker.run_once(args.only)
-        store.close()
-        return 0 if ok else 1
-    worker.run_forever()
+        code = 0 if worker.run_once(args.only) else 1
+    else:
+        worker.run_forever()
+        code = 0
+    if worker.busy():  # a job cut short by a stop: do not wait for it (its work is whole transactions or nothing)
+        logging.shutdown()
+        os._exit(code)
     store.close()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

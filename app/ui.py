@@ -42,6 +42,8 @@ def _job_badge(job: str, beat: Mapping[str, Any] | None, now: float, stale_after
         return f":gray-badge[{job}: not run yet]"
     when = ago_text(beat.get("finished_at") or beat["started_at"], now)
     took = duration_text(beat.get("duration_seconds"))
+    if beat.get("state") == "degraded":
+        return f":orange-badge[{job} partly failed {when}]"
     if not beat["ok"]:
         return f":red-badge[{job} failed {when}]"
     colour = "orange" if now - beat["started_at"] > stale_after else "green"
@@ -63,7 +65,7 @@ def health_strip(heartbeats: Mapping[str, Mapping[str, Any]], newest_sample: int
     st.markdown("**Worker** &nbsp; " + " ".join(badges) + " &nbsp; " + age)
     errors = {job: beat["error"] for job, beat in heartbeats.items() if not beat["ok"] and beat.get("error")}
     if errors:
-        with st.expander(f"{len(errors)} job(s) failed on their last run"):
+        with st.expander(f"{len(errors)} job(s) failed or partly failed on their last run"):
             for job, error in errors.items():
                 st.markdown(f"**{job}**: `{error}`")
 

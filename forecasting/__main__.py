@@ -1,4 +1,4 @@
-"""Command line: ``python -m forecasting import FILE`` and ``python -m forecasting mail --test``.
+"""Command line: ``python -m forecasting import FILE``, ``mail --test`` and ``api`` (serve the JSON API).
 
 Exit status 2 with one line on stderr for bad input or bad settings.
 """
@@ -15,12 +15,21 @@ from forecasting.settings import SettingsError, load_settings
 
 def import_command(args: argparse.Namespace) -> int:
     """Load a CloudWatch export into the store, all of it or nothing."""
-    from forecasting.sources.export import ExportError, read_export
+    from forecasting.sources.export import ExportError, check_not_future, read_export
     from forecasting.store import Store, now
+
+    from forecasting.ids import InstanceIdError, check_instance_id
 
     settings = load_settings()
     try:
+        if args.instance is not None:
+            check_instance_id(args.instance)
+    except InstanceIdError as error:
+        print(f"headroom import: --instance: {error}", file=sys.stderr)
+        return 2
+    try:
         parsed = read_export(args.file, instance=args.instance or "upload", limit_bytes=int(settings.import_limit_mb * 1e6))
+        check_not_future(parsed, now() + settings.period, args.file)
     except ExportError as error:
         print(f"headroom import: {error}", file=sys.stderr)
         return 2
@@ -48,6 +57,13 @@ def mail_command(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def api_command(args: argparse.Namespace) -> int:
+    """Serve the JSON API on HEADROOM_API_HOST:HEADROOM_API_PORT (refused when exposed without a token)."""
+    from forecasting.serve import serve_api
+
+    return serve_api(load_settings(), workers=args.workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecasting", description="Headroom command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     mail = sub.add_parser("mail", help="email commands")
     mail.add_argument("--test", action="store_true", required=True, help="send a test message")
     mail.set_defaults(run=mail_command)
+    api = sub.add_parser("api", help="serve the JSON API (HEADROOM_API_HOST, HEADROOM_API_PORT)")
+    api.add_argument("--workers", type=int, default=1, help="uvicorn processes sharing the socket")
+    api.set_defaults(run=api_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -7,17 +7,18 @@ besides its store connections. ``POST /predict`` and ``POST /validate`` take a C
 ``get-metric-data`` JSON export (or a CSV) as the raw body, read it under a size limit
 while it arrives, and train on it in a worker thread under a time limit and a small
 concurrency limit. With ``HEADROOM_API_TOKEN`` set, every endpoint but ``/health`` needs
-``Authorization: Bearer <token>``. Bad input always gets a 4xx JSON ``{"detail": ...}``.
+``Authorization: Bearer <token>`` (the docs, ``/docs``, ``/redoc`` and ``/openapi.json``, too), and
+``/health`` without it says only the status. Without a token the API serves only on loopback
+unless ``HEADROOM_API_OPEN=true`` (:mod:`forecasting.api_guard`). Bad input always gets a 4xx
+JSON ``{"detail": ...}``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -25,11 +26,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -39,23 +40,19 @@ from forecasting.api_models import (
     UPLOAD_BODY, AlertList, ComparisonList, ErrorResponse, Health, InstanceList, PredictionList, UnknownInstance,
     UploadForecast, Validation, build_alerts, build_comparisons, build_health, build_instances, build_predictions,
 )
+from forecasting.api_guard import ExposureGuard
+from forecasting.api_uploads import predict_job, run_upload, validate_job
+from forecasting.ids import ID_PATTERN, MAX_ID_LENGTH
 from forecasting.models import MODEL_NAMES
-from forecasting.models.base import ModelError
 from forecasting.settings import Settings, get_settings
-from forecasting.sources.export import ExportError, ParsedExport, parse_export
-from forecasting.store import Store
+from forecasting.store import MIGRATIONS, Store
 
 log = logging.getLogger("headroom.api")
 
-DAY = 86_400
-SLOT_POLL_SECONDS = 0.05
-InstanceId = Annotated[str | None, Query(min_length=1, max_length=128, description="one instance id; all when absent")]
+InstanceId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                                          description="one instance id; all when absent")]
 PredictModel = Enum("PredictModel", {name: name for name in ("auto", *MODEL_NAMES)}, type=str)  # type: ignore[misc]
 ValidateModel = Enum("ValidateModel", {name: name for name in MODEL_NAMES}, type=str)  # type: ignore[misc]
-
-
-class UploadError(ValueError):
-    """The export parsed, but cannot be used as asked (which instance, no CPU)."""
 
 
 class ApiState:
@@ -88,7 +85,11 @@ class ApiState:
             if fleet not in self._stores:
                 if not Path(self.settings.db).exists():
                     return self._empty_store()
-                self._stores[fleet] = Store(self.settings.db, readonly=True)
+                opened = Store(self.settings.db, readonly=True)
+                if opened.schema_version < len(MIGRATIONS):  # the worker is still creating (or migrating) it
+                    opened.close()
+                    return self._empty_store()
+                self._stores[fleet] = opened
             return self._stores[fleet]
 
     def _empty_store(self) -> Store:
@@ -144,14 +145,20 @@ def get_state(request: Request) -> ApiState:
     return request.app.state.headroom
 
 
-async def authorized(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """With a token configured, demand ``Authorization: Bearer <token>`` (constant-time compare); no unknown query."""
+def token_ok(request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """True without a configured token, or when the request carries it (constant-time compare)."""
     token = get_state(request).settings.api_token
-    if token is not None:
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if credentials is None or not hmac.compare_digest(given, token.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong bearer token (send Authorization: Bearer <HEADROOM_API_TOKEN>)",
-                                headers={"WWW-Authenticate": "Bearer"})
+    if token is None:
+        return True
+    given = credentials.credentials.encode() if credentials is not None else b""
+    return credentials is not None and hmac.compare_digest(given, token.get_secret_value().encode())
+
+
+async def authorized(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """With a token configured, demand ``Authorization: Bearer <token>``; no unknown query parameter."""
+    if not token_ok(request, credentials):
+        raise HTTPException(401, "missing or wrong bearer token (send Authorization: Bearer <HEADROOM_API_TOKEN>)",
+                            headers={"WWW-Authenticate": "Bearer"})
     reject_unknown_query(request)
 
 
@@ -203,10 +210,11 @@ router = APIRouter(dependencies=[Depends(authorized)], responses=_errors(401, 42
 
 @health_router.get("/health", response_model=Health, summary="Service status and data freshness")
 async def health(request: Request) -> Response:
-    """Status, version, age of the newest sample and the last run of each worker job; never needs a token."""
+    """Status and version for anyone; with the token (or none configured) also data age, job states and problems."""
     reject_unknown_query(request)
     settings = get_state(request).settings
-    return await respond(request, lambda store: build_health(store, settings), fleet=True)
+    details = token_ok(request, await bearer(request))  # optional here, so not a documented requirement
+    return await respond(request, lambda store: build_health(store, settings, details=details), fleet=True)
 
 
 @router.get("/instances", response_model=InstanceList, summary="Monitored instances")
@@ -242,110 +250,8 @@ async def alerts(request: Request, state: AlertState | None = None, instance: In
 
 # ---- uploads: predict and validate --------------------------------------------
 UPLOAD_ERRORS = _errors(413, 422, 503)
-UploadInstance = Annotated[str | None, Query(min_length=1, max_length=128,
+UploadInstance = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                                              description="which instance of the export (needed when it holds several)")]
-
-
-def check_size(request: Request, limit_bytes: int, size: int | None = None) -> None:
-    """413 once the body (or its Content-Length header) is over the limit; the server then closes, not drains."""
-    if size is None:
-        declared = request.headers.get("content-length", "")
-        size = int(declared) if declared.isdigit() else 0
-    if size > limit_bytes:
-        raise HTTPException(413, f"request body is over the {limit_bytes / 1e6:g} MB limit (HEADROOM_API_BODY_LIMIT_MB)",
-                            headers={"Connection": "close"})
-
-
-async def read_body(request: Request, limit_bytes: int) -> bytes:
-    """The request body, counted as it arrives; 413 as soon as it passes the limit (the rest is never read)."""
-    check_size(request, limit_bytes)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        check_size(request, limit_bytes, size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def pick_instance(parsed: ParsedExport, wanted: str | None) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The instance to use from an export: the one asked for, or the only one it holds."""
-    names = parsed.instances
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    if wanted is not None and wanted not in parsed.series:
-        raise UploadError(f"instance {wanted!r} is not in the export (it holds {shown})")
-    if wanted is None and len(names) > 1:
-        raise UploadError(f"the export holds {len(names)} instances ({shown}); choose one with ?instance=")
-    iid = wanted or names[0]
-    series = parsed.series[iid]
-    if "cpu" not in series or len(series["cpu"][0]) == 0:
-        raise UploadError(f"instance {iid!r} has no CPU series in the export")
-    return iid, series
-
-
-def recent_window(samples: dict[str, tuple[np.ndarray, np.ndarray]], settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Keep only the training window before the last CPU sample (what training uses anyway; bounds memory)."""
-    start = int(samples["cpu"][0].max()) - int(settings.train_days * DAY) - settings.period
-    return {m: (ts[ts >= start], vals[ts >= start]) for m, (ts, vals) in samples.items()}
-
-
-def _predict_job(body: bytes, settings: Settings, instance: str | None, model: str, horizon: int) -> UploadForecast:
-    from forecasting.training import predict_samples  # lazily: the API starts without the engine's heavy imports
-
-    started = time.perf_counter()
-    iid, samples = pick_instance(_parse(body, settings), instance)
-    samples = recent_window(samples, settings)
-    forecast = predict_samples(samples, settings, model=model, horizon=horizon)
-    if not all(np.all(np.isfinite(np.asarray(a, dtype=float))) for a in (forecast.mean, forecast.lower, forecast.upper)):
-        raise ModelError(f"{forecast.model}: the forecast is not finite on these samples")
-    return UploadForecast.from_forecast(iid, forecast, len(samples["cpu"][0]), settings.period, time.perf_counter() - started)
-
-
-def _validate_job(body: bytes, settings: Settings, instance: str | None, model: str | None) -> Validation:
-    from forecasting.training import validate_samples
-
-    started = time.perf_counter()
-    iid, samples = pick_instance(_parse(body, settings), instance)
-    result = validate_samples(recent_window(samples, settings), settings, models=[model] if model else None)
-    return Validation.from_result(iid, result, time.perf_counter() - started)
-
-
-def _parse(body: bytes, settings: Settings) -> ParsedExport:
-    return parse_export(body, instance="upload", name="body", limit_bytes=int(settings.api_body_limit_mb * 1e6))
-
-
-async def run_upload(request: Request, state: ApiState, job: Callable[[bytes], Any]) -> Any:
-    """Read the body and run ``job`` on it in a thread, within the time limit and a free concurrency slot.
-
-    The slot is held until the job's thread really finishes, even after a 503 for the time
-    limit, so a burst of slow uploads can never run more than ``api_concurrency`` trainings.
-    """
-    settings = state.settings
-    limit = int(settings.api_body_limit_mb * 1e6)
-    check_size(request, limit)  # refuse before waiting for a slot
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.api_timeout
-    while not state.take_slot():
-        if loop.time() >= deadline:
-            raise HTTPException(503, f"busy: {settings.api_concurrency} predict/validate requests are running "
-                                     "(HEADROOM_API_CONCURRENCY); try again later", headers={"Retry-After": "30"})
-        await asyncio.sleep(SLOT_POLL_SECONDS)
-    try:
-        body = await asyncio.wait_for(read_body(request, limit), max(0.0, deadline - loop.time()))
-        future = state.executor().submit(job, body)
-    except BaseException as error:
-        state.release_slot()
-        if isinstance(error, TimeoutError):
-            raise HTTPException(503, f"the body did not arrive within the {settings.api_timeout:g} s limit "
-                                     "(HEADROOM_API_TIMEOUT)") from None
-        raise
-    future.add_done_callback(state.release_slot)  # released by the thread's end, not by the request's
-    try:
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), max(0.0, deadline - loop.time()))
-    except TimeoutError:
-        raise HTTPException(503, f"the request took longer than the {settings.api_timeout:g} s limit (HEADROOM_API_TIMEOUT); "
-                                 "try a faster model, a shorter export or a smaller horizon") from None
-    except (ExportError, ModelError, UploadError) as error:
-        raise HTTPException(422, str(error).splitlines()[0]) from None
 
 
 @router.post("/predict", response_model=UploadForecast, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
@@ -357,7 +263,7 @@ async def predict(request: Request, model: PredictModel = PredictModel("auto"), 
     state = get_state(request)
     settings = state.settings
     steps = horizon or settings.horizon
-    return await run_upload(request, state, lambda body: _predict_job(body, settings, instance, model.value, steps))
+    return await run_upload(request, state, lambda body: predict_job(body, settings, instance, model.value, steps))
 
 
 @router.post("/validate", response_model=Validation, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
@@ -368,7 +274,23 @@ async def validate(request: Request, model: ValidateModel | None = None,  # type
     state = get_state(request)
     settings = state.settings
     name = model.value if model is not None else None
-    return await run_upload(request, state, lambda body: _validate_job(body, settings, instance, name))
+    return await run_upload(request, state, lambda body: validate_job(body, settings, instance, name))
+
+
+# ---- the docs: the same rule as the data ------------------------------------------
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="Headroom API")
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc() -> HTMLResponse:
+    return get_redoc_html(openapi_url="/openapi.json", title="Headroom API")
 
 
 # ---- the app -----------------------------------------------------------------
@@ -404,14 +326,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.store()  # so does a file at HEADROOM_DB that is not a database
         log.info("Headroom API %s on database %s%s (token %s)", __version__, settings.db,
                  "" if Path(settings.db).exists() else ", not created yet: start the worker",
-                 "required" if settings.api_token else "not required")
-        if settings.api_token is None and settings.api_host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("HEADROOM_API_HOST=%s without HEADROOM_API_TOKEN: anyone who reaches it can read and upload",
-                        settings.api_host)
+                 "required" if settings.api_token else "not required" + (", open on purpose" if settings.api_open else ""))
         yield
         state.close()
 
-    app = FastAPI(title="Headroom API", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="Headroom API", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   description="Forecasts, model scores and early warnings of CPU overload; "
                               "predict and validate on an uploaded CloudWatch export.")
     app.state.headroom = state
@@ -420,6 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health_router)
     app.include_router(router)
+    app.add_middleware(ExposureGuard, settings=lambda: state.settings)
     return app
 
 

@@ -7,6 +7,7 @@ Every timestamp is an ISO 8601 UTC string (``2025-01-31T12:05:00Z``); every erro
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping
@@ -40,28 +41,40 @@ class JobStatus(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     duration_seconds: float | None
-    ok: bool
-    error: str | None = Field(description="the job's error (one line) when it failed")
-    detail: str | None = Field(description="the job's one-line summary when it succeeded")
+    ok: bool = Field(description="true only when the state is ok")
+    state: Literal["ok", "degraded", "failed"] = Field(
+        description="ok; degraded: it ran but part of it failed (some instances, a mail); failed: it did not complete")
+    counts: dict[str, int] = Field(default_factory=dict, description="what the job did, e.g. trained, failed, stand_ins")
+    error: str | None = Field(description="one line: why it failed, or its first problem when degraded")
+    detail: str | None = Field(description="the job's one-line summary when it ran")
 
     @classmethod
     def from_row(cls, row: Row) -> JobStatus:
+        keys = row.keys() if hasattr(row, "keys") else row
+        state = row["state"] if "state" in keys and row["state"] else ("ok" if row["ok"] else "failed")
+        counts = json.loads(row["counts"]) if "counts" in keys and row["counts"] else {}
         return cls(started_at=utc(row["started_at"]), finished_at=utc(row["finished_at"]), ok=bool(row["ok"]),
-                   duration_seconds=row["duration_seconds"], error=row["error"], detail=row["detail"])
+                   state=state, counts=counts, duration_seconds=row["duration_seconds"], error=row["error"], detail=row["detail"])
 
 
 class Health(BaseModel):
-    """Is the service alive and is its data fresh."""
+    """Is the service alive, is its data fresh and does every instance have a current forecast."""
 
     status: Literal["ok", "stale", "degraded", "empty"] = Field(
-        description="ok: fresh data and every job's last run succeeded; stale: no new sample for a while; "
-        "degraded: a job's last run failed; empty: nothing ingested yet")
+        description="ok: fresh data, every job's last run ok, every instance forecast by a usable model; "
+        "degraded: a job's last run failed or partly failed, or an instance has no usable model or a stale forecast; "
+        "stale: no new sample for a while; empty: nothing ingested yet")
     version: str
     now: datetime
-    instances: int
-    newest_sample_at: datetime | None
-    data_age_seconds: float | None = Field(description="seconds since the newest CPU sample of any instance")
-    jobs: dict[str, JobStatus] = Field(description="last run of each worker job (ingest, retrain, forecast, digest)")
+    details: bool = Field(True, description="false when a token is configured and the request did not carry it: "
+                                            "only status and version are shown")
+    instances: int | None = None
+    newest_sample_at: datetime | None = None
+    data_age_seconds: float | None = Field(None, description="seconds since the newest CPU sample of any instance")
+    jobs: dict[str, JobStatus] | None = Field(None, description="last run of each worker job (ingest, retrain, forecast, digest)")
+    without_model: list[str] | None = Field(None, description="instances with no usable model (never trained, or none loads)")
+    stale_forecasts: list[str] | None = Field(None, description="instances whose newest champion forecast is older than "
+                                                                "three ingest cycles")
 
 
 class OpenAlert(BaseModel):
@@ -285,21 +298,35 @@ def known_instance(store: Store, instance_id: str) -> Instance:
     return found
 
 
-def build_health(store: Store, settings: Settings) -> Health:
-    """Status, data age and the worker's last job runs (stale: no new sample for three ingest periods)."""
+def build_health(store: Store, settings: Settings, details: bool = True) -> Health:
+    """Status, data age, the worker's last job runs and the instances without a usable, current forecast.
+
+    Stale: no new sample for three ingest cycles. Degraded: a job's last run failed or partly failed, an
+    instance has no usable model, or its champion forecast is older than three ingest cycles. Samples
+    stamped in the future (only an old import could hold them) do not count as fresh data.
+    """
     now = time.time()
+    late = 3 * settings.ingest_every * 60 + settings.period
     known = store.instances()
-    newest = max((ts for inst in known if (ts := store.newest_sample_ts(inst.instance_id)) is not None), default=None)
+    stamps = [ts for inst in known if (ts := store.newest_sample_ts(inst.instance_id)) is not None]
+    newest = max((ts for ts in stamps if ts <= now + settings.period), default=None)
     jobs = {job: JobStatus.from_row(row) for job, row in store.heartbeats().items()}
+    runs = store.latest_runs()
+    reported = set(json.loads(store.get_meta("instances_without_model") or "[]"))
+    without = sorted(i.instance_id for i in known if i.instance_id in reported or not (runs.get(i.instance_id) or {"model_dir": None})["model_dir"])
+    made = store.champion_forecast_times()
+    stale = sorted(i for i in (inst.instance_id for inst in known) if i not in without and made.get(i, -late) < now - late)
     age = now - newest if newest is not None else None
     if age is None:
         status = "empty"
-    elif not all(job.ok for job in jobs.values()):
+    elif any(job.state != "ok" for job in jobs.values()) or without or stale:
         status = "degraded"
     else:
-        status = "stale" if age > 3 * settings.ingest_every * 60 + settings.period else "ok"
+        status = "stale" if age > late else "ok"
+    if not details:
+        return Health(status=status, version=__version__, now=utc(now), details=False)
     return Health(status=status, version=__version__, now=utc(now), instances=len(known), newest_sample_at=utc(newest),
-                  data_age_seconds=None if age is None else round(age, 1), jobs=jobs)
+                  data_age_seconds=None if age is None else round(age, 1), jobs=jobs, without_model=without, stale_forecasts=stale)
 
 
 def build_instances(store: Store) -> InstanceList:

@@ -40,6 +40,10 @@ class RetrainReport:
     stopped: bool = False
     seconds: float = 0.0
 
+    def problems(self) -> list[str]:
+        """One line per instance that failed to retrain."""
+        return list(self.failed)
+
     def summary(self) -> str:
         if not self.due:
             return "no instance due for retraining"
@@ -55,11 +59,13 @@ class RetrainReport:
 
 
 def due_instances(store: Store, settings: Settings, now: int) -> list[str]:
-    """Instances never trained or last trained ``retrain_every`` hours ago or more; never-trained first, then oldest."""
+    """Instances queued for retraining (their champion could not be used), never trained, or last trained
+    ``retrain_every`` hours ago or more; queued and never-trained first, then oldest."""
     runs = store.latest_runs()
     limit = now - settings.retrain_every * 3600
-    due = [(runs[i]["started_at"] if i in runs else -1, i) for i in (inst.instance_id for inst in store.instances())
-           if i not in runs or runs[i]["started_at"] <= limit]
+    queued = store.retrain_requests()
+    due = [(-1 if i in queued or i not in runs else runs[i]["started_at"], i) for i in (inst.instance_id for inst in store.instances())
+           if i in queued or i not in runs or runs[i]["started_at"] <= limit]
     return [iid for _, iid in sorted(due)]
 
 
@@ -126,6 +132,7 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
                 pending = {f for f in pending if not f.cancel()}  # queued ones are dropped, running ones finish
     finally:
         report.stopped = stopping() and len(report.trained) + len(report.failed) < report.due
+        store.request_retrain([], done=report.trained)
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - started

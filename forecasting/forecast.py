@@ -5,10 +5,16 @@ in-process cache keyed by that directory, so the forever-loop worker loads each 
 fed the last ``RECENT_DAYS`` of samples, and all forecasts of the cycle are written in one
 ``Store.record_forecasts`` call, the champion's flagged. A missing or unloadable model is
 logged and skipped; one instance's failure never stops the others.
+
+When the champion cannot be used (its files do not load, or it cannot forecast), the run's other
+models stand in, ranked by their stored backtest MASE (lowest first), and last a ``naive`` baseline
+fitted on the recent samples; the stand-in's forecast is flagged as the champion's, so alerts and
+``/predictions`` stay current, and the instance is queued for an immediate retrain.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,7 +26,7 @@ import numpy as np
 
 from forecasting.features import DAY, to_frame
 from forecasting.models.base import ForecastModel
-from forecasting.models.registry import load_model
+from forecasting.models.registry import load_model, make_model
 from forecasting.settings import Settings
 from forecasting.store import Store
 
@@ -28,6 +34,8 @@ log = logging.getLogger("headroom.forecast")
 
 RECENT_DAYS = 2.0
 """History read per instance: a day of seasonal lag plus the longest lookback, with room to spare."""
+BASELINE = "naive"
+"""The last stand-in for an unusable champion: it needs no saved files, only the recent samples."""
 
 
 @dataclass
@@ -40,6 +48,13 @@ class ForecastReport:
     no_model: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "instance/model: reason"
     errors: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)  # "instance: champion X unusable, forecast with Y"
+    retrain: list[str] = field(default_factory=list)  # instances whose champion could not be used
+
+    def problems(self) -> list[str]:
+        """One line per thing that went wrong this cycle (empty when all went well)."""
+        return ([f"{iid}: no usable model" for iid in self.no_model] + self.fallbacks
+                + [f"{item} (skipped)" for item in self.skipped] + self.errors)
 
     def summary(self) -> str:
         per = self.seconds / self.instances if self.instances else 0.0
@@ -50,6 +65,8 @@ class ForecastReport:
             text += f", {len(self.skipped)} models skipped"
         if self.errors:
             text += f", {len(self.errors)} instances failed"
+        if self.fallbacks:
+            text += f", {len(self.fallbacks)} forecast by a stand-in for their champion ({self.fallbacks[0]})"
         return text
 
 
@@ -142,21 +159,58 @@ def run_forecasts(store: Store, settings: Settings, now: int, stop: threading.Ev
             for name, reason in failed.items():
                 report.skipped.append(f"{instance_id}/{name}: {reason}")
                 log.warning("forecast %s: cannot load %s: %s", instance_id, name, reason)
-            if not models:
-                report.no_model.append(instance_id)
-                continue
             samples = store.samples(instance_id, start=since, end=now)
-            made, failures = instance_forecasts(instance_id, run, models, samples, settings, now)
+            made, failures = instance_forecasts(instance_id, run, models, samples, settings, now) if models else ([], [])
             for failure in failures:
                 report.skipped.append(f"{instance_id}/{failure}")
                 log.warning("forecast %s: %s", instance_id, failure)
+            if not any(row["is_champion"] for row in made):
+                made = stand_in(instance_id, run, made, store.scores(run_id=int(run["run_id"])), samples, settings, now, report)
+            if not made:
+                report.no_model.append(instance_id)
+                continue
             rows.extend(made)
             report.instances += 1
         except Exception as error:  # one instance must never stop the others
             report.errors.append(f"{instance_id}: {type(error).__name__}: {error}".splitlines()[0][:300])
-            log.exception("forecast %s failed", instance_id)
+            log.warning("forecast %s failed: %s", instance_id, report.errors[-1])
+            log.debug("forecast %s failed", instance_id, exc_info=True)
     if rows:
         store.record_forecasts(rows)
+    if report.retrain:
+        store.request_retrain(report.retrain)
+    store.set_meta("instances_without_model", json.dumps(sorted(report.no_model)))
     report.forecasts = len(rows)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def fallback_order(champion: str | None, scores: list[Any]) -> list[str]:
+    """Models to try in place of an unusable champion: the run's others by backtest MASE (lowest first), then naive."""
+    scored = [row for row in scores if row["status"] == "ok" and row["model"] != champion]
+    ranked = sorted(scored, key=lambda row: (row["mase"] is None, row["mase"] or 0.0, row["model"]))
+    order = [row["model"] for row in ranked]
+    return order + ([BASELINE] if BASELINE not in order else [])
+
+
+def stand_in(instance_id: str, run: Any, made: list[dict[str, Any]], scores: list[Any], samples: dict, settings: Settings,
+             now: int, report: ForecastReport) -> list[dict[str, Any]]:
+    """Flag the best other forecast as the champion's (or add a fresh naive one) and queue the instance for retraining."""
+    by_model = {row["model"]: row for row in made}
+    chosen = next((name for name in fallback_order(run["champion"], scores) if name in by_model), None)
+    if chosen is None:
+        try:
+            baseline = make_model(BASELINE, settings, settings.horizon).fit(to_frame(samples, settings.period))
+            fresh, _ = instance_forecasts(instance_id, run, {BASELINE: baseline}, samples, settings, now)
+        except Exception as error:  # no recent CPU at all: nothing can stand in
+            log.warning("forecast %s: no model can stand in for %s: %s", instance_id, run["champion"], error)
+            fresh = []
+        made = made + fresh
+        chosen = BASELINE if fresh else None
+    report.retrain.append(instance_id)
+    if chosen is None:
+        return made
+    next(row for row in made if row["model"] == chosen)["is_champion"] = True
+    report.fallbacks.append(f"{instance_id}: champion {run['champion']} unusable, forecast with {chosen}")
+    log.warning("forecast %s: champion %s unusable, forecast with %s; retraining it", instance_id, run["champion"], chosen)
+    return made

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from forecasting.settings import Settings
-from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, Source, align
+from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, Source, align, clip, plausible
 from forecasting.store import Store
 
 log = logging.getLogger("headroom.ingest")
@@ -66,6 +66,11 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
     metrics_of = {info.instance_id: _metrics_of(source, info.instance_id) for info in instances}
     requests = plan_requests(instances, metrics_of, store.last_sample_ts(), settings, end)
     result: FetchResult = source.fetch(requests, end)
+    kept = [(iid, metric, ts, clip(metric, value)) for iid, metric, ts, value in result.rows if plausible(metric, value) and ts < end]
+    if len(kept) < len(result.rows):
+        bad = next(row for row in result.rows if not (plausible(row[1], row[3]) and row[2] < end))
+        result.errors.append(f"{len(result.rows) - len(kept)} implausible datapoints dropped (e.g. {bad[0]} {bad[1]} {bad[3]:g} at {bad[2]})")
+    result.rows = kept
     for error in result.errors:
         log.warning("ingest: %s", error)
     with store.transaction():

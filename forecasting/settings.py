@@ -9,6 +9,7 @@ variable (see :class:`SettingsError`).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -24,6 +25,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from forecasting.ids import check_instance_id
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -63,8 +66,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEADROOM_",
         env_nested_delimiter="__",
-        extra="ignore",
+        extra="ignore",  # the environment holds other programs' HEADROOM_* too; headroom.toml is checked by StrictToml
         validate_default=True,
+        allow_inf_nan=False,  # HEADROOM_INGEST_EVERY=inf is a mistake, not a cadence
     )
 
     # where data comes from
@@ -93,16 +97,20 @@ class Settings(BaseSettings):
     model: ModelParams = Field(default_factory=ModelParams)
 
     # worker cadences
-    ingest_every: float = Field(5, gt=0, description="minutes")
-    retrain_every: float = Field(6, gt=0, description="hours")
-    digest_every: float = Field(24, gt=0, description="hours")
+    ingest_every: float = Field(5, gt=0, le=1440, description="minutes")
+    retrain_every: float = Field(6, gt=0, le=720, description="hours")
+    digest_every: float = Field(24, gt=0, le=744, description="hours")
+    job_timeout: float = Field(15, gt=0, le=1440, description="minutes an ingest, forecast or digest job may run")
+    retrain_timeout: float = Field(180, gt=0, le=2880, description="minutes a retrain job may run")
+    aws_timeout: float = Field(10, gt=0, le=300, description="seconds to connect to, and to wait for, AWS")
+    aws_max_attempts: int = Field(3, ge=1, le=10, description="tries per AWS call (the first included)")
     workers: int = Field(0, ge=0, le=256, description="retrain processes; 0 = one per core")
     dask_scheduler: str | None = None
 
     # alerts and mail
     alert_on: Literal["mean", "likely", "upper"] = "likely"
     alert_margin: float = Field(5.0, ge=0, le=50)
-    alert_cooldown: float = Field(60, ge=0, description="minutes")
+    alert_cooldown: float = Field(60, ge=0, le=10080, description="minutes")
     smtp_host: str | None = None
     smtp_port: int | None = Field(None, ge=1, le=65535)
     smtp_tls: Literal["ssl", "starttls", "none"] = "starttls"
@@ -116,8 +124,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_token: SecretStr | None = None
+    api_open: bool = False  # serve without a token on a non-loopback address, on purpose
     api_body_limit_mb: float = Field(20, gt=0, le=1024)
-    api_timeout: float = Field(120, gt=0)
+    api_timeout: float = Field(120, gt=0, le=3600)
     api_concurrency: int = Field(2, ge=1, le=64)
     import_limit_mb: float = Field(100, gt=0, le=4096)
 
@@ -140,6 +149,13 @@ class Settings(BaseSettings):
             raise ValueError("at least one model is needed")
         return value
 
+    @field_validator("instances")
+    @classmethod
+    def _safe_ids(cls, value: list[str]) -> list[str]:
+        for instance_id in value:
+            check_instance_id(instance_id)
+        return value
+
     @field_validator("instance_tag")
     @classmethod
     def _tag_filter(cls, value: str | None) -> str | None:
@@ -151,6 +167,7 @@ class Settings(BaseSettings):
     @classmethod
     def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
         for instance_id, threshold in value.items():
+            check_instance_id(instance_id)
             if not 0 < threshold <= 100:
                 raise ValueError(f"threshold of {instance_id} must be above 0 and at most 100")
         return value
@@ -185,7 +202,28 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+        return (init_settings, env_settings, StrictToml(settings_cls, toml_file=config_path()))
+
+
+class StrictToml(TomlConfigSettingsSource):
+    """``headroom.toml``, refusing keys Settings does not have: a typo (``treshold``) must not be ignored silently."""
+
+    def __call__(self) -> dict[str, object]:
+        check_toml_keys(self.toml_data, config_path())
+        return super().__call__()
+
+
+def check_toml_keys(data: dict[str, object], path: Path) -> None:
+    """SettingsError naming the first unknown key and the nearest valid one ([model] keys included)."""
+    sections: list[tuple[str, dict[str, object], list[str]]] = [("", data, list(Settings.model_fields))]
+    if isinstance(data.get("model"), dict):
+        sections.append(("model.", data["model"], list(ModelParams.model_fields)))  # type: ignore[arg-type]
+    for prefix, table, valid in sections:
+        for key in table:
+            if key not in valid:
+                near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f"; did you mean {prefix + near[0]!r}?" if near else ""
+                raise SettingsError(f"unknown setting {prefix + key!r} in {path}{hint}")
 
 
 def _default_models() -> list[str]:
@@ -213,6 +251,8 @@ def load_settings(**overrides: object) -> Settings:
     """Read and validate settings; raise SettingsError with one clear line on a bad value."""
     try:
         return Settings(**overrides)
+    except SettingsError:
+        raise
     except ValidationError as error:
         raise SettingsError(_one_line(error)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:

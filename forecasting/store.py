@@ -133,6 +133,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX forecasts_champion ON forecasts (instance_id, forecast_id) WHERE is_champion = 1;
     CREATE INDEX forecasts_made_at ON forecasts (made_at);
     """,
+    # 2 → 3: a job's last run is ok, degraded (it ran, but part of it failed) or failed, with its counts (JSON).
+    """
+    ALTER TABLE heartbeats ADD COLUMN state TEXT;
+    ALTER TABLE heartbeats ADD COLUMN counts TEXT;
+    """,
 ]
 
 
@@ -241,6 +246,16 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def retrain_requests(self) -> set[str]:
+        """Instances queued for retraining before their turn (their champion could not be used)."""
+        return set(json.loads(self.get_meta("retrain_requested") or "[]"))
+
+    def request_retrain(self, instance_ids: Iterable[str], done: Iterable[str] = ()) -> None:
+        """Add instances to the retrain queue and take the ``done`` ones off it, in one write."""
+        with self.transaction():
+            wanted = (self.retrain_requests() | set(instance_ids)) - set(done)
+            self.set_meta("retrain_requested", json.dumps(sorted(wanted)))
 
     # ---- samples --------------------------------------------------------
     def upsert_samples(self, rows: Iterable[tuple[str, str, int, float]]) -> int:
@@ -410,6 +425,12 @@ class Store:
         )
         return [_decode_forecast(r) for r in rows]
 
+    def champion_forecast_times(self) -> dict[str, int]:
+        """When each instance's latest champion forecast was made (index walk, as ``latest_forecasts``)."""
+        rows = self.query("SELECT instance_id, made_at FROM forecasts WHERE forecast_id IN "
+                          "(SELECT MAX(forecast_id) FROM forecasts WHERE is_champion = 1 GROUP BY instance_id)")
+        return {r[0]: int(r[1]) for r in rows}
+
     def prune_forecasts(self, keep_after: int) -> int:
         """Drop forecasts made before a time, keeping each instance's and model's newest one."""
         with self.transaction() as conn:
@@ -437,14 +458,23 @@ class Store:
         return self.query("SELECT * FROM alert_events WHERE alert_id = ? ORDER BY event_id", (alert_id,))
 
     # ---- heartbeats -----------------------------------------------------
-    def record_heartbeat(self, job: str, started_at: float, duration: float, error: str | None, detail: str | None = None) -> None:
-        """Remember the last run of a worker job (shown by the dashboard and the API)."""
+    def record_heartbeat(self, job: str, started_at: float, duration: float, error: str | None, detail: str | None = None,
+                         state: str | None = None, counts: dict[str, int] | None = None) -> None:
+        """Remember the last run of a worker job (shown by the dashboard and the API).
+
+        ``state`` is 'ok', 'degraded' (it ran, but part of it failed: ``error`` says what first) or 'failed';
+        by default 'ok' without an error, else 'failed'. ``ok`` is 1 only for 'ok'.
+        """
+        state = state or ("ok" if error is None else "failed")
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO heartbeats (job, started_at, finished_at, duration_seconds, ok, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO heartbeats (job, started_at, finished_at, duration_seconds, ok, error, detail, state, counts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(job) DO UPDATE SET started_at = excluded.started_at, finished_at = excluded.finished_at, "
-                "duration_seconds = excluded.duration_seconds, ok = excluded.ok, error = excluded.error, detail = excluded.detail",
-                (job, int(started_at), int(started_at + duration), round(duration, 3), int(error is None), error, detail),
+                "duration_seconds = excluded.duration_seconds, ok = excluded.ok, error = excluded.error, detail = excluded.detail, "
+                "state = excluded.state, counts = excluded.counts",
+                (job, int(started_at), int(started_at + duration), round(duration, 3), int(state == "ok"), error, detail,
+                 state, json.dumps(counts or {})),
             )
 
     def heartbeats(self) -> dict[str, sqlite3.Row]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import pandas as pd
 
 from forecasting.backtest import BacktestPlan, ModelBacktest, backtest_forecasts, backtest_model, choose_deployed, plan_backtest
 from forecasting.features import DAY, to_frame
+from forecasting.ids import folder_name
 from forecasting.models import family
 from forecasting.models.base import Forecast, ForecastModel, ModelError
 from forecasting.models.combined import combination_members, combine
@@ -232,8 +232,8 @@ def _prune_runs(base: Path, keep: Path) -> None:
 
 
 def safe_name(text: str) -> str:
-    """A file-system-safe directory name for an instance id."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip(".") or "instance"
+    """The model folder of an instance id: readable prefix plus a hash, so no two ids share one (see ``ids``)."""
+    return folder_name(text)
 
 
 def validate_samples(samples: Samples, settings: Settings, models: list[str] | None = None,

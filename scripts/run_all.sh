@@ -31,7 +31,7 @@ $PY worker.py > >(tee -a data/logs/worker.log) 2>&1 &
 pids+=($!)
 $PY -m streamlit run streamlit_app.py --server.port "$DASH_PORT" >data/logs/dashboard.log 2>&1 &
 pids+=($!)
-$PY -m uvicorn forecasting.api:app --host "$API_HOST" --port "$API_PORT" --workers "${HEADROOM_API_WORKERS:-2}" >data/logs/api.log 2>&1 &
+$PY -m forecasting api --workers "${HEADROOM_API_WORKERS:-2}" >data/logs/api.log 2>&1 &
 pids+=($!)
 echo "Headroom is running on source=${HEADROOM_SOURCE:-demo}"
 echo "  data:      $DB (logs in data/logs/)"

@@ -179,10 +179,10 @@ async def test_bad_requests_get_a_json_error_saying_what(api: httpx.AsyncClient,
 
 
 # ---- auth -----------------------------------------------------------------------------
-async def test_token_guards_every_endpoint_but_health(worker_db: Path) -> None:  # noqa: F811
+async def test_token_guards_every_endpoint_and_the_docs_but_health(worker_db: Path) -> None:  # noqa: F811
     async with client(create_app(api_settings(worker_db, api_token=TOKEN))) as session:
         assert (await session.get("/health")).status_code == 200
-        for path in READ_PATHS:
+        for path in [*READ_PATHS, "/docs", "/redoc", "/openapi.json"]:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
                 response = await session.get(path, headers=headers)
                 assert response.status_code == 401, (path, headers)
@@ -190,7 +190,7 @@ async def test_token_guards_every_endpoint_but_health(worker_db: Path) -> None: 
             assert (await session.get(path, headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
         refused = await session.post("/predict?model=naive", content=demo_export(0.5))
         assert refused.status_code == 401
-        spec = (await session.get("/openapi.json")).json()
+        spec = (await session.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})).json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "security" not in spec["paths"]["/health"]["get"] and spec["paths"]["/compare"]["get"]["security"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -104,6 +105,16 @@ BAD_FILES: dict[str, tuple[str, bytes, str]] = {
     "empty": ("empty.json", b"", "empty.json: the file is empty"),
     "not UTF-8": ("latin1.csv", "timestamp,cpu\n2025-10-09T08:55:00Z,5\n# café\n".encode("latin-1"), "latin1.csv: not UTF-8 text (byte 42)"),
     "bad CSV row": ("rows.csv", b"timestamp,cpu\n1760000000,5\n1760000300,5,6\n", "rows.csv: line 3 has 3 fields, the header has 2"),
+    "a sample in the future": ("future.json", json.dumps({"MetricDataResults": [{**GOOD_RESULT, "Timestamps": [START, int(time.time()) + 86_400]}]}).encode(),
+                               "future.json: samples up to 20"),
+    "CPU of 1000 %": ("hot.json", json.dumps({"MetricDataResults": [{**GOOD_RESULT, "Values": [1000.0, 10.0]}]}).encode(), "cpu value 1000 is outside 0-100 %"),
+    "CPU of 1e308": ("huge.csv", b"timestamp,cpu\n1760000000,1e308\n", "cpu value 1e+308 is outside 0-100 %"),
+    "negative CPU": ("neg.csv", b"timestamp,cpu\n1760000000,-1000000\n", "cpu value -1e+06 is outside 0-100 %"),
+    "--output text": ("text.txt", b"METRICDATARESULTS\tcpu\tCPUUtilization\tComplete\nTIMESTAMPS\t2025-10-09T08:55:00+00:00\nVALUES\t10.0\n",
+                      "this is `aws cloudwatch get-metric-data --output text`; export with `--output json`"),
+    "--output table": ("table.txt", b"-----------------------\n|    GetMetricData    |\n+---------------------+\n||  MetricDataResults ||\n",
+                       "--output table`; export with `--output json`"),
+    "an unsafe instance column": ("ids.csv", b"timestamp,instance_id,cpu\n1760000000,../../etc,5\n", "line 2: invalid instance id '../../etc'"),
 }
 
 
@@ -141,6 +152,21 @@ def test_a_200_mb_file_is_refused_before_it_is_read(tmp_path: Path, env: dict[st
     assert snapshot(populated) == before
     smaller_limit = run_import(write(tmp_path / "small.json", json.dumps({"MetricDataResults": [GOOD_RESULT]})), {**env, "HEADROOM_IMPORT_LIMIT_MB": "0.0001"})
     assert smaller_limit.returncode == 2 and "over the 0 MB limit" in smaller_limit.stderr
+
+
+@pytest.mark.parametrize("hostile", ["../escape", "i-a/b", "i-1\nINFO forged log line", "x" * 10_000])
+def test_an_unsafe_instance_argument_is_one_line_and_exit_2(tmp_path: Path, env: dict[str, str], hostile: str) -> None:
+    done = run_import(write(tmp_path / "good.json", json.dumps({"MetricDataResults": [GOOD_RESULT]})), env, "--instance", hostile)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("headroom import: --instance: invalid instance id ")
+    assert not Path(env["HEADROOM_DB"]).exists()
+
+
+def test_a_folder_given_as_the_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    done = run_import(folder, env)
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"headroom import: {folder}: is a folder; give the export file"]
 
 
 def test_a_missing_file_a_database_that_cannot_be_written_and_a_bad_setting(tmp_path: Path, env: dict[str, str]) -> None:

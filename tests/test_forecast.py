@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from forecasting.forecast import ModelCache, run_forecasts
+from forecasting.forecast import ModelCache, fallback_order, run_forecasts
 from forecasting.settings import load_settings
 from forecasting.store import Store
 from forecasting.training import train_instance
@@ -98,9 +99,45 @@ def test_an_instance_without_a_model_directory_is_reported_not_fatal(trained_sto
     run = store.latest_runs()["i-0de00000000000000"]
     shutil.rmtree(run["model_dir"])
     report = run_forecasts(store, settings, now, cache=ModelCache())
-    assert sorted(report.no_model) == ["i-0de00000000000000", "i-new"]
-    assert report.forecasts == 2 * len(MODELS)
-    assert "without a trained model" in report.summary()
+    assert report.no_model == ["i-new"]  # never trained: nothing to stand in for
+    assert report.forecasts == 2 * len(MODELS) + 1  # the instance whose files vanished: a naive baseline stands in
+    champion = store.latest_forecasts("i-0de00000000000000")[0]
+    assert champion["model"] == "naive" and champion["made_at"] == now
+    assert store.retrain_requests() == {"i-0de00000000000000"}
+    assert "without a trained model" in report.summary() and "stand-in" in report.summary()
+
+
+def garble(model_dir: str, model: str) -> None:
+    """Overwrite a saved model's files with bytes that are no model."""
+    for path in Path(model_dir, model).iterdir():
+        path.write_bytes(b"\x00garbled\xff" * 10)
+
+
+def test_an_unloadable_champion_is_replaced_by_the_next_best_model_and_queued_for_retraining(trained_store) -> None:
+    settings, store, now = trained_store
+    iid = "i-0de00000000000003"
+    run = store.latest_runs()[iid]
+    run_forecasts(store, settings, now, cache=ModelCache())
+    before = store.latest_forecasts(iid)[0]
+    assert before["model"] == run["champion"]
+    garble(run["model_dir"], run["champion"])
+    report = run_forecasts(store, settings, now + 300, cache=ModelCache())
+    ranked = sorted((s for s in store.scores(run_id=run["run_id"]) if s["model"] != run["champion"] and s["status"] == "ok"),
+                    key=lambda s: s["mase"])
+    after = store.latest_forecasts(iid)[0]
+    assert after["made_at"] == now + 300 and after["forecast_id"] != before["forecast_id"]  # /predictions moves on
+    assert after["model"] == ranked[0]["model"]  # the run's next best model by backtest MASE stands in
+    assert report.fallbacks == [f"{iid}: champion {run['champion']} unusable, forecast with {ranked[0]['model']}"]
+    assert store.retrain_requests() == {iid} and report.problems()
+    assert {f["instance_id"] for f in store.latest_forecasts()} == set(INSTANCES)  # the others are untouched
+
+
+def test_fallback_order_ranks_by_mase_then_naive() -> None:
+    scores = [{"model": "combined", "status": "ok", "mase": 0.5}, {"model": "lstm", "status": "ok", "mase": 0.9},
+              {"model": "arima", "status": "ok", "mase": 0.7}, {"model": "tcn", "status": "skipped", "mase": None},
+              {"model": "linear", "status": "ok", "mase": None}]
+    assert fallback_order("combined", scores) == ["arima", "lstm", "linear", "naive"]
+    assert fallback_order("arima", [{"model": "naive", "status": "ok", "mase": 2.0}]) == ["naive"]
 
 
 def test_stop_ends_the_cycle_between_instances(trained_store) -> None:

@@ -322,7 +322,8 @@ def test_a_refusing_or_dead_smtp_server_leaves_the_worker_running_and_the_alert_
         beat = store.heartbeats()["forecast"]
     assert alert["instance_id"] == iid and alert["state"] == "open" and alert["emailed_at"] is None
     assert alert["email_error"].startswith("ConnectionRefusedError") and kinds == ["opened", "email_failed", "email_failed"]
-    assert beat["ok"] == 1 and "1 failed (ConnectionRefusedError" in beat["detail"]
+    assert beat["state"] == "degraded" and beat["ok"] == 0 and "1 failed (ConnectionRefusedError" in beat["detail"]
+    assert beat["error"].startswith("1 problem(s): alert mail: ")  # the forecast ran; the mail part failed
     assert smtp_sink.messages == []
     smtp_sink.refuse = False
     back = worker_once(env)  # the server is back: the stored alert goes out now

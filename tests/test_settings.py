@@ -28,7 +28,8 @@ def test_defaults() -> None:
     assert (s.alert_on, s.alert_margin, s.alert_cooldown) == ("likely", 5.0, 60)
     assert (s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_user, s.smtp_password, s.mail_from, s.mail_to) == (None, None, "starttls", None, None, "headroom@localhost", [])
     assert (s.dashboard_port, s.api_host, s.api_port, s.api_token) == (8501, "127.0.0.1", 8000, None)
-    assert (s.api_body_limit_mb, s.api_timeout, s.api_concurrency, s.import_limit_mb) == (20, 120, 2, 100)
+    assert (s.api_body_limit_mb, s.api_timeout, s.api_concurrency, s.import_limit_mb, s.api_open) == (20, 120, 2, 100, False)
+    assert (s.job_timeout, s.retrain_timeout, s.aws_timeout, s.aws_max_attempts) == (15, 180, 10, 3)
     assert s.model == ModelParams() and (s.model.epochs, s.model.lookback, s.model.dilations) == (15, 48, [1, 2, 4, 8])
     assert s.models_dir == Path("data/models")
 
@@ -118,6 +119,13 @@ INVALID = [
     ({"HEADROOM_MODEL__EPOCHS": "0"}, "invalid setting HEADROOM_MODEL__EPOCHS: Input should be greater than or equal to 1", "'0'"),
     ({"HEADROOM_SMTP_PORT": "99999"}, "invalid setting HEADROOM_SMTP_PORT", "'99999'"),
     ({"HEADROOM_THRESHOLDS": "not json"}, "invalid setting HEADROOM_THRESHOLDS: error parsing value", ""),
+    ({"HEADROOM_INGEST_EVERY": "inf"}, "invalid setting HEADROOM_INGEST_EVERY: Input should be a finite number", "'inf'"),
+    ({"HEADROOM_RETRAIN_EVERY": "nan"}, "invalid setting HEADROOM_RETRAIN_EVERY: Input should be a finite number", "'nan'"),
+    ({"HEADROOM_INGEST_EVERY": "100000"}, "invalid setting HEADROOM_INGEST_EVERY: Input should be less than or equal to 1440", ""),
+    ({"HEADROOM_API_TIMEOUT": "1e9"}, "invalid setting HEADROOM_API_TIMEOUT: Input should be less than or equal to 3600", ""),
+    ({"HEADROOM_AWS_TIMEOUT": "0"}, "invalid setting HEADROOM_AWS_TIMEOUT: Input should be greater than 0", ""),
+    ({"HEADROOM_AWS_MAX_ATTEMPTS": "11"}, "invalid setting HEADROOM_AWS_MAX_ATTEMPTS: Input should be less than or equal to 10", ""),
+    ({"HEADROOM_INSTANCES": "i-1,../x"}, "invalid setting HEADROOM_INSTANCES: invalid instance id '../x'", ""),
 ]
 
 
@@ -138,6 +146,9 @@ def test_invalid_values_raise_one_line_naming_the_variable(monkeypatch: pytest.M
         ('threshold = "high"\n', "invalid setting HEADROOM_THRESHOLD: Input should be a valid number"),
         ('[thresholds]\n"i-0aaa11112222" = 150\n', "invalid setting HEADROOM_THRESHOLDS: threshold of i-0aaa11112222 must be above 0 and at most 100"),
         ("[model]\nunits = -1\n", "invalid setting HEADROOM_MODEL__UNITS: Input should be greater than or equal to 1"),
+        ("treshold = 50\n", "unknown setting 'treshold' in {path}; did you mean 'threshold'?"),
+        ("[model]\nepoch = 3\n", "unknown setting 'model.epoch' in {path}; did you mean 'model.epochs'?"),
+        ("colour = 'blue'\n", "unknown setting 'colour' in {path}"),
     ],
 )
 def test_a_bad_headroom_toml_is_one_line_too(clean_env: Path, content: str, start: str) -> None:
@@ -145,7 +156,7 @@ def test_a_bad_headroom_toml_is_one_line_too(clean_env: Path, content: str, star
     with pytest.raises(SettingsError) as caught:
         load_settings()
     message = str(caught.value)
-    assert "\n" not in message and message.startswith(start)
+    assert "\n" not in message and message.startswith(start.format(path=clean_env))
     if "HEADROOM_CONFIG" in start:
         assert str(clean_env) in message and "line 1" in message
 
@@ -160,6 +171,8 @@ def test_settings_is_the_class_load_settings_returns() -> None:
         ({"HEADROOM_THRESHOLD": "abc"}, None, "headroom: invalid setting HEADROOM_THRESHOLD: Input should be a valid number, unable to parse string as a number (got 'abc')"),
         ({"HEADROOM_SOURCE": "aws"}, None, "headroom: invalid setting HEADROOM_SOURCE: Input should be 'demo' or 'cloudwatch' (got 'aws')"),
         ({}, "source = demo\n", "headroom: invalid settings file HEADROOM_CONFIG="),
+        ({"HEADROOM_INGEST_EVERY": "inf"}, None, "headroom: invalid setting HEADROOM_INGEST_EVERY: Input should be a finite number"),
+        ({}, "treshold = 50\n", "headroom: unknown setting 'treshold' in "),
     ],
 )
 def test_the_worker_exits_2_with_that_one_line(tmp_path: Path, env: dict[str, str], toml: str | None, line: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 import sqlite3
 import threading
@@ -181,10 +183,14 @@ def test_heartbeats_record_the_last_run_of_each_job(store: Store) -> None:
     beats = store.heartbeats()
     assert sorted(beats) == ["ingest", "retrain"]
     ingest = dict(beats["ingest"])
-    assert ingest == {"job": "ingest", "started_at": T0 + 300, "finished_at": T0 + 300, "duration_seconds": 0.5, "ok": 0, "error": "OSError: down", "detail": None}
+    assert ingest == {"job": "ingest", "started_at": T0 + 300, "finished_at": T0 + 300, "duration_seconds": 0.5, "ok": 0,
+                      "error": "OSError: down", "detail": None, "state": "failed", "counts": "{}"}
     assert beats["retrain"]["ok"] == 0
     store.record_heartbeat("ingest", T0 + 600, 1.23456, None, "ok")
     assert (store.heartbeats()["ingest"]["ok"], store.heartbeats()["ingest"]["duration_seconds"]) == (1, 1.235)
+    store.record_heartbeat("retrain", T0 + 600, 3.0, "1 problem(s): i-1: boom", "retrained 1/2", "degraded", {"trained": 1, "failed": 1})
+    degraded = store.heartbeats()["retrain"]
+    assert (degraded["ok"], degraded["state"], json.loads(degraded["counts"])) == (0, "degraded", {"trained": 1, "failed": 1})
 
 
 # ---- training runs, scores, forecasts ----------------------------------------------

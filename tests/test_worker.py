@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sqlite3
@@ -185,3 +186,52 @@ def test_each_cycle_trains_a_new_instance_at_once_and_leaves_fresh_models_alone(
     assert len(second) == 3 and {iid: second[iid] for iid in first} == first  # only the newcomer was trained
     assert "retrained 1/1" in worker.store.heartbeats()["retrain"]["detail"]
     assert {f["instance_id"] for f in worker.store.latest_forecasts()} == set(second)
+
+
+def garble_champion(store: Store, instance_id: str) -> str:
+    """Overwrite the champion's saved files of an instance's latest run with bytes that are no model."""
+    run = store.latest_runs()[instance_id]
+    for path in Path(run["model_dir"], run["champion"]).iterdir():
+        path.write_bytes(b"\x00garbled\xff" * 10)
+    return run["champion"]
+
+
+def test_a_garbled_champion_degrades_health_is_stood_in_for_and_retrained_at_once(worker: Worker) -> None:
+    from forecasting.api_models import build_health
+    from forecasting.forecast import CACHE
+
+    worker.settings = worker.settings.model_copy(update={"workers": 1, "models": ["naive", "linear"], "ingest_every": 5})
+    assert worker.run_once() is True
+    runs = worker.store.latest_runs()
+    broken, healthy = sorted(runs)
+    champion = garble_champion(worker.store, broken)
+    CACHE.clear()  # as a freshly started worker: the files are read again
+
+    assert worker.run_job("forecast") is True  # it ran ...
+    beat = worker.store.heartbeats()["forecast"]
+    assert beat["state"] == "degraded" and beat["ok"] == 0 and f"{broken}: champion {champion} unusable" in beat["error"]
+    assert json.loads(beat["counts"])["stand_ins"] == 1
+    health = build_health(worker.store, worker.settings)
+    assert health.status == "degraded" and health.jobs["forecast"].state == "degraded"
+    stand_in = worker.store.latest_forecasts(broken)[0]
+    assert stand_in["model"] != champion and worker.store.retrain_requests() == {broken}
+
+    assert worker.run_once() is True  # the next cycle retrains it at once, not in retrain_every hours
+    after = worker.store.latest_runs()
+    assert after[broken]["run_id"] > runs[broken]["run_id"] and after[healthy]["run_id"] == runs[healthy]["run_id"]
+    assert worker.store.retrain_requests() == set() and worker.store.heartbeats()["forecast"]["state"] == "ok"
+    assert build_health(worker.store, worker.settings).status == "ok"
+
+
+def test_a_retrain_that_fails_for_one_instance_is_degraded_with_counts(worker: Worker) -> None:
+    from forecasting.training import safe_name
+
+    worker.settings = worker.settings.model_copy(update={"workers": 1})
+    assert worker.run_job("ingest") is True
+    broken = worker.store.instances()[0].instance_id
+    worker.settings.models_dir.mkdir(parents=True, exist_ok=True)
+    (worker.settings.models_dir / safe_name(broken)).write_text("a file where its model folder should go")
+    assert worker.run_job("retrain") is True
+    beat = worker.store.heartbeats()["retrain"]
+    assert (beat["state"], beat["ok"]) == ("degraded", 0) and beat["error"].startswith(f"1 problem(s): {broken}: ")
+    assert json.loads(beat["counts"]) == {"due": 2, "trained": 1, "failed": 1}

@@ -132,7 +132,7 @@ def run(instances: int, hours: float, period: int) -> list[dict[str, Any]]:
     from forecasting.ingest import run_ingest
     from forecasting.settings import load_settings
     from forecasting.sources.base import align
-    from forecasting.sources.cloudwatch import RETRY_CONFIG, CloudWatchSource
+    from forecasting.sources.cloudwatch import CloudWatchSource, client_config
     from forecasting.store import Store
 
     server, url = start_moto()
@@ -140,7 +140,7 @@ def run(instances: int, hours: float, period: int) -> list[dict[str, Any]]:
     os.environ.pop("AWS_PROFILE", None)
     try:
         # moto answers a big GetMetricData far slower than CloudWatch: a longer read timeout avoids retry storms
-        config = RETRY_CONFIG.merge(Config(read_timeout=900))
+        config = client_config(load_settings()).merge(Config(read_timeout=900))
         ec2, cloudwatch = boto3.client("ec2", config=config), boto3.client("cloudwatch", config=config)
         started = time.time()
         ids = create_fleet(ec2, instances, prefix="bench")

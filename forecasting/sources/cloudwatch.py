@@ -3,7 +3,9 @@
 boto3 only. Credentials, region and endpoint come from boto3's own chain (so
 ``AWS_ENDPOINT_URL`` points it at a moto server with no special code path);
 ``settings.region`` wins over the chain, ``us-east-1`` is the last resort.
-Throttling and network errors are retried by botocore's adaptive retry mode.
+Throttling and network errors are retried by botocore's adaptive retry mode, and every wait is
+bounded: ``HEADROOM_AWS_TIMEOUT`` seconds to connect and to read, ``HEADROOM_AWS_MAX_ATTEMPTS``
+tries per call, so an endpoint that accepts and never answers costs a bounded, logged failure.
 
 The fetch plan packs every series of the fleet into calls of at most 500
 queries and 100,800 expected datapoints. All queries of one call share
@@ -38,7 +40,6 @@ log = logging.getLogger("headroom.cloudwatch")
 MAX_QUERIES = 500
 MAX_DATAPOINTS = 100_800
 THRESHOLD_TAG = "headroom:threshold"
-RETRY_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10}, user_agent_extra="headroom")
 FILTER_VALUES_MAX = 200  # EC2 accepts at most 200 values in one filter
 
 # metric key -> (namespace, metric name, statistic)
@@ -51,6 +52,12 @@ MEMORY_METRICS = {
     "cwagent": ("CWAgent", "mem_used_percent", "Average"),
     "legacy": ("System/Linux", "MemoryUtilization", "Average"),
 }
+
+
+def client_config(settings: Settings) -> Config:
+    """botocore's own timeouts and retries for every AWS call Headroom makes."""
+    return Config(connect_timeout=settings.aws_timeout, read_timeout=settings.aws_timeout, tcp_keepalive=True,
+                  retries={"mode": "adaptive", "max_attempts": settings.aws_max_attempts}, user_agent_extra="headroom")
 
 
 class CloudWatchError(RuntimeError):
@@ -139,8 +146,9 @@ class CloudWatchSource:
         if cloudwatch is None or ec2 is None:
             session = boto3.session.Session()
             region = settings.region or session.region_name or "us-east-1"
-            cloudwatch = cloudwatch or session.client("cloudwatch", region_name=region, config=RETRY_CONFIG)
-            ec2 = ec2 or session.client("ec2", region_name=region, config=RETRY_CONFIG)
+            config = client_config(settings)
+            cloudwatch = cloudwatch or session.client("cloudwatch", region_name=region, config=config)
+            ec2 = ec2 or session.client("ec2", region_name=region, config=config)
         self.cloudwatch, self.ec2 = cloudwatch, ec2
         self._memory_dims: dict[str, list[dict[str, str]]] | None = None  # None: unknown, query everyone
 

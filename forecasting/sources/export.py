@@ -14,6 +14,17 @@ treated as ``_``; a CSV column header works the same way):
 
 An ``Id``/``Label`` may also carry the instance, e.g. ``cpu_i_0abc123`` or
 ``i-0abc123 CPUUtilization``; otherwise the instance comes from ``--instance``.
+
+Refused, with a line saying why (an export read wrongly is worse than none):
+
+- several series of one metric that do not name their instance (``get-metric-data`` output holds
+  no dimensions, so ``m1``, ``m2`` with the CLI's default labels cannot be told apart);
+- two series for the same instance and metric (e.g. the Average and the Maximum of CPU);
+- a partial export: a result whose last ``StatusCode`` is not ``Complete``, or a ``NextToken``
+  on the last page (more pages were left unfetched, e.g. after ``--max-items``);
+- ``--output text`` or ``--output table`` (export with ``--output json``);
+- CPU or memory outside 0-100 % (beyond ``PERCENT_TOLERANCE``), negative network bytes;
+- instance ids outside the safe set (:mod:`forecasting.ids`).
 """
 
 from __future__ import annotations
@@ -29,6 +40,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from forecasting.ids import InstanceIdError, check_instance_id
+from forecasting.sources.base import PERCENT_METRICS, clip, plausible
+
 METRIC_ALIASES: dict[str, str] = {
     **dict.fromkeys(["cpu", "cpuutilization", "cpu_utilization", "cpu_percent", "value"], "cpu"),
     **dict.fromkeys(["memory", "mem", "mem_used_percent", "memoryutilization", "memory_utilization"], "memory"),
@@ -39,6 +53,10 @@ TIMESTAMP_COLUMNS = ("timestamp", "ts", "time", "datetime", "date")
 INSTANCE_RE = re.compile(r"i[-_][0-9a-f]{8,17}", re.IGNORECASE)
 DEFAULT_LIMIT_BYTES = 100 * 1024 * 1024
 LATEST_TS = 253_402_300_799  # 9999-12-31T23:59:59Z: timestamps must lie in 1970..9999
+STATISTIC_RE = re.compile(r"(?i)(?<![a-z0-9])(avg|average|mean|max|maximum|min|minimum|sum|samplecount|p\d+(?:\.\d+)?)(?![a-z0-9])")
+STATISTIC_NAMES = {"avg": "average", "mean": "average", "max": "maximum", "min": "minimum"}
+TEXT_OUTPUT_RE = re.compile(r"^(METRICDATARESULTS|MESSAGES|NEXTTOKEN|TIMESTAMPS|VALUES)\t", re.MULTILINE)
+TABLE_OUTPUT_RE = re.compile(r"^\s*-{5,}\s*\n\s*\|", re.MULTILINE)
 
 
 class ExportError(ValueError):
@@ -128,6 +146,20 @@ def _number(value: object, where: str) -> float:
     return number
 
 
+def check_value(metric: str, value: float, where: str) -> float:
+    """A plausible value of ``metric``: percents within 0-100 (small excess clipped), byte counts not negative."""
+    if not plausible(metric, value):
+        raise ExportError(f"{where}: {metric} value {value:g} is " + ("outside 0-100 %" if metric in PERCENT_METRICS else "negative"))
+    return clip(metric, value)
+
+
+def _instance_arg(instance: str, name: str) -> str:
+    try:
+        return check_instance_id(instance)
+    except InstanceIdError as error:
+        raise ExportError(f"{name}: {error}") from None
+
+
 def _json_documents(text: str, name: str) -> list[object]:
     """One JSON document, or several concatenated (as paged CLI output saved together)."""
     decoder = json.JSONDecoder()
@@ -154,6 +186,9 @@ def _results(docs: list[object], name: str) -> list[dict]:
     pages: list[object] = []
     for doc in docs:
         pages.extend(doc if isinstance(doc, list) else [doc])
+    if pages and isinstance(pages[-1], dict) and pages[-1].get("NextToken"):
+        raise ExportError(f"{name}: the export is partial: its last page has a NextToken, so CloudWatch had more to send; "
+                          "fetch every page (drop --max-items, or call again with --next-token) and save them together")
     results: list[dict] = []
     for p, page in enumerate(pages):
         if not isinstance(page, dict) or not isinstance(page.get("MetricDataResults"), list):
@@ -185,18 +220,20 @@ class _Collector:
         return parsed
 
 
-def _instance_of(texts: list[str], default: str) -> str:
+def _instance_in(texts: list[str]) -> str | None:
     for text in texts:
         match = INSTANCE_RE.search(text or "")
         if match:
             return "i-" + match.group(0)[2:].lower()
-    return default
+    return None
 
 
 def parse_json_export(text: str, instance: str = "upload", name: str = "export") -> ParsedExport:
-    """Parse the JSON that ``aws cloudwatch get-metric-data`` prints."""
+    """Parse the JSON that ``aws cloudwatch get-metric-data`` prints (one document, or pages saved together)."""
     results = _results(_json_documents(text, name), name)
     collector = _Collector()
+    series_of: dict[tuple[str | None, str], list[str]] = {}  # (instance named or None, metric) -> query keys
+    status: dict[str, str] = {}  # query key -> its last StatusCode (a paged query repeats its Id on each page)
     for r, result in enumerate(results):
         ident, label = str(result.get("Id") or ""), str(result.get("Label") or "")
         where = f"{name}: MetricDataResults[{r}] ({ident or label or 'no Id'})"
@@ -208,10 +245,47 @@ def parse_json_export(text: str, instance: str = "upload", name: str = "export")
             raise ExportError(f"{where}: Timestamps and Values must be lists")
         if len(stamps) != len(values):
             raise ExportError(f"{where}: {len(stamps)} timestamps but {len(values)} values")
-        iid = _instance_of([ident, label], instance)
+        key = ident or label or f"#{r}"
+        status[key] = str(result.get("StatusCode") or "Complete")
+        named = _instance_in([ident, label])
+        keys = series_of.setdefault((named, metric), [])
+        if key not in keys:
+            keys.append(key)
+        iid = named or instance
         for k, (stamp, value) in enumerate(zip(stamps, values, strict=True)):
-            collector.add(iid, metric, parse_timestamp(stamp, f"{where} point {k}"), _number(value, f"{where} point {k}"))
+            at = f"{where} point {k}"
+            collector.add(iid, metric, parse_timestamp(stamp, at), check_value(metric, _number(value, at), at))
+    _check_series(series_of, status, name)
+    if any(named is None for named, _ in series_of):
+        _instance_arg(instance, name)
     return collector.finish(name)
+
+
+def _statistic(key: str) -> str | None:
+    """The statistic a query Id or Label names (avg, max, p99, ...), if any."""
+    match = STATISTIC_RE.search(key)
+    return None if match is None else STATISTIC_NAMES.get(match.group(1).lower(), match.group(1).lower())
+
+
+def _check_series(series_of: dict[tuple[str | None, str], list[str]], status: dict[str, str], name: str) -> None:
+    """Refuse what would be read wrongly: series that cannot be told apart, and partial results."""
+    for (named, metric), keys in sorted(series_of.items(), key=lambda item: (item[0][0] or "", item[0][1])):
+        if len(keys) < 2:
+            continue
+        shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+        whose = f" for {named}" if named else ""
+        if len({stat for key in keys if (stat := _statistic(key))}) > 1 or named is not None:
+            raise ExportError(
+                f"{name}: {len(keys)} {metric} series{whose} ({shown}), e.g. two statistics of one metric; "
+                "export one statistic per metric (Average for cpu and memory, Sum for network)")
+        raise ExportError(
+            f"{name}: {len(keys)} {metric} series ({shown}) do not say which instance each belongs to "
+            "(an export holds no dimensions); name each query after its instance, e.g. Id cpu_i_0abc1234 or "
+            "Label 'i-0abc1234 CPUUtilization', or export one instance per file")
+    for key, code in status.items():
+        if code != "Complete":
+            raise ExportError(f"{name}: the export is partial: {key} has StatusCode {code}; fetch it again "
+                              "(every page, a shorter time range) until each result is Complete")
 
 
 def _csv_rows(text: str, name: str) -> Iterator[tuple[int, list[str]]]:
@@ -240,6 +314,10 @@ def parse_csv_export(text: str, instance: str = "upload", name: str = "export") 
     iid_col = lowered.index("instance_id") if "instance_id" in lowered else None
     columns = {i: metric_key(h) for i, h in enumerate(header) if i not in (ts_col, iid_col)}
     columns = {i: m for i, m in columns.items() if m is not None}
+    for metric in set(columns.values()):
+        same = [header[i] for i, m in columns.items() if m == metric]
+        if len(same) > 1:
+            raise ExportError(f"{name}: columns {', '.join(map(repr, same))} are all {metric}; keep one column per metric")
     if "cpu" not in columns.values():
         raise ExportError(f"{name}: no CPU column (name it cpu, CPUUtilization or value)")
     collector = _Collector()
@@ -250,10 +328,12 @@ def parse_csv_export(text: str, instance: str = "upload", name: str = "export") 
             raise ExportError(f"{name}: line {line} has {len(row)} fields, the header has {len(header)}")
         ts = parse_timestamp(row[ts_col], f"{name}: line {line}")
         row_iid = row[iid_col].strip() if iid_col is not None and row[iid_col].strip() else instance
+        row_iid = _instance_arg(row_iid, f"{name}: line {line}")
         for i, metric in columns.items():
             if row[i].strip() == "":
                 continue
-            collector.add(row_iid, metric, ts, _number(row[i].strip(), f"{name}: line {line}, column {header[i]!r}"))
+            at = f"{name}: line {line}, column {header[i]!r}"
+            collector.add(row_iid, metric, ts, check_value(metric, _number(row[i].strip(), at), at))
     return collector.finish(name)
 
 
@@ -269,6 +349,9 @@ def parse_export(data: bytes | str, instance: str = "upload", name: str = "expor
             raise ExportError(f"{name}: not UTF-8 text (byte {error.start})") from None
     if not data.strip():
         raise ExportError(f"{name}: the file is empty")
+    if TEXT_OUTPUT_RE.search(data[:10_000]) or TABLE_OUTPUT_RE.match(data[:10_000]):
+        kind = "text" if TEXT_OUTPUT_RE.search(data[:10_000]) else "table"
+        raise ExportError(f"{name}: this is `aws cloudwatch get-metric-data --output {kind}`; export with `--output json`")
     if data.lstrip("\ufeff \t\r\n")[:1] in "{[":
         return parse_json_export(data, instance, name)
     return parse_csv_export(data, instance, name)
@@ -280,12 +363,23 @@ def read_export(path: str, instance: str = "upload", limit_bytes: int = DEFAULT_
 
     try:
         size = os.path.getsize(path)
+        if os.path.isdir(path):
+            raise ExportError(f"{path}: is a folder; give the export file")
+        if size > limit_bytes:
+            raise ExportError(f"{path}: {size / 1e6:.1f} MB is over the {limit_bytes / 1e6:.0f} MB limit")
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as error:
-        raise ExportError(f"{path}: {error.strerror}") from None
-    if size > limit_bytes:
-        raise ExportError(f"{path}: {size / 1e6:.1f} MB is over the {limit_bytes / 1e6:.0f} MB limit")
-    with open(path, "rb") as handle:
-        return parse_export(handle.read(), instance, os.path.basename(path), limit_bytes)
+        raise ExportError(f"{path}: {error.strerror or type(error).__name__}") from None
+    return parse_export(data, instance, os.path.basename(path), limit_bytes)
+
+
+def check_not_future(parsed: ParsedExport, latest: int, name: str) -> None:
+    """ExportError when a sample lies after ``latest`` (now plus one period, for stored data): it would never age out."""
+    newest = max((int(ts[-1]) for metrics in parsed.series.values() for ts, _ in metrics.values() if len(ts)), default=None)
+    if newest is not None and newest > latest:
+        when = datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise ExportError(f"{name}: samples up to {when} lie in the future; check the export's timestamps (and this machine's clock)")
 
 
 def to_json_export(parsed: ParsedExport) -> str:

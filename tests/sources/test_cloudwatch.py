@@ -298,3 +298,14 @@ def test_memory_is_queried_for_everyone_when_list_metrics_is_denied(stubbed, aws
     stubber.add_client_error("list_metrics", service_error_code="AccessDenied", http_status_code=403)
     assert sorted(i.instance_id for i in source.list_instances()) == sorted(ids)
     assert all("memory" in source.metrics_of(iid) for iid in ids)
+
+
+def test_implausible_values_from_cloudwatch_are_dropped_and_reported(aws, tmp_path: Path) -> None:
+    ec2, cw = boto3.client("ec2"), boto3.client("cloudwatch")
+    [iid] = create_fleet(ec2, 1)
+    now = align(time.time(), P)
+    put_points(cw, [(iid, "cpu", now - 3 * P, 40.0), (iid, "cpu", now - 2 * P, 1000.0), (iid, "cpu", now - P, 100.5)])
+    settings = cw_settings(tmp_path)
+    report = ingest(settings, now)
+    assert stored(settings.db)[(iid, "cpu")] == {now - 3 * P: 40.0, now - P: 100.0}  # 1000 % dropped, 100.5 % clipped
+    assert [e for e in report.errors if "implausible" in e] == [f"1 implausible datapoints dropped (e.g. {iid} cpu 1000 at {now - 2 * P})"]

@@ -174,6 +174,10 @@ BAD = {
     "CSV short row": ("timestamp,cpu\n1760000000,3\n1760000300\n", "line 3 has 1 fields, the header has 2"),
     "CSV non-numeric": ("timestamp,cpu\n1760000000,3\n1760000300,n/a\n", "line 3, column 'cpu': value 'n/a' is not a number"),
     "CSV NaN": ("timestamp,cpu\n1760000000,nan\n", "line 2, column 'cpu'"),
+    "CSV two CPU columns": ("timestamp,cpu,CPUUtilization\n1760000000,3,4\n", "columns 'cpu', 'CPUUtilization' are all cpu"),
+    "CPU over 100 %": (export_doc([cpu_result(Values=[12.0, 250.0])]), "point 1: cpu value 250 is outside 0-100 %"),
+    "negative network": (export_doc([cpu_result(), cpu_result(Id="net_in", Label="NetworkIn", Values=[5.0, -1.0])]), "network_in value -1 is negative"),
+    "unsafe instance": ("timestamp,instance_id,cpu\n1760000000,i-a b,3\n", "line 2: invalid instance id 'i-a b'"),
     "CSV huge field": ('timestamp,cpu\n1760000000,"' + "9" * 200_000 + '"\n', "line 2 is not valid CSV"),
 }
 
@@ -186,6 +190,11 @@ def test_bad_input_is_one_line_saying_what_and_where(case: str) -> None:
     message = str(caught.value)
     assert "\n" not in message and message.startswith("upload.json: ")
     assert expected in message
+
+
+def test_percent_values_a_hair_outside_0_100_are_clipped() -> None:
+    parsed = parse_export(export_doc([cpu_result(Values=[100.4, -0.3])]), instance="i-0abc12345")
+    assert parsed.series["i-0abc12345"]["cpu"][1].tolist() == [100.0, 0.0]
 
 
 def test_bytes_that_are_not_utf8_or_over_the_limit() -> None:
@@ -209,20 +218,22 @@ def test_read_export_refuses_a_large_file_without_reading_it(tmp_path: Path) -> 
 # ---- property-based --------------------------------------------------------
 HEX = "0123456789abcdef"
 instance_ids = st.builds(lambda digits: "i-" + digits, st.text(HEX, min_size=8, max_size=17))
-finite = st.floats(allow_nan=False, allow_infinity=False)
+percent = st.floats(0, 100, allow_nan=False)
+byte_count = st.floats(0, 1e18, allow_nan=False)
 stamps = st.lists(st.integers(0, LATEST_TS), min_size=1, max_size=30, unique=True)
 
 
 @st.composite
 def valid_exports(draw: st.DrawFn) -> ParsedExport:
-    """Any instances (at least one with CPU), any subset of metrics, any timestamps and finite values."""
+    """Any instances (at least one with CPU), any subset of metrics, any timestamps and plausible values."""
     ids = draw(st.lists(instance_ids, min_size=1, max_size=3, unique=True))
     parsed = ParsedExport()
     for n, iid in enumerate(ids):
         others = draw(st.lists(st.sampled_from(["memory", "network_in", "network_out"]), unique=True))
         for metric in (["cpu"] if n == 0 or draw(st.booleans()) else []) + others:
             ts = np.array(sorted(draw(stamps)), dtype=np.int64)
-            vals = np.array(draw(st.lists(finite, min_size=len(ts), max_size=len(ts))), dtype=float)
+            values = percent if metric in ("cpu", "memory") else byte_count
+            vals = np.array(draw(st.lists(values, min_size=len(ts), max_size=len(ts))), dtype=float)
             parsed.series.setdefault(iid, {})[metric] = (ts, vals)
     return parsed
 
