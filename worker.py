@@ -51,7 +51,8 @@ class Worker:
         return retrain_due(self.store, self.settings, now(), stop=self.stop).summary()
 
     def forecast(self) -> str:
-        """Forecast with saved models, then turn forecasts into alerts and mail new ones at once."""
+        """Forecast with saved models, turn forecasts into alerts, mail new ones at once, then webhooks and CloudWatch."""
+        from forecasting.acting import act_on_cycle
         from forecasting.alerts import evaluate_alerts
         from forecasting.forecast import run_forecasts
         from forecasting.notify import send_alert_mail
@@ -59,7 +60,8 @@ class Worker:
         made = run_forecasts(self.store, self.settings, now(), stop=self.stop)
         alerts = evaluate_alerts(self.store, self.settings, now())
         mailed = send_alert_mail(self.store, self.settings, now())
-        return f"{made.summary()}; {alerts.summary()}; {mailed}"
+        acted = act_on_cycle(self.store, self.settings, now())  # webhooks, CloudWatch metrics: bounded, never raises
+        return f"{made.summary()}; {alerts.summary()}; {mailed}; {acted}"
 
     def digest(self) -> str:
         from forecasting.notify import send_digest_if_due

@@ -1,4 +1,4 @@
-"""Command line: ``python -m forecasting import FILE`` and ``python -m forecasting mail --test``.
+"""Command line: ``python -m forecasting import FILE``, ``mail --test`` and ``notify --test``.
 
 Exit status 2 with one line on stderr for bad input or bad settings.
 """
@@ -48,6 +48,19 @@ def mail_command(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def notify_command(args: argparse.Namespace) -> int:
+    """One test message to each configured destination (mail, webhook, Slack, PagerDuty, CloudWatch), a line each."""
+    from forecasting.acting import send_test_messages
+
+    results = send_test_messages(load_settings())
+    if not results:
+        print("no destination is configured (see the README, \"Acting on warnings\")", file=sys.stderr)
+        return 1
+    for ok, line in results:
+        print(("ok      " if ok else "FAILED  ") + line)
+    return 0 if all(ok for ok, _ in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecasting", description="Headroom command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     mail = sub.add_parser("mail", help="email commands")
     mail.add_argument("--test", action="store_true", required=True, help="send a test message")
     mail.set_defaults(run=mail_command)
+    notify = sub.add_parser("notify", help="test every configured destination")
+    notify.add_argument("--test", action="store_true", required=True, help="send one test message to each destination")
+    notify.set_defaults(run=notify_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
