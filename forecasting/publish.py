@@ -140,6 +140,7 @@ class PublishResult:
 
     instances: int = 0
     datums: int = 0
+    published: int = 0
     calls: int = 0
     calls_required: int = 0
     seconds: float = 0.0
@@ -148,8 +149,8 @@ class PublishResult:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = (f"published {self.datums} metrics for {self.instances} instances ({self.groups} groups) in {self.calls} "
-                f"PutMetricData calls (minimum {self.calls_required}), {self.seconds:.2f} s")
+        text = (f"published {self.published} of {self.datums} metrics for {self.instances} instances ({self.groups} groups) in "
+                f"{self.calls} PutMetricData calls (minimum {self.calls_required}), {self.seconds:.2f} s")
         return text + (f"; {self.error}" if self.error else "")
 
 
@@ -176,15 +177,16 @@ class Publisher:
                                                     config=Config(user_agent_extra="headroom", **CLIENT_CONFIG))  # type: ignore[arg-type]
         return self._clients[service]
 
-    def groups(self, settings: Settings) -> dict[str, str]:
-        """The Auto Scaling group of each instance (CloudWatch source only), refreshed hourly; {} when it cannot be read."""
+    def groups(self, settings: Settings, errors: list[str]) -> dict[str, str]:
+        """The Auto Scaling group of each instance (CloudWatch source only), refreshed hourly; the last known map
+        (or none) when it cannot be read, with the reason appended to ``errors``."""
         if settings.source != "cloudwatch":
             return {}
         if self._groups is None or time.monotonic() - self._groups[0] > ASG_REFRESH_SECONDS:
             try:
                 self._groups = (time.monotonic(), asg_membership(self._client("ec2", settings)))
             except Exception as error:
-                log.warning("cannot read Auto Scaling groups (publishing without AutoScalingGroupName): %s", _one_line(error))
+                errors.append(f"Auto Scaling groups not read, published without AutoScalingGroupName: {_one_line(error)}")
                 self._groups = (time.monotonic(), self._groups[1] if self._groups else {})
         return self._groups[1]
 
@@ -193,7 +195,7 @@ class Publisher:
         started = time.monotonic()
         result = PublishResult(instances=len(figures))
         try:
-            groups = self.groups(settings)
+            groups = self.groups(settings, result.errors)
             items = datums(figures, groups)
             planned = batches(items)
             result.datums, result.calls_required = len(items), len(planned)
@@ -205,6 +207,7 @@ class Publisher:
                     break
                 try:
                     client.put_metric_data(Namespace=settings.cloudwatch_namespace, MetricData=batch)
+                    result.published += len(batch)
                 except Exception as error:  # this call's datums are lost for this cycle; the others still go
                     result.errors.append(_one_line(error))
                 result.calls += 1
@@ -231,7 +234,7 @@ class Publisher:
             self._running = self._executor.submit(self.publish, list(figures), settings)
         text = f"cloudwatch: publishing {len(figures)} instances"
         if before is not None:
-            text += f" (last: {before.datums} metrics in {before.calls} calls{', ' + before.error if before.error else ''})"
+            text += f" (last cycle: {before.published} of {before.datums} metrics in {before.calls} calls{', ' + before.error if before.error else ''})"
         return text
 
     def wait(self, timeout: float | None = None) -> PublishResult | None:
