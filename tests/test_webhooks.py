@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 
-from forecasting.settings import load_settings
+import pytest
+
+from forecasting.settings import SettingsError, load_settings
 from forecasting.webhooks import (
     SIGNATURE_HEADER,
     Destination,
@@ -18,6 +21,7 @@ from forecasting.webhooks import (
     post,
     slack_body,
 )
+from tests.fixtures.services import free_port
 from tests.fixtures.webhooks import WebhookSink
 
 T = 1_800_000_000
@@ -100,13 +104,22 @@ def test_answers_decide_between_delivered_rejected_and_retry(webhook_sink: Webho
 
 
 def test_a_closed_port_and_a_silent_server_are_errors_within_the_timeout(webhook_sink: WebhookSink) -> None:
-    from tests.fixtures.services import free_port
-
     closed = post(Destination("webhook", f"http://127.0.0.1:{free_port()}/x?token=abc"), "{}", "d", "opened", 2)
     assert not closed.ok and "Connection refused" in (closed.error or "") and "token=abc" not in (closed.error or "")
     webhook_sink.hang = 3
-    import time
-
     started = time.monotonic()
     silent = post(Destination("webhook", webhook_sink.url), "{}", "d", "opened", 0.5)
     assert not silent.ok and time.monotonic() - started < 2 and "timed out" in (silent.error or "")
+
+
+
+def test_a_bad_destination_setting_is_refused_without_echoing_it(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADROOM_SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/t0psecret")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value) == "invalid setting HEADROOM_SLACK_WEBHOOK_URL: expected an http:// or https:// URL"
+    monkeypatch.delenv("HEADROOM_SLACK_WEBHOOK_URL")
+    monkeypatch.setenv("HEADROOM_PAGERDUTY_URL", "ftp://events.example.com")
+    with pytest.raises(SettingsError) as shown:  # not a secret: shown as given
+        load_settings()
+    assert str(shown.value) == "invalid setting HEADROOM_PAGERDUTY_URL: expected an http:// or https:// URL (got 'ftp://events.example.com')"
