@@ -133,7 +133,7 @@ class DeliveryReport:
 
     def summary(self) -> str:
         if not self.destinations:
-            return "no webhook destination configured"
+            return "webhooks off"
         return "webhooks: " + "; ".join(d.line() for d in self.destinations)
 
 
@@ -171,9 +171,9 @@ def _record(store: Store, outbox_id: int, result: SendResult, tries: int, now: i
 
 
 def deliver_destination(store: Store, target: Destination, settings: Settings, now: int, deadline: float,
-                        sender: Sender = post) -> DestinationReport:
-    """Send one destination's pending messages in order until done, down, or out of time."""
-    report = DestinationReport(target.shown)
+                        sender: Sender = post, report: DestinationReport | None = None) -> DestinationReport:
+    """Send one destination's pending messages in order until done, down, or out of time (filling ``report``)."""
+    report = report if report is not None else DestinationReport(target.shown)
     rows = store.query("SELECT outbox_id, kind, message, body FROM outbox WHERE destination = ? AND state = 'pending' ORDER BY outbox_id",
                        (target.name,))
     for index, row in enumerate(rows):
@@ -211,8 +211,7 @@ def deliver(store: Store, settings: Settings, now: int, sender: Sender = post) -
 
         def run(target: Destination = target, slot: DestinationReport = slot, lock: threading.Lock = lock) -> None:
             try:
-                done = deliver_destination(store, target, settings, now, deadline, sender)
-                slot.__dict__.update(done.__dict__)
+                deliver_destination(store, target, settings, now, deadline, sender, slot)
             except Exception as error:  # the store, most likely; the rows stay pending
                 slot.error = f"{type(error).__name__}: {error}".splitlines()[0][:200]
                 log.exception("%s delivery failed", target.shown)
