@@ -24,12 +24,13 @@ the worker's cycle: it costs one log line, and the next cycle publishes fresh va
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -47,6 +48,8 @@ ASG_REFRESH_SECONDS = 3600
 """How long the instance → Auto Scaling group map is reused before DescribeInstances is asked again."""
 DEADLINE_SECONDS = 60.0
 """Calls still unsent this long after a publish began are dropped (the next cycle has fresher values)."""
+EXIT_WAIT_SECONDS = 10.0
+"""At exit (``--once``, SIGTERM) a publish still running gets this long to finish; then it is abandoned."""
 CLIENT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 4}, "connect_timeout": 3, "read_timeout": 10}
 PERCENT = ("PredictedCPU", "PredictedCPUUpper", "PredictedPeakCPU")
 
@@ -158,7 +161,6 @@ class Publisher:
     """Publishes each cycle's figures from one background thread; a publish still running makes the next one skip."""
 
     def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
         self._running: Future[PublishResult] | None = None
         self._clients: dict[str, Any] = {}
         self._groups: tuple[float, dict[str, str]] | None = None
@@ -228,19 +230,37 @@ class Publisher:
             if self._running is not None and not self._running.done():
                 log.warning("cloudwatch: the previous publish is still running; this cycle's %d instances are skipped", len(figures))
                 return "cloudwatch: previous publish still running, skipped"
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="headroom-publish")
+            for service in ("cloudwatch", "ec2") if settings.source == "cloudwatch" else ("cloudwatch",):
+                self._client(service, settings)  # here, not in the thread: boto3 cannot start once the interpreter exits
             before = self.last
-            self._running = self._executor.submit(self.publish, list(figures), settings)
+            future: Future[PublishResult] = Future()
+            chosen = list(figures)
+
+            def run() -> None:
+                future.set_result(self.publish(chosen, settings))  # publish never raises
+
+            self._running = future
+            # a daemon thread: a hung CloudWatch never keeps the process from exiting (see wait_at_exit)
+            threading.Thread(target=run, name="headroom-publish", daemon=True).start()
         text = f"cloudwatch: publishing {len(figures)} instances"
         if before is not None:
             text += f" (last cycle: {before.published} of {before.datums} metrics in {before.calls} calls{', ' + before.error if before.error else ''})"
         return text
 
     def wait(self, timeout: float | None = None) -> PublishResult | None:
-        """The running publish's result once it is done (tests, the benchmark, ``--once``)."""
+        """The running publish's result once it is done (tests, the benchmark)."""
         running = self._running
         return running.result(timeout) if running is not None else None
+
+    def wait_at_exit(self, timeout: float = EXIT_WAIT_SECONDS) -> None:
+        """Let a running publish finish before the process ends (``worker.py --once``), but no longer than ``timeout``."""
+        running = self._running
+        if running is None or running.done():
+            return
+        try:
+            running.result(timeout)
+        except Exception:
+            log.warning("cloudwatch: a publish was still running at exit after %.0f s; abandoned", timeout)
 
 
 def _one_line(error: BaseException) -> str:
@@ -248,6 +268,7 @@ def _one_line(error: BaseException) -> str:
 
 
 PUBLISHER = Publisher()
+atexit.register(PUBLISHER.wait_at_exit)
 
 
 def publish_cycle(store: Store, settings: Settings, now: int, publisher: Publisher | None = None) -> str:

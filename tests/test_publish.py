@@ -172,3 +172,25 @@ def test_publishing_off_publishes_nothing(tmp_path: Path, clean_env: Path) -> No
     with Store(settings.db) as store:
         assert publish_cycle(store, settings, 1_800_000_000) == "cloudwatch publishing off"
         assert cycle_figures(store, 1_800_000_000, 300) == []
+
+
+def test_a_hung_cloudwatch_never_holds_the_process_at_exit(tmp_path: Path, webhook_sink) -> None:  # noqa: ANN001
+    """A publish into an endpoint that accepts and never answers: the process still ends soon after its work."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.fixtures.stores import environ_without_settings
+
+    webhook_sink.hang = 120
+    script = ("from forecasting.publish import PUBLISHER, Figures; from forecasting.settings import load_settings; "
+              "print(PUBLISHER.submit([Figures('i-a', 1800000000, 50.0, 60.0, 55.0, None, False)], load_settings(cloudwatch_publish=True)))")
+    env = {**environ_without_settings(), "AWS_ENDPOINT_URL": webhook_sink.url.rsplit("/", 1)[0], "AWS_ACCESS_KEY_ID": "t",
+           "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1", "HEADROOM_CONFIG": str(tmp_path / "none.toml")}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    took = time.monotonic() - started
+    assert done.returncode == 0 and done.stdout.strip() == "cloudwatch: publishing 1 instances", done.stderr
+    assert webhook_sink.received  # it did reach the endpoint, which never answered
+    assert took < 25, took  # EXIT_WAIT_SECONDS (10 s) and the interpreter's start, not the 4 tries × 10 s read timeout
+    assert "still running at exit" in done.stderr
