@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from forecasting.prom import realised_accuracy, realised_errors, render
 from forecasting.settings import load_settings
 from forecasting.store import Store
 from tests.fixtures.api import api_settings
-from tests.fixtures.stores import ALERTING_INSTANCE
+from tests.fixtures.stores import ALERTING_INSTANCE, ROOT
 
 pytestmark = pytest.mark.anyio
 TOKEN = "pr0m-token"
@@ -73,6 +74,21 @@ async def test_metrics_page_matches_the_store_and_follows_the_token_rule(worker_
     [age] = metrics["headroom_data_age_seconds"]
     assert age.value == pytest.approx(time.time() - newest, abs=30)
     assert metrics["headroom_instances"][0].value == 3
+    for rule in readme_rules():  # the README's alerting rules use only metrics this page has
+        used = set(re.findall(r"\bheadroom_\w+", rule["expr"]))
+        assert used and used <= set(metrics), (rule["alert"], used - set(metrics))
+
+
+def readme_rules() -> list[dict[str, Any]]:
+    """The alerting rules of the README's ``headroom-rules.yml`` example."""
+    import yaml
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n# headroom-rules.yml\n(.*?)```", text, flags=re.S)
+    assert block is not None
+    rules = yaml.safe_load(block.group(1))["groups"][0]["rules"]
+    assert len(rules) >= 4
+    return rules
 
 
 def test_realised_accuracy_scores_what_has_arrived(tmp_path: Path, clean_env: Path) -> None:
