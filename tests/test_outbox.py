@@ -199,3 +199,16 @@ def test_the_cursor_and_the_rows_commit_together(store: Store, tmp_path: Path) -
     assert store.get_meta("outbox_event_cursor") is None  # the cursor did not move without its rows
     store._conn.execute("DROP TRIGGER fail_outbox")
     assert enqueue(store, settings, T) == 1 and enqueue(store, settings, T) == 0
+
+
+def test_a_reopened_warning_triggers_pagerduty_again_on_the_same_dedup_key(store: Store, tmp_path: Path,
+                                                                            webhook_sink: WebhookSink) -> None:
+    settings = make_settings(tmp_path, pagerduty_routing_key="R0UTING", pagerduty_url=webhook_sink.url)
+    steps = [CROSSING, QUIET, QUIET, CROSSING]  # open, two quiet cycles clear it, a crossing within the hour reopens it
+    for k, mean in enumerate(steps):
+        cycle(store, settings, T + k * P, mean)
+        act(store, settings, T + k * P)
+    sent = [r.json() for r in webhook_sink.received]
+    assert [(s["event_action"], s["dedup_key"]) for s in sent] == [("trigger", "headroom-alert-1"), ("resolve", "headroom-alert-1"),
+                                                                   ("trigger", "headroom-alert-1")]
+    assert sent[2]["payload"]["summary"].startswith("again: ")
