@@ -76,13 +76,14 @@ def test_the_worker_sends_the_next_warning_to_a_webhook_and_cloudwatch_once(work
            "HEADROOM_CLOUDWATCH_PUBLISH": "true", "HEADROOM_REGION": "us-east-1"}
     done = run_worker(env, "--only", "forecast")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "webhooks: webhook (http://127.0.0.1): 1 sent" in done.stderr
+    said = re.search(r"webhooks: webhook \(http://127\.0\.0\.1\): (\d+) sent", done.stderr)
+    assert said and int(said[1]) == len(webhook_sink.received) >= 1, done.stderr[-3000:]  # the demo's batch-1 may cross 80 % too
     published = re.search(r"cloudwatch published (\d+) of (\d+) metrics for 3 instances \(0 groups\) in 1 PutMetricData calls \(minimum 1\)",
                           done.stderr)
     assert published and published[1] == published[2] and int(published[1]) >= 13, done.stderr[-3000:]  # 4 each, + a crossing
     assert "s3cret" not in done.stderr and webhook_sink.url not in done.stderr
-    [opened] = [r.json() for r in webhook_sink.received]
-    assert opened["event"] == "opened" and opened["alert"]["instance_id"] == ALERTING_INSTANCE
+    [opened] = [r.json() for r in webhook_sink.received if r.json()["alert"]["instance_id"] == ALERTING_INSTANCE]
+    assert opened["event"] == "opened"
     now = int(datetime.now(timezone.utc).timestamp())
     warning = boto3.client("cloudwatch").get_metric_data(
         MetricDataQueries=[{"Id": "w", "MetricStat": {"Metric": {"Namespace": "Headroom", "MetricName": "WarningOpen",
@@ -92,7 +93,10 @@ def test_the_worker_sends_the_next_warning_to_a_webhook_and_cloudwatch_once(work
     assert warning["MetricDataResults"][0]["Values"] == [1.0]
     again = run_worker(env, "--only", "forecast")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert [r.json()["event"] for r in webhook_sink.received].count("opened") == 1  # the next cycle does not send it again
+    ids = [r.json()["id"] for r in webhook_sink.received]
+    assert len(ids) == len(set(ids))  # the next cycle sends nothing again
+    assert [r.json()["event"] for r in webhook_sink.received if r.json()["alert"]["instance_id"] == ALERTING_INSTANCE] == ["opened"]
     with Store(db, readonly=True) as store:
-        assert [tuple(r) for r in store.query("SELECT destination, kind, state FROM outbox WHERE kind = 'opened'")] == [
-            ("webhook", "opened", "delivered")]
+        rows = store.query("SELECT o.destination, o.kind, o.state FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id "
+                           "WHERE a.instance_id = ?", (ALERTING_INSTANCE,))
+        assert [tuple(r) for r in rows] == [("webhook", "opened", "delivered")]
