@@ -89,7 +89,8 @@ class Worker:
                           {"due": report.due, "trained": len(report.trained), "failed": len(report.failed)})
 
     def forecast(self) -> JobOutcome:
-        """Forecast with saved models, then turn forecasts into alerts and mail new ones at once."""
+        """Forecast with saved models, turn forecasts into alerts, mail new ones at once, then webhooks and CloudWatch."""
+        from forecasting.acting import act_on_cycle
         from forecasting.alerts import evaluate_alerts
         from forecasting.forecast import run_forecasts
         from forecasting.notify import send_alert_mail
@@ -97,10 +98,13 @@ class Worker:
         made = run_forecasts(self.store, self.settings, now(), stop=self.stop)
         alerts = evaluate_alerts(self.store, self.settings, now())
         mailed = send_alert_mail(self.store, self.settings, now())
+        acted = act_on_cycle(self.store, self.settings, now())  # webhooks, CloudWatch metrics: bounded, never raises
         problems = made.problems() + ([f"alert mail: {mailed}"] if "failed (" in mailed else [])
+        if any(word in acted for word in ("failed (", "waiting (", "rejected")):
+            problems.append(f"acting on warnings: {acted}")
         counts = {"instances": made.instances, "forecasts": made.forecasts, "without_model": len(made.no_model),
                   "stand_ins": len(made.fallbacks), "models_skipped": len(made.skipped), "failed": len(made.errors)}
-        return JobOutcome(f"{made.summary()}; {alerts.summary()}; {mailed}", problems, counts)
+        return JobOutcome(f"{made.summary()}; {alerts.summary()}; {mailed}; {acted}", problems, counts)
 
     def digest(self) -> JobOutcome:
         from forecasting.notify import send_digest_if_due

@@ -1,4 +1,4 @@
-"""Command line: ``python -m forecasting import FILE``, ``mail --test`` and ``api`` (serve the JSON API).
+"""Command line: ``python -m forecasting import FILE``, ``mail --test``, ``notify --test`` and ``api`` (serve the JSON API).
 
 Exit status 2 with one line on stderr for bad input or bad settings.
 """
@@ -64,6 +64,19 @@ def api_command(args: argparse.Namespace) -> int:
     return serve_api(load_settings(), workers=args.workers)
 
 
+def notify_command(args: argparse.Namespace) -> int:
+    """One test message to each configured destination (mail, webhook, Slack, PagerDuty, CloudWatch), a line each."""
+    from forecasting.acting import send_test_messages
+
+    results = send_test_messages(load_settings())
+    if not results:
+        print("no destination is configured (see the README, \"Acting on warnings\")", file=sys.stderr)
+        return 1
+    for ok, line in results:
+        print(("ok      " if ok else "FAILED  ") + line)
+    return 0 if all(ok for ok, _ in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecasting", description="Headroom command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     api = sub.add_parser("api", help="serve the JSON API (HEADROOM_API_HOST, HEADROOM_API_PORT)")
     api.add_argument("--workers", type=int, default=1, help="uvicorn processes sharing the socket")
     api.set_defaults(run=api_command)
+
+
+    notify = sub.add_parser("notify", help="test every configured destination")
+    notify.add_argument("--test", action="store_true", required=True, help="send one test message to each destination")
+    notify.set_defaults(run=notify_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -248,6 +248,17 @@ async def alerts(request: Request, state: AlertState | None = None, instance: In
     return await respond(request, lambda store: build_alerts(store, chosen, instance, limit), fleet=instance is None)
 
 
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format 0.0.4"}})
+async def metrics(request: Request) -> Response:
+    """Each instance's forecast, warning, champion and accuracy, and the worker's health, for Prometheus to scrape."""
+    from forecasting.prom import CONTENT_TYPE, render
+
+    state = get_state(request)
+    store = state.store(fleet=True)
+    return Response(await run_in_threadpool(render, store, state.settings), media_type=CONTENT_TYPE)
+
+
 # ---- uploads: predict and validate --------------------------------------------
 UPLOAD_ERRORS = _errors(413, 422, 503)
 UploadInstance = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,

@@ -119,6 +119,19 @@ class Settings(BaseSettings):
     mail_from: str = "headroom@localhost"
     mail_to: CommaList = Field(default_factory=list)
 
+    # acting on warnings (README "Acting on warnings"): CloudWatch metrics, webhooks, Slack, PagerDuty
+    cloudwatch_publish: bool = False
+    cloudwatch_namespace: str = Field("Headroom", min_length=1, max_length=255)
+    webhook_url: SecretStr | None = None  # generic JSON POST; a URL may carry a token, so it is never logged whole
+    webhook_secret: SecretStr | None = None  # HMAC-SHA256 of the body in X-Headroom-Signature-256
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    webhook_timeout: float = Field(5, gt=0, le=60, description="seconds per request")
+    webhook_attempts: int = Field(3, ge=1, le=10, description="tries per message per cycle")
+    webhook_deadline: float = Field(20, gt=0, le=300, description="seconds per destination per cycle")
+    webhook_min_change: float = Field(15, ge=0, description="minutes the predicted crossing must move to be sent again")
+
     # dashboard and API
     dashboard_port: int = Field(8501, ge=1, le=65535)
     api_host: str = "127.0.0.1"
@@ -135,6 +148,14 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_url", "slack_webhook_url", "pagerduty_url")
+    @classmethod
+    def _http_url(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is not None and not re.match(r"https?://[^/\s]+", str(raw)):
+            raise ValueError("expected an http:// or https:// URL")
         return value
 
     @field_validator("models")
@@ -242,7 +263,8 @@ def _one_line(error: ValidationError) -> str:
     loc = [str(part) for part in first["loc"]]
     variable = "HEADROOM_" + "__".join(loc).upper() if loc else "HEADROOM settings"
     given = first.get("input")
-    shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
+    secret = bool(loc) and "SecretStr" in str(Settings.model_fields.get(loc[0]) and Settings.model_fields[loc[0]].annotation)
+    shown = "" if isinstance(given, dict) or given is None or secret else f" (got {str(given)[:60]!r})"
     message = first["msg"].removeprefix("Value error, ")
     return f"invalid setting {variable}: {message}{shown}"
 

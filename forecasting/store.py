@@ -138,6 +138,28 @@ MIGRATIONS: list[str] = [
     ALTER TABLE heartbeats ADD COLUMN state TEXT;
     ALTER TABLE heartbeats ADD COLUMN counts TEXT;
     """,
+    # 3 → 4: the outbox of webhook messages (forecasting/outbox.py): each alert event a destination must hear of,
+    # kept until it is delivered, so a destination that is down loses nothing and hears nothing twice.
+    """
+    CREATE TABLE outbox (
+        outbox_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        destination TEXT NOT NULL,    -- 'webhook', 'slack' or 'pagerduty'
+        alert_id INTEGER NOT NULL REFERENCES alerts (alert_id) ON DELETE CASCADE,
+        event_id INTEGER NOT NULL,    -- the alert_events row it announces
+        kind TEXT NOT NULL,           -- 'opened', 'updated' or 'cleared'
+        message TEXT NOT NULL,        -- the event as JSON (the generic webhook's body)
+        body TEXT NOT NULL,           -- the JSON body for this destination (PagerDuty's without its routing key)
+        created_at INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',  -- 'pending', 'delivered', or 'rejected' (a 400/413/422 answer)
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at INTEGER,
+        last_error TEXT,
+        delivered_at INTEGER,
+        UNIQUE (destination, event_id)
+    );
+    CREATE INDEX outbox_pending ON outbox (destination, outbox_id) WHERE state = 'pending';
+    CREATE INDEX outbox_alert ON outbox (destination, alert_id, outbox_id);
+    """,
 ]
 
 

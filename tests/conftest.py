@@ -5,4 +5,4 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.stores"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.stores", "tests.fixtures.webhooks"]

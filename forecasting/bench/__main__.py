@@ -15,6 +15,7 @@ BENCHMARKS = {
     "fleet": "forecasting.bench.fleet",
     "dashboard": "forecasting.bench.dashboard",
     "api": "forecasting.bench.api_load",
+    "publish": "forecasting.bench.publish",
 }
 
 
