@@ -67,6 +67,8 @@ LIKELY_SHARE = 0.2533 / 1.6449
 """Where the 60 % quantile lies between the point forecast (50 %) and the upper bound (95 %) of a
 bell-shaped error: z(0.60) / z(0.95). Stored forecasts keep mean and bounds only, so the 60 % level
 is read from them this way."""
+BASIS_TEXT = {"mean": "point forecast", "likely": "at least a 40 % chance", "upper": "upper bound only"}
+"""How logs, mails and webhooks name an alert's basis."""
 BASES: dict[str, tuple[str, ...]] = {"mean": ("mean",), "likely": ("mean", "likely"), "upper": ("mean", "upper")}
 """For each ``alert_on``, the series tried in order (the first that crosses is the alert's basis)."""
 
@@ -199,7 +201,7 @@ def open_alert(instance_id: str, crossing: Crossing, threshold: float, model: st
 
 def describe(crossing: Crossing, threshold: float, model: str) -> str:
     """One line for logs and alert events: when, how soon, how high, by which model."""
-    sure = {"mean": "point forecast", "likely": "at least a 40 % chance"}.get(crossing.basis, "upper bound only")
+    sure = BASIS_TEXT.get(crossing.basis, crossing.basis)
     return (f"crosses {threshold:g} % at {iso_utc(crossing.ts)} in {crossing.lead_minutes:.0f} min, "
             f"peak {crossing.peak:.1f} %, {model}, {sure}")
 

@@ -232,7 +232,7 @@ def choose_deployed(backtests: dict[str, ModelBacktest]) -> str | None:
     combined = next((b for b in backtests.values() if FAMILIES.get(b.model) and FAMILIES[b.model].combines), None)
     if combined is None:
         return choose_champion([{"model": n, "status": "ok", "mase": b.scores.get("mase")} for n, b in backtests.items()])
-    halves = {name: _half_mases(b) for name, b in backtests.items()}
+    halves = {name: (b.choosing_mase, b.calibrating_mase) for name, b in backtests.items()}
     target = halves[combined.model]
     rank = {name: i for i, name in enumerate(FAMILIES)}
     clear = [name for name, (first, second) in halves.items()
@@ -241,8 +241,3 @@ def choose_deployed(backtests: dict[str, ModelBacktest]) -> str | None:
     if not clear:
         return combined.model
     return min(clear, key=lambda name: (sum(halves[name]), rank.get(name, len(rank))))  # type: ignore[arg-type]
-
-
-def _half_mases(backtest: ModelBacktest) -> tuple[float | None, float | None]:
-    """MASE on the choosing origins and on the calibrating ones."""
-    return backtest.choosing_mase, backtest.calibrating_mase

@@ -42,6 +42,11 @@ def local_scale(cpu: np.ndarray, rows: np.ndarray, window: int = SCALE_WINDOW) -
     return rolling[rows - start]
 
 
+def floored(raw: np.ndarray, floor: float) -> np.ndarray:
+    """Local scales never below ``floor`` (a missing one counts as the floor)."""
+    return np.fmax(np.nan_to_num(np.asarray(raw, dtype=float), nan=floor), floor)
+
+
 def conformal_offsets(residuals: np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
     """Per-step [lower, upper] offsets from residuals (actual − forecast) [origins, steps].
 
@@ -83,8 +88,8 @@ class Calibration:
         return self.scales_for(local_scale(cpu, rows)) if self.adaptive else np.ones(len(rows))
 
     def scales_for(self, raw: np.ndarray) -> np.ndarray:
-        """Measured local scales with the floor applied (a missing one counts as the floor)."""
-        return np.fmax(np.nan_to_num(np.asarray(raw, dtype=float), nan=self.floor), self.floor)
+        """Measured local scales with this calibration's floor applied."""
+        return floored(raw, self.floor)
 
     def bounds(self, mean: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lower/upper of point forecasts [origins, steps] clipped to 0–100; steps past the calibrated ones reuse the last."""
@@ -107,8 +112,7 @@ def calibrate(residuals: np.ndarray, scales: np.ndarray, confidence: float = CON
     scales = np.asarray(scales, dtype=float)
     seen = scales[np.isfinite(scales)]
     floor = max(FLOOR_SHARE * float(np.median(seen)), MIN_FLOOR) if len(seen) else 1.0
-    used = Calibration(np.zeros((1, 2)), floor).scales_for(scales)
-    return Calibration(conformal_offsets(np.asarray(residuals, dtype=float) / used[:, None], confidence), floor)
+    return Calibration(conformal_offsets(np.asarray(residuals, dtype=float) / floored(scales, floor)[:, None], confidence), floor)
 
 
 def cross_fitted_bounds(actual: np.ndarray, mean: np.ndarray, scales: np.ndarray,

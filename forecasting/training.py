@@ -140,17 +140,16 @@ def _deployable(model: ForecastModel, backtest: ModelBacktest, frame: pd.DataFra
 def _combine(name: str, outcomes: list[_Outcome], frame: pd.DataFrame, plan: BacktestPlan, settings: Settings,
              horizon: int) -> _Outcome:
     """A combination of the models that held up on the choosing origins, backtested and calibrated like a model."""
-    fitted = {o.name: o for o in outcomes if o.backtest is not None and o.model is not None}
-    members = combination_members({n: o.backtest.choosing_mase for n, o in fitted.items()})  # type: ignore[union-attr]
+    fitted = {o.name: (o.backtest, o.model) for o in outcomes if o.backtest is not None and o.model is not None}
+    members = combination_members({n: backtest.choosing_mase for n, (backtest, _) in fitted.items()})
     if len(members) < 2:
         return _Outcome(name, reason="fewer than two models fitted: nothing to combine")
-    backtests = [fitted[n].backtest for n in members]
-    outcome = _Outcome(name, backtest=backtest_forecasts(name, frame, plan, combine([b.mean for b in backtests])))  # type: ignore[union-attr]
-    outcome.backtest.fit_seconds = sum(b.fit_seconds for b in backtests)  # type: ignore[union-attr]
-    outcome.backtest.predict_seconds = sum(b.predict_seconds for b in backtests)  # type: ignore[union-attr]
-    combined = model_class(name).of({n: fitted[n].model for n in members}, settings.period, horizon)  # type: ignore[attr-defined]
-    outcome.model = _deployable(combined, outcome.backtest, frame)
-    return outcome
+    backtests = [fitted[n][0] for n in members]
+    result = backtest_forecasts(name, frame, plan, combine([b.mean for b in backtests]))
+    result.fit_seconds = sum(b.fit_seconds for b in backtests)
+    result.predict_seconds = sum(b.predict_seconds for b in backtests)
+    combined = model_class(name).of({n: fitted[n][1] for n in members}, settings.period, horizon)  # type: ignore[attr-defined]
+    return _Outcome(name, backtest=result, model=_deployable(combined, result, frame))
 
 
 def _report(progress: Progress | None, message: str, fraction: float) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from forecasting import __version__
-from forecasting.alerts import iso_utc
+from forecasting.alerts import BASIS_TEXT, iso_utc
 from forecasting.settings import Settings
 
 KINDS = ("opened", "reopened", "updated", "cleared")
@@ -74,7 +74,7 @@ def summary_line(kind: str, alert: Mapping[str, Any], at: int, margin: float | N
     if kind == "cleared":
         below = f" (forecast peak below {alert['threshold'] - margin:g} %)" if margin is not None else ""
         return f"{who}: CPU warning cleared{below}"
-    sure = "point forecast" if alert["basis"] == "mean" else "upper bound only"
+    sure = BASIS_TEXT.get(alert["basis"], alert["basis"])
     prefix = {"opened": "", "reopened": "again: ", "updated": "update: "}.get(kind, "")
     return (f"{prefix}{who} will cross {threshold} CPU at {iso_utc(alert['crossing_ts'])}, in about "
             f"{minutes_to_limit(alert['crossing_ts'], at):.0f} min (peak {alert['peak']:.1f} %, {alert['model']}, {sure})")

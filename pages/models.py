@@ -6,6 +6,13 @@ import streamlit as st
 
 from app import charts, data, nav, ui
 from app.format import utc_text
+from forecasting.models import FAMILIES
+
+
+def family_table() -> list[dict[str, object]]:
+    """One row per declared model family (forecasting.models.FAMILIES), what it is and what it needs."""
+    return [{"model": f.name, "kind": f.kind, "what it forecasts": f.summary, "needs (days)": f.min_history_days,
+             "reads": ", ".join(f.inputs), "default": f.default} for f in FAMILIES.values()]
 
 SCORE_COLUMNS = ["name", "instance_id", "model", "champion", "status", "mape", "smape", "mase", "rmse", "coverage",
                  "fit_seconds", "predict_seconds", "reason"]
@@ -25,14 +32,17 @@ if scores.empty:
     st.stop()
 
 st.caption("Scores come from a rolling-origin backtest on each instance's recent past (latest training run). "
-           "MASE scales each model's error by the seasonal-naive in-sample error (lower is better); "
-           "the champion has the lowest MASE. Click a header to sort.")
+           "MASE scales each model's error by the seasonal-naive in-sample error (lower is better). "
+           "The champion (what is deployed) is `combined`, the median of the three best models, unless one model "
+           "beats it clearly on both halves of the backtest. Click a header to sort.")
 st.dataframe(
     scores[SCORE_COLUMNS], hide_index=True, placeholder="—", key="scores_table",
     column_config=ui.score_columns(),
 )
 metric = st.columns(3)[0].selectbox("Score to chart", list(METRICS), format_func=METRICS.get, key="score_metric")
 st.plotly_chart(charts.scores_figure(scores, metric), key="scores_chart", config={"displaylogo": False})
+with st.expander("Model families"):
+    st.dataframe(family_table(), hide_index=True, key="families_table")
 
 st.header("One instance")
 fleet = data.load_fleet(db, config.alert_margin)

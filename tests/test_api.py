@@ -322,12 +322,12 @@ async def test_body_limit_stops_reading_a_large_stream(worker_db: Path) -> None:
 
 
 async def test_time_limit_answers_503_and_the_slot_stays_taken(worker_db: Path, export_body: bytes) -> None:  # noqa: F811
-    app = create_app(api_settings(worker_db, api_timeout=0.05, api_concurrency=1))  # an ARIMA fit takes longer
+    app = create_app(api_settings(worker_db, api_timeout=0.05, api_concurrency=1))  # an LSTM fit takes far longer
     state = app.state.headroom
     async with client(app) as session:
-        slow = await session.post("/predict?model=arima", content=export_body)
+        slow = await session.post("/predict?model=lstm", content=export_body)
         assert slow.status_code == 503 and slow.json()["detail"].startswith("the request took longer than the 0.05 s limit")
-        busy = await session.post("/predict?model=naive", content=export_body)  # arima still runs in its thread
+        busy = await session.post("/predict?model=naive", content=export_body)  # the LSTM still trains in its thread
         assert busy.status_code == 503 and busy.json()["detail"].startswith("busy") and busy.headers["retry-after"]
         for _ in range(600):
             if state.take_slot():
@@ -346,7 +346,7 @@ async def test_training_runs_off_the_event_loop(api: httpx.AsyncClient, export_b
         finished[name] = time.perf_counter()
         return response
 
-    predict = asyncio.create_task(timed("predict", api.post("/predict?model=arima", content=export_body)))
+    predict = asyncio.create_task(timed("predict", api.post("/predict?model=lstm", content=export_body)))  # seconds of training
     await asyncio.sleep(0.3)
     health = await timed("health", api.get("/health"))
     assert health.status_code == 200 and not predict.done()

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.upload import forecast_csv, forecast_json
+from forecasting.models import FAMILIES
 from forecasting.store import Store
 from tests.app.conftest import ENTRY
 from tests.fixtures.services import SmtpSink
@@ -129,7 +130,9 @@ def test_models_page_shows_scores_backtest_and_champion_history(worker_db: Path)
     assert len(at.get("plotly_chart")) == 4  # fleet scores, instance scores, backtest, champion history
     backtest = figure(at, 2)
     assert trace_names(backtest)[0] == "actual" and len(backtest["data"]) > 1
-    assert len(at.dataframe[1].value) >= 1  # training runs of the picked instance
+    families = at.dataframe[1].value  # the declared model families, from forecasting.models.FAMILIES
+    assert list(families["model"]) == list(FAMILIES) and set(families["kind"]) >= {"baseline", "neural", "combination"}
+    assert len(at.dataframe[2].value) >= 1  # training runs of the picked instance
 
 
 def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(worker_db: Path) -> None:
