@@ -12,7 +12,8 @@ from forecasting.models import FAMILIES
 def family_table() -> list[dict[str, object]]:
     """One row per declared model family (forecasting.models.FAMILIES), what it is and what it needs."""
     return [{"model": f.name, "kind": f.kind, "what it forecasts": f.summary, "needs (days)": f.min_history_days,
-             "reads": ", ".join(f.inputs), "default": f.default} for f in FAMILIES.values()]
+             "reads": "what its members read" if f.combines else ", ".join(f.inputs), "default": f.default}
+            for f in FAMILIES.values()]
 
 SCORE_COLUMNS = ["name", "instance_id", "model", "champion", "status", "mape", "smape", "mase", "rmse", "coverage",
                  "fit_seconds", "predict_seconds", "reason"]
