@@ -6,6 +6,9 @@ to ``HEADROOM_WORKERS`` or the cores, or a Dask cluster's executor when
 :func:`retrain_due` only submits and collects futures, so it works the same on either.
 The parent reads the samples from the store, and writes each result to the store as it
 completes; a failure on one instance is logged with its id and leaves the others' results.
+Before the fan-out, the parent trains the ``fleet`` family once for the whole fleet when it is
+due (``forecasting.fleet_model``, reading one instance's samples at a time) and hands every job
+the saved model's path in its settings: no job retrains it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forecasting.fleet_model import fleet_model_due, latest_fleet_model, train_fleet_model
 from forecasting.settings import Settings
 from forecasting.store import Store
 from forecasting.training import train_instance
@@ -108,10 +112,11 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
     own = executor is None
     executor = executor or make_executor(settings)
     futures: dict[cf.Future, str] = {}
+    since = int(now - settings.train_days * DAY)
     # workers elsewhere (Dask) must write the model files where this process will look for them
-    job_settings = settings.model_copy(update={"db": Path(settings.db).resolve()})
+    job_settings = settings.model_copy(update={"db": Path(settings.db).resolve(),
+                                               "fleet_model": fleet_model_for(store, settings, now, since)})
     try:
-        since = int(now - settings.train_days * DAY)
         for instance_id in due:
             if stopping():
                 break
@@ -130,6 +135,21 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
             executor.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def fleet_model_for(store: Store, settings: Settings, now: int, since: int) -> Path | None:
+    """The fleet model this pass hands to every job: trained now if due (one instance's samples in memory at a time)."""
+    if "fleet" not in settings.models:
+        return None
+    if fleet_model_due(settings, now):
+        series = ((inst.instance_id, store.samples(inst.instance_id, start=since, end=now, metrics=["cpu"]), now)
+                  for inst in store.instances())
+        try:
+            train_fleet_model(series, settings, now)
+        except Exception:  # the per-instance models still train; the fleet family is skipped with its reason
+            log.exception("fleet model training failed")
+    latest = latest_fleet_model(settings)
+    return latest[0] if latest else None
 
 
 def _collect(store: Store, future: cf.Future, instance_id: str, report: RetrainReport) -> None:

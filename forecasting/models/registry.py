@@ -30,6 +30,8 @@ def make_model(name: str, settings: Settings, horizon: int | None = None) -> For
     horizon = horizon or settings.horizon
     if family(name).takes_params:
         return cls(period=settings.period, horizon=horizon, params=settings.model)  # type: ignore[call-arg]
+    if family(name).pooled:
+        return cls(period=settings.period, horizon=horizon, source=settings.fleet_model)  # type: ignore[call-arg]
     return cls(period=settings.period, horizon=horizon)
 
 
