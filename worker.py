@@ -51,15 +51,17 @@ class Worker:
         return retrain_due(self.store, self.settings, now(), stop=self.stop).summary()
 
     def forecast(self) -> str:
-        """Forecast with saved models, then turn forecasts into alerts and mail new ones at once."""
+        """Score past forecasts whose actuals arrived, forecast with saved models, turn forecasts into alerts, mail new ones."""
         from forecasting.alerts import evaluate_alerts
         from forecasting.forecast import run_forecasts
         from forecasting.notify import send_alert_mail
+        from forecasting.scoring import score_realised
 
+        scored = score_realised(self.store, self.settings, now())
         made = run_forecasts(self.store, self.settings, now(), stop=self.stop)
         alerts = evaluate_alerts(self.store, self.settings, now())
         mailed = send_alert_mail(self.store, self.settings, now())
-        return f"{made.summary()}; {alerts.summary()}; {mailed}"
+        return f"{scored.summary()}; {made.summary()}; {alerts.summary()}; {mailed}"
 
     def digest(self) -> str:
         from forecasting.notify import send_digest_if_due

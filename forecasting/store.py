@@ -133,6 +133,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX forecasts_champion ON forecasts (instance_id, forecast_id) WHERE is_champion = 1;
     CREATE INDEX forecasts_made_at ON forecasts (made_at);
     """,
+    # 2 → 3: realised accuracy, error sums of stored forecasts once their actuals arrived, per instance,
+    # model and hour the forecasts were made (forecasting/realised.py; written by forecasting/scoring.py).
+    """
+    CREATE TABLE realised (
+        instance_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        hour INTEGER NOT NULL,        -- made_at floored to the hour
+        forecasts INTEGER NOT NULL,
+        points INTEGER NOT NULL, abs_error REAL NOT NULL, scaled_error REAL NOT NULL,
+        pct_error REAL NOT NULL, pct_points INTEGER NOT NULL, inside INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, model, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX realised_hour ON realised (hour);
+    """,
 ]
 
 
