@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.fleet import build_fleet_table
+from forecasting.scoring import realised_scores
 from forecasting.settings import Settings, SettingsError, load_settings
 from forecasting.store import Store
 
@@ -127,6 +128,23 @@ def load_instance(db: str, instance_id: str, hours: float) -> dict[str, Any] | N
 
 
 # ---- models --------------------------------------------------------------
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_realised(db: str | None) -> pd.DataFrame:
+    """Realised accuracy per instance, model and window (last day, last week): one row each, scored points only."""
+    if not _ready(db):
+        return pd.DataFrame()
+    s = store(db)
+    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.instances()}
+    try:
+        scored = realised_scores(s, int(time.time()))
+    except sqlite3.OperationalError:  # a store the worker has not migrated to the realised table yet
+        return pd.DataFrame()
+    rows = [{"name": names.get(iid, iid), "instance_id": iid, "model": model, "window": window, **values}
+            for iid, models in scored.items()
+            for model, windows in models.items() for window, values in windows.items() if values["points"]]
+    return pd.DataFrame(rows).sort_values(["instance_id", "window", "model"], ignore_index=True) if rows else pd.DataFrame()
+
+
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_scores(db: str | None) -> pd.DataFrame:
     """Scores of every model in each instance's latest training run, with the instance's name."""

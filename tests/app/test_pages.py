@@ -132,6 +132,44 @@ def test_models_page_shows_scores_backtest_and_champion_history(worker_db: Path)
     assert len(at.dataframe[1].value) >= 1  # training runs of the picked instance
 
 
+def test_models_page_shows_the_realised_accuracy_of_stored_forecasts(worker_db: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+    import time
+
+    from forecasting.scoring import CURSOR, realised_scores, score_realised
+    from forecasting.settings import load_settings
+
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(worker_db) as source, sqlite3.connect(db) as target:
+        source.backup(target)  # the shared store stays as the other tests expect it
+    iid, now = ALERTING_INSTANCE, int(time.time())
+    with Store(db) as store:
+        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
+        store.record_forecasts([{"instance_id": iid, "run_id": store.latest_runs()[iid]["run_id"], "model": "seasonal_naive",
+                                 "is_champion": True, "made_at": now - 7200, "origin_ts": int(ts[-13]),
+                                 "timestamps": [int(t) for t in ts[-12:]], "mean": [float(cpu[-13])] * 12,
+                                 "lower": [0.0] * 12, "upper": [100.0] * 12}])
+        store.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
+        score_realised(store, load_settings(db=db), now)
+        expected = realised_scores(store, now, iid)[iid]
+    monkeypatch.setenv("HEADROOM_DB", str(db))
+    at = open_page("pages/models.py")
+    assert not [i for i in at.info if "No forecast has been scored" in i.value]
+    table = at.dataframe[1].value  # after the backtest scores: realised, last day
+    mine = table[table["instance_id"] == iid].set_index("model")
+    assert {"seasonal_naive", "auto"} <= set(mine.index)  # the champion's forecast also counts as what was deployed
+    assert mine.loc["seasonal_naive", "mase"] == pytest.approx(expected["seasonal_naive"]["day"]["mase"])
+    assert mine.loc["auto", "coverage"] == 1.0 and mine.loc["seasonal_naive", "points"] == expected["seasonal_naive"]["day"]["points"]
+    at.radio(key="realised_window").set_value("week").run()
+    assert at.dataframe[1].value["points"].sum() >= 24
+
+
+def test_models_page_says_when_no_forecast_has_been_scored_yet(worker_db: Path) -> None:
+    at = open_page("pages/models.py")
+    assert any("No forecast has been scored yet" in i.value for i in at.info)
+
+
 def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
         opened = store.alerts(state="open")
