@@ -5,7 +5,9 @@ to ``HEADROOM_WORKERS`` or the cores, or a Dask cluster's executor when
 ``HEADROOM_DASK_SCHEDULER`` names one (``distributed.Client(addr).get_executor()``).
 :func:`retrain_due` only submits and collects futures, so it works the same on either.
 The parent reads the samples from the store, and writes each result to the store as it
-completes; a failure on one instance is logged with its id and leaves the others' results.
+completes, keeping only ``IN_FLIGHT_PER_WORKER`` instances per worker submitted at a time (so its
+memory does not grow with the fleet); a failure on one instance is logged with its id and leaves the
+others' results.
 Before the fan-out, the parent trains the ``fleet`` family once for the whole fleet when it is
 due (``forecasting.fleet_model``, reading one instance's samples at a time) and hands every job
 the saved model's path in its settings: no job retrains it.
@@ -31,6 +33,9 @@ from forecasting.training import train_instance
 
 log = logging.getLogger("headroom.fleet")
 DAY = 86_400
+IN_FLIGHT_PER_WORKER = 4
+"""Instances submitted but not finished, per worker: keeps the workers busy while the parent holds the samples of
+only a few instances at a time, whatever the fleet size (with Dask, set HEADROOM_WORKERS to the cluster's threads)."""
 
 
 @dataclass
@@ -116,17 +121,24 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
     # workers elsewhere (Dask) must write the model files where this process will look for them
     job_settings = settings.model_copy(update={"db": Path(settings.db).resolve(),
                                                "fleet_model": fleet_model_for(store, settings, now, since)})
+    queue = iter(due)
+    pending: set[cf.Future] = set()
+    limit = IN_FLIGHT_PER_WORKER * worker_count(settings)
     try:
-        for instance_id in due:
-            if stopping():
+        while True:
+            while len(pending) < limit and not stopping():  # top up: only ``limit`` instances' samples are ever held
+                instance_id = next(queue, None)
+                if instance_id is None:
+                    break
+                samples = store.samples(instance_id, start=since, end=now)
+                future = executor.submit(train_instance, instance_id, samples, job_settings, now)
+                futures[future] = instance_id
+                pending.add(future)
+            if not pending:
                 break
-            samples = store.samples(instance_id, start=since, end=now)
-            futures[executor.submit(train_instance, instance_id, samples, job_settings, now)] = instance_id
-        pending = set(futures)
-        while pending:
             done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
             for future in done:
-                _collect(store, future, futures[future], report)
+                _collect(store, future, futures.pop(future), report)
             if stopping() and pending:
                 pending = {f for f in pending if not f.cancel()}  # queued ones are dropped, running ones finish
     finally:

@@ -9,7 +9,8 @@ anchor, so every run trains on the same data; the fill is timed apart). The time
 parent trains the ``fleet`` model once (reading one instance's samples at a time), reads each
 instance's samples, trains every instance in a worker process and writes each result back. The
 default model set is the settings' default. Peak memory is the largest resident size of the
-whole process tree (this process and its pool), sampled every 0.2 s, and of this process alone.
+whole process tree (this process and its pool) during the retrain, sampled every 0.2 s, and of this
+process alone over its life; the store is filled in a child process so that neither counts the fill.
 
 With ``--dask`` the same retrain also runs on a 2-worker Dask ``LocalCluster`` on an identical
 store, and the champions of both runs must agree instance by instance (exit status 1 otherwise).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import resource
 import sys
 import tempfile
@@ -39,13 +41,22 @@ NOW = 1_800_000_000 // 300 * 300
 """A fixed replay time, so every run trains on the same data."""
 
 
-def demo_store(folder: Path, settings: Settings) -> Store:
-    """A store holding ``train_days`` of the demo feed for ``demo_instances`` instances."""
-    folder.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.db)
-    store.set_meta("demo_anchor", str(NOW - int(settings.train_days * 86_400)))
-    run_ingest(store, settings, NOW)
-    return store
+def fill_store(settings: Settings) -> None:
+    """Write ``train_days`` of the demo feed for ``demo_instances`` instances into the settings' database."""
+    Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
+    with Store(settings.db) as store:
+        store.set_meta("demo_anchor", str(NOW - int(settings.train_days * 86_400)))
+        run_ingest(store, settings, NOW)
+
+
+def demo_store(settings: Settings) -> Store:
+    """The filled store, filled in a child process: the ingest's millions of rows never inflate this process's memory."""
+    child = multiprocessing.get_context("spawn").Process(target=fill_store, args=(settings,))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"filling the demo store failed (exit status {child.exitcode})")
+    return Store(settings.db)
 
 
 class PeakMemory:
@@ -94,9 +105,9 @@ def fleet_facts(settings: Settings) -> dict:
     return {key: meta.get(key) for key in ("windows", "instances", "seconds")}
 
 
-def _run(label: str, folder: Path, settings: Settings) -> dict:
+def _run(label: str, settings: Settings) -> dict:
     clock = time.perf_counter()
-    with demo_store(folder, settings) as store:
+    with demo_store(settings) as store:
         fill = time.perf_counter() - clock
         report, seconds, peak_mb = timed_retrain(store, settings)
         champions = {i: r["champion"] for i, r in store.latest_runs().items()}
@@ -128,15 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         models = local_settings.models
         print(f"{args.instances} demo instances, {args.days:g} days each, models {', '.join(models)}, {args.workers} workers",
               flush=True)
-        rows.append(_run(f"local process pool (spawn, {args.workers} processes)", Path(tmp) / "pool", local_settings))
+        rows.append(_run(f"local process pool (spawn, {args.workers} processes)", local_settings))
         if args.dask:
             from distributed import LocalCluster
 
             logging.getLogger("distributed").setLevel(logging.ERROR)
             with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
                 dask_settings = load_settings(db=Path(tmp) / "dask" / "headroom.db", dask_scheduler=cluster.scheduler_address, **base)
-                rows.append(_run(f"Dask LocalCluster ({args.workers} worker processes × 1 thread)", Path(tmp) / "dask",
-                                 dask_settings))
+                rows.append(_run(f"Dask LocalCluster ({args.workers} worker processes × 1 thread)", dask_settings))
     print(f"\n{'executor':52s} {'instances':>9s} {'failed':>6s} {'seconds':>8s} {'per instance':>12s} {'peak MB':>8s}")
     for row in rows:
         r = row["report"]

@@ -80,8 +80,9 @@ def saved(tmp_path):
 def test_the_family_is_built_with_the_cycle_fleet_model_and_reads_only_rows_up_to_each_origin(saved, tmp_path) -> None:
     settings, path = saved
     assert family("fleet").pooled and family("fleet").min_history_days == 0
-    with pytest.raises(ModelError, match="no fleet model"):
-        make_model("fleet", settings).fit(frame_of(daily(50, 5, 1)))
+    with pytest.raises(ModelError, match="no fleet model"):  # nothing trained beside this database yet
+        make_model("fleet", load_settings(db=tmp_path / "empty" / "h.db")).fit(frame_of(daily(50, 5, 1)))
+    assert make_model("fleet", settings).source == path  # uploads (no retrain pass) use the newest saved fleet model
     model = make_model("fleet", settings.model_copy(update={"fleet_model": path}))
     frame = frame_of(daily(50, 5, 2, noise=0.3, seed=7))
     model.fit(frame)
