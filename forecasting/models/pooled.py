@@ -50,8 +50,8 @@ def fill_forward(cpu: np.ndarray) -> np.ndarray:
     return values[last]
 
 
-def day_stats(cpu: np.ndarray, origins: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (floored at MIN_SPREAD) of the (filled) CPU over up to a day before each origin."""
+def day_spread(cpu: np.ndarray, origins: np.ndarray, season: int) -> np.ndarray:
+    """Standard deviation of the (filled) CPU over up to a day before each origin, floored at MIN_SPREAD."""
     x = np.nan_to_num(np.asarray(cpu, dtype=float))
     s1 = np.concatenate([[0.0], np.cumsum(x)])
     s2 = np.concatenate([[0.0], np.cumsum(x * x)])
@@ -60,7 +60,7 @@ def day_stats(cpu: np.ndarray, origins: np.ndarray, season: int) -> tuple[np.nda
     n = (end - start).astype(float)
     mean = (s1[end] - s1[start]) / n
     var = np.maximum((s2[end] - s2[start]) / n - mean ** 2, 0.0)
-    return mean, np.maximum(np.sqrt(var), MIN_SPREAD)
+    return np.maximum(np.sqrt(var), MIN_SPREAD)
 
 
 def design(cpu: np.ndarray, origins: np.ndarray, period: int, horizon: int
@@ -74,7 +74,7 @@ def design(cpu: np.ndarray, origins: np.ndarray, period: int, horizon: int
     origins = np.asarray(origins, dtype=np.int64)
     season = max(1, DAY // period)
     centre = cpu[origins]
-    _, spread = day_stats(cpu, origins, season)
+    spread = day_spread(fill_forward(cpu), origins, season)  # a gap in the day before must not count as zeros
     lag_rows = np.clip(origins[:, None] + np.arange(-(LOOKBACK - 1), 0), 0, None)
     lags = (cpu[lag_rows] - centre[:, None]) / spread[:, None]
     day_rows = origins[:, None] - season + np.arange(0, horizon + 1)

@@ -50,6 +50,15 @@ def test_design_is_relative_to_the_origin_and_scaled_by_the_instance_spread() ->
     assert young.shape == (1, width) and young[0, width - 2] == 0.0 and x1[0, width - 2] == 1.0
 
 
+def test_a_gap_in_the_day_before_an_origin_does_not_count_as_zero_cpu() -> None:
+    cpu = daily(60, 5, 2)
+    gappy = cpu.copy()
+    gappy[100:130] = np.nan
+    _, _, spread = pooled.design(gappy, np.array([400]), P, 12)
+    _, _, filled = pooled.design(pooled.fill_forward(gappy), np.array([400]), P, 12)
+    assert spread[0] == pytest.approx(filled[0]) and spread[0] < 10  # as zeros, the gap would add a 60-point swing
+
+
 def test_sampling_is_bounded_and_skips_windows_with_gaps() -> None:
     cpu = daily(40, 10, 3)
     cpu[300:310] = np.nan
