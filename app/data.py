@@ -27,6 +27,8 @@ CACHE_TTL = 15
 REFRESH_SECONDS = 30
 """How often live fragments (Fleet, Instance, Alerts) re-run themselves."""
 DAY = 86_400
+PAST_FORECAST_SECONDS = 3600
+"""The Instance page draws the deployed forecast made this long (or more) before the newest sample over the actuals."""
 
 
 def settings() -> Settings:
@@ -122,6 +124,8 @@ def load_instance(db: str, instance_id: str, hours: float) -> dict[str, Any] | N
         "newest": newest,
         "samples": samples,
         "forecasts": s.latest_forecasts(instance_id, champion_only=False),
+        # the deployed forecast made an hour or more ago, to draw over what happened since
+        "past": s.champion_forecast_before(instance_id, newest - PAST_FORECAST_SECONDS) if newest is not None else None,
         "run": _plain(runs[0]) if runs else None,
         "alerts": [_plain(a) for a in s.alerts(instance_id=instance_id, limit=20)],
     }

@@ -410,6 +410,12 @@ class Store:
                 ],
             )
 
+    def champion_forecast_before(self, instance_id: str, made_by: int) -> dict[str, Any] | None:
+        """The newest champion forecast of an instance made at or before ``made_by`` (arrays decoded), or None."""
+        rows = self.query("SELECT * FROM forecasts WHERE instance_id = ? AND is_champion = 1 AND made_at <= ? "
+                          "ORDER BY forecast_id DESC LIMIT 1", (instance_id, int(made_by)))
+        return _decode_forecast(rows[0]) if rows else None
+
     def latest_forecasts(self, instance_id: str | None = None, champion_only: bool = True) -> list[dict[str, Any]]:
         """The newest forecast per instance (and per model unless champion_only), arrays decoded."""
         where = "WHERE is_champion = 1" if champion_only else "WHERE 1 = 1"

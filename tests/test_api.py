@@ -298,7 +298,7 @@ def two_instances() -> bytes:
     ("?model=naive", 422, "choose one with ?instance="),
     ("?model=naive&instance=i-0cccccccccccccccc", 422, "is not in the export"),
     ("?model=naive&instance=i-0bbbbbbbbbbbbbbbb", 200, None),
-    ("?model=lstm&instance=i-0aaaaaaaaaaaaaaaa", 422, "less than 2 days"),
+    ("?model=lstm&instance=i-0aaaaaaaaaaaaaaaa", 422, "needs 2 days of history"),
 ])
 async def test_predict_rejects_what_it_cannot_do(api: httpx.AsyncClient, query: str, status: int, says: str | None) -> None:
     response = await api.post("/predict" + query, content=two_instances())

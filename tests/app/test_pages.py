@@ -82,6 +82,34 @@ def test_instance_page_reads_the_instance_from_the_query_string(worker_db: Path)
     assert at.metric[3].value == champion
 
 
+def test_instance_page_draws_the_forecast_deployed_an_hour_ago_over_what_happened(worker_db: Path, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(worker_db) as source, sqlite3.connect(db) as target:
+        source.backup(target)  # the shared store stays as the other tests expect it
+    iid = ALERTING_INSTANCE
+    with Store(db) as store:
+        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
+        newest = int(ts[-1])
+        mean = [float(v) + 1.5 for v in cpu[-24:-12]]  # made two hours ago: its twelve steps have all happened
+        latest = store.latest_forecasts(iid, champion_only=False)
+        store.record_forecasts([{"instance_id": iid, "run_id": store.latest_runs()[iid]["run_id"], "model": "arima",
+                                 "is_champion": True, "made_at": newest - 7200, "origin_ts": int(ts[-25]),
+                                 "timestamps": [int(t) for t in ts[-24:-12]], "mean": mean, "lower": mean, "upper": mean}])
+        store.record_forecasts([{k: f[k] for k in ("instance_id", "run_id", "model", "is_champion", "made_at", "origin_ts",
+                                                   "timestamps", "mean", "lower", "upper")} for f in latest])  # still the newest
+    monkeypatch.setenv("HEADROOM_DB", str(db))
+    at = open_page("pages/instance.py", instance=iid)
+    spec = figure(at)
+    past = next(t for t in spec["data"] if t.get("name") == "earlier forecast (arima)")
+    assert np.allclose(trace_values(past), mean) and len(past["x"]) == 12
+    champion = next(f for f in latest if f["is_champion"])
+    assert f"forecast ({champion['model']})" in trace_names(spec)  # the latest deployed forecast is drawn as before
+    assert any("The dotted line is the forecast deployed" in c.value for c in at.caption)
+
+
 def test_instance_overlay_and_time_range(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
         iid = store.instances()[0].instance_id
