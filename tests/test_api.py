@@ -372,7 +372,7 @@ async def test_training_runs_off_the_event_loop(api: httpx.AsyncClient, export_b
         finished[name] = time.perf_counter()
         return response
 
-    predict = asyncio.create_task(timed("predict", api.post("/predict?model=arima", content=export_body)))
+    predict = asyncio.create_task(timed("predict", api.post("/predict?model=lstm", content=export_body)))  # seconds of training
     await asyncio.sleep(0.3)
     health = await timed("health", api.get("/health"))
     assert health.status_code == 200 and not predict.done()
