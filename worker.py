@@ -89,12 +89,15 @@ class Worker:
                           {"due": report.due, "trained": len(report.trained), "failed": len(report.failed)})
 
     def forecast(self) -> JobOutcome:
-        """Forecast with saved models, turn forecasts into alerts, mail new ones at once, then webhooks and CloudWatch."""
+        """Score past forecasts whose actuals arrived, forecast with saved models, turn forecasts into alerts,
+        mail new ones at once, then webhooks and CloudWatch."""
         from forecasting.acting import act_on_cycle
         from forecasting.alerts import evaluate_alerts
         from forecasting.forecast import run_forecasts
         from forecasting.notify import send_alert_mail
+        from forecasting.scoring import score_realised
 
+        scored = score_realised(self.store, self.settings, now())
         made = run_forecasts(self.store, self.settings, now(), stop=self.stop)
         alerts = evaluate_alerts(self.store, self.settings, now())
         mailed = send_alert_mail(self.store, self.settings, now())
@@ -104,7 +107,7 @@ class Worker:
             problems.append(f"acting on warnings: {acted}")
         counts = {"instances": made.instances, "forecasts": made.forecasts, "without_model": len(made.no_model),
                   "stand_ins": len(made.fallbacks), "models_skipped": len(made.skipped), "failed": len(made.errors)}
-        return JobOutcome(f"{made.summary()}; {alerts.summary()}; {mailed}; {acted}", problems, counts)
+        return JobOutcome(f"{scored.summary()}; {made.summary()}; {alerts.summary()}; {mailed}; {acted}", problems, counts)
 
     def digest(self) -> JobOutcome:
         from forecasting.notify import send_digest_if_due

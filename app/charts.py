@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 ACTUAL = "#1c2430"
 FORECAST = "#d9480f"
 BAND = "rgba(217, 72, 15, 0.18)"
+PAST = "#5f3dc4"
 THRESHOLD = "#c92a2a"
 MEMORY = "#5f3dc4"
 NET_IN = "#1971c2"
@@ -59,8 +60,10 @@ def instance_figure(
     champion: str | None,
     show_all: bool = False,
     crossing_ts: int | None = None,
+    past: Mapping[str, Any] | None = None,
 ) -> go.Figure:
-    """CPU with forecast, band, threshold and crossing on top; memory and network below, on one linked time axis."""
+    """CPU with forecast, band, threshold and crossing on top (and ``past``, an earlier deployed forecast, over the
+    actuals it predicted); memory and network below, on one linked time axis."""
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.56, 0.2, 0.24])
     if "cpu" in samples:
         ts, values = samples["cpu"]
@@ -69,6 +72,8 @@ def instance_figure(
     for forecast in forecasts:
         if show_all and forecast not in chosen[:1]:
             add_forecast(fig, forecast, band=False, name=forecast["model"], colour=MODEL_COLOURS.get(forecast["model"], "#868e96"), row=1, dash="dot")
+    if past is not None:
+        add_forecast(fig, past, band=False, name=f"earlier forecast ({past['model']})", colour=PAST, row=1, dash="dot")
     if chosen:
         add_forecast(fig, chosen[0], band=True, name=f"forecast ({chosen[0]['model']})", colour=FORECAST, row=1)
     fig.add_hline(y=threshold, line={"color": THRESHOLD, "dash": "dot", "width": 1.5}, row=1, col=1,

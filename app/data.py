@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.fleet import build_fleet_table
+from forecasting.scoring import realised_scores
 from forecasting.settings import Settings, SettingsError, load_settings
 from forecasting.store import Store
 
@@ -26,6 +27,8 @@ CACHE_TTL = 15
 REFRESH_SECONDS = 30
 """How often live fragments (Fleet, Instance, Alerts) re-run themselves."""
 DAY = 86_400
+PAST_FORECAST_SECONDS = 3600
+"""The Instance page draws the deployed forecast made this long (or more) before the newest sample over the actuals."""
 
 
 def settings() -> Settings:
@@ -121,12 +124,31 @@ def load_instance(db: str, instance_id: str, hours: float) -> dict[str, Any] | N
         "newest": newest,
         "samples": samples,
         "forecasts": s.latest_forecasts(instance_id, champion_only=False),
+        # the deployed forecast made an hour or more ago, to draw over what happened since
+        "past": s.champion_forecast_before(instance_id, newest - PAST_FORECAST_SECONDS) if newest is not None else None,
         "run": _plain(runs[0]) if runs else None,
         "alerts": [_plain(a) for a in s.alerts(instance_id=instance_id, limit=20)],
     }
 
 
 # ---- models --------------------------------------------------------------
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False)
+def load_realised(db: str | None) -> pd.DataFrame:
+    """Realised accuracy per instance, model and window (last day, last week): one row each, scored points only."""
+    if not _ready(db):
+        return pd.DataFrame()
+    s = store(db)
+    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.instances()}
+    try:
+        scored = realised_scores(s, int(time.time()))
+    except sqlite3.OperationalError:  # a store the worker has not migrated to the realised table yet
+        return pd.DataFrame()
+    rows = [{"name": names.get(iid, iid), "instance_id": iid, "model": model, "window": window, **values}
+            for iid, models in scored.items()
+            for model, windows in models.items() for window, values in windows.items() if values["points"]]
+    return pd.DataFrame(rows).sort_values(["instance_id", "window", "model"], ignore_index=True) if rows else pd.DataFrame()
+
+
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_scores(db: str | None) -> pd.DataFrame:
     """Scores of every model in each instance's latest training run, with the instance's name."""

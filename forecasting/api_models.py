@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from forecasting import __version__
+from forecasting.scoring import realised_scores
 from forecasting.settings import Settings
 from forecasting.store import Instance, Store
 
@@ -160,8 +161,19 @@ class ModelScore(BaseModel):
 SCORE_FIELDS = ("model", "status", "reason", "mape", "smape", "mase", "rmse", "coverage", "fit_seconds", "predict_seconds")
 
 
+class RealisedScore(BaseModel):
+    """How right one model's stored forecasts were once their actuals arrived (``auto``: the deployed forecasts)."""
+
+    model: str
+    window: Literal["day", "week"] = Field(description="forecasts made in the last 24 hours or 7 days (by hour made)")
+    mape: float | None = Field(description="mean absolute percentage error, %")
+    mase: float | None = Field(description="mean absolute error ÷ the instance's one-day seasonal difference")
+    coverage: float | None = Field(description="share of actual values inside the interval")
+    points: int = Field(description="forecast steps scored")
+
+
 class Comparison(BaseModel):
-    """Model scores of an instance's latest training run, and its champion."""
+    """Model scores of an instance's latest training run (backtest), its champion, and the realised accuracy."""
 
     instance_id: str
     run_id: int
@@ -171,13 +183,18 @@ class Comparison(BaseModel):
     points: int
     champion: str | None
     scores: list[ModelScore]
+    realised: list[RealisedScore] = Field(default_factory=list)
 
     @classmethod
-    def from_run(cls, run: Row, scores: list[Row]) -> Comparison:
-        """From a ``training_runs`` row and its ``model_scores`` rows."""
+    def from_run(cls, run: Row, scores: list[Row], realised: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+                 ) -> Comparison:
+        """From a ``training_runs`` row, its ``model_scores`` rows and ``scoring.realised_scores`` of the instance."""
+        measured = [RealisedScore(model=model, window=window, **{k: values[k] for k in ("mape", "mase", "coverage", "points")})
+                    for model, windows in sorted((realised or {}).items()) for window, values in windows.items() if values["points"]]
         return cls(instance_id=run["instance_id"], run_id=run["run_id"], trained_at=utc(run["finished_at"]),
                    train_start=utc(run["train_start"]), train_end=utc(run["train_end"]), points=run["points"],
-                   champion=run["champion"], scores=[ModelScore.from_row(row, run["champion"]) for row in scores])
+                   champion=run["champion"], scores=[ModelScore.from_row(row, run["champion"]) for row in scores],
+                   realised=measured)
 
 
 class ComparisonList(BaseModel):
@@ -361,7 +378,9 @@ def build_comparisons(store: Store, instance: str | None) -> ComparisonList:
         runs = store.training_runs(instance, limit=1)
     else:
         runs = sorted(store.latest_runs().values(), key=lambda r: r["instance_id"])
-    return ComparisonList(comparisons=[Comparison.from_run(run, store.scores(run_id=run["run_id"])) for run in runs])
+    realised = realised_scores(store, int(time.time()), instance)
+    return ComparisonList(comparisons=[Comparison.from_run(run, store.scores(run_id=run["run_id"]), realised.get(run["instance_id"]))
+                                       for run in runs])
 
 
 def build_alerts(store: Store, state: str | None, instance: str | None, limit: int) -> AlertList:

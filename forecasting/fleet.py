@@ -5,7 +5,12 @@ to ``HEADROOM_WORKERS`` or the cores, or a Dask cluster's executor when
 ``HEADROOM_DASK_SCHEDULER`` names one (``distributed.Client(addr).get_executor()``).
 :func:`retrain_due` only submits and collects futures, so it works the same on either.
 The parent reads the samples from the store, and writes each result to the store as it
-completes; a failure on one instance is logged with its id and leaves the others' results.
+completes, keeping only ``IN_FLIGHT_PER_WORKER`` instances per worker submitted at a time (so its
+memory does not grow with the fleet); a failure on one instance is logged with its id and leaves the
+others' results.
+Before the fan-out, the parent trains the ``fleet`` family once for the whole fleet when it is
+due (``forecasting.fleet_model``, reading one instance's samples at a time) and hands every job
+the saved model's path in its settings: no job retrains it.
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forecasting.fleet_model import fleet_model_due, latest_fleet_model, train_fleet_model
 from forecasting.settings import Settings
 from forecasting.store import Store
 from forecasting.training import train_instance
 
 log = logging.getLogger("headroom.fleet")
 DAY = 86_400
+IN_FLIGHT_PER_WORKER = 4
+"""Instances submitted but not finished, per worker: keeps the workers busy while the parent holds the samples of
+only a few instances at a time, whatever the fleet size (with Dask, set HEADROOM_WORKERS to the cluster's threads)."""
 
 
 @dataclass
@@ -114,20 +123,28 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
     own = executor is None
     executor = executor or make_executor(settings)
     futures: dict[cf.Future, str] = {}
+    since = int(now - settings.train_days * DAY)
     # workers elsewhere (Dask) must write the model files where this process will look for them
-    job_settings = settings.model_copy(update={"db": Path(settings.db).resolve()})
+    job_settings = settings.model_copy(update={"db": Path(settings.db).resolve(),
+                                               "fleet_model": fleet_model_for(store, settings, now, since)})
+    queue = iter(due)
+    pending: set[cf.Future] = set()
+    limit = IN_FLIGHT_PER_WORKER * worker_count(settings)
     try:
-        since = int(now - settings.train_days * DAY)
-        for instance_id in due:
-            if stopping():
+        while True:
+            while len(pending) < limit and not stopping():  # top up: only ``limit`` instances' samples are ever held
+                instance_id = next(queue, None)
+                if instance_id is None:
+                    break
+                samples = store.samples(instance_id, start=since, end=now)
+                future = executor.submit(train_instance, instance_id, samples, job_settings, now)
+                futures[future] = instance_id
+                pending.add(future)
+            if not pending:
                 break
-            samples = store.samples(instance_id, start=since, end=now)
-            futures[executor.submit(train_instance, instance_id, samples, job_settings, now)] = instance_id
-        pending = set(futures)
-        while pending:
             done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
             for future in done:
-                _collect(store, future, futures[future], report)
+                _collect(store, future, futures.pop(future), report)
             if stopping() and pending:
                 pending = {f for f in pending if not f.cancel()}  # queued ones are dropped, running ones finish
     finally:
@@ -137,6 +154,21 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
             executor.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def fleet_model_for(store: Store, settings: Settings, now: int, since: int) -> Path | None:
+    """The fleet model this pass hands to every job: trained now if due (one instance's samples in memory at a time)."""
+    if "fleet" not in settings.models:
+        return None
+    if fleet_model_due(settings, now):
+        series = ((inst.instance_id, store.samples(inst.instance_id, start=since, end=now, metrics=["cpu"]), now)
+                  for inst in store.instances())
+        try:
+            train_fleet_model(series, settings, now)
+        except Exception:  # the per-instance models still train; the fleet family is skipped with its reason
+            log.exception("fleet model training failed")
+    latest = latest_fleet_model(settings)
+    return latest[0] if latest else None
 
 
 def _collect(store: Store, future: cf.Future, instance_id: str, report: RetrainReport) -> None:

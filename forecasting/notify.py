@@ -25,6 +25,7 @@ from typing import Any
 
 from forecasting.alerts import iso_utc
 from forecasting.charts import forecast_chart
+from forecasting.scoring import fleet_realised
 from forecasting.settings import Settings
 from forecasting.store import Store
 
@@ -203,6 +204,10 @@ def alert_html(alert: dict, name: str | None, latest: tuple[int, float] | None, 
             "<p style='color:#777;font-size:12px'>Headroom early warning</p></div>")
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.3f}" if values else "-"
 
@@ -236,6 +241,8 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
                 bucket[key].append(float(s[key]))
     champions = [r["champion"] for r in runs.values() if r["champion"]]
     score_rows = [[m, champions.count(m), len(v["mase"]), _median(v["mase"]), _median(v["mape"]), _median(v["coverage"])] for m, v in sorted(scores.items())]
+    realised_rows = [[m, v["points"], _fmt(v["mape"], ".2f"), _fmt(v["mase"], ".3f"), _fmt(v["coverage"], ".2f")]
+                     for m, v in fleet_realised(store, now, "day").items()]
     images = {}
     for _, _, iid in sorted(risk)[:DIGEST_CHARTS]:
         alert = open_alerts.get(iid)
@@ -246,6 +253,8 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
         ("Fleet", ["instance", "name", "CPU now %", "threshold %", "forecast peak %", "champion", "state"], fleet),
         ("Open alerts", ["instance", "opened", "predicted crossing", "peak %", "model", "basis", "emailed"], alerts_rows),
         ("Model scores (latest run of each instance)", ["model", "champion of", "instances", "median MASE", "median MAPE %", "median coverage"], score_rows),
+        ("Realised accuracy (forecasts made in the last day, all instances; auto = what was deployed)",
+         ["model", "points", "MAPE %", "MASE", "coverage"], realised_rows),
     ]
     period = f"since {iso_utc(since)}: {len(past)} alerts opened, {outcomes['caught']} caught in time, {outcomes['late']} late, {outcomes['false']} false"
     subject = f"[Headroom] digest: {len(fleet)} instances, {len(open_alerts)} open alerts"

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     models: CommaList = Field(default_factory=lambda: _default_models())
     backtest_days: float = Field(2, gt=0, le=30)
     model: ModelParams = Field(default_factory=ModelParams)
+    fleet_model: Path | None = None  # the fleet model this cycle trained; set by the retrain job, not by users
 
     # worker cadences
     ingest_every: float = Field(5, gt=0, le=1440, description="minutes")

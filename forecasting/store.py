@@ -160,6 +160,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_pending ON outbox (destination, outbox_id) WHERE state = 'pending';
     CREATE INDEX outbox_alert ON outbox (destination, alert_id, outbox_id);
     """,
+    # 4 → 5: realised accuracy, error sums of stored forecasts once their actuals arrived, per instance,
+    # model and hour the forecasts were made (forecasting/realised.py; written by forecasting/scoring.py).
+    """
+    CREATE TABLE realised (
+        instance_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        hour INTEGER NOT NULL,        -- made_at floored to the hour
+        forecasts INTEGER NOT NULL,
+        points INTEGER NOT NULL, abs_error REAL NOT NULL, scaled_error REAL NOT NULL,
+        pct_error REAL NOT NULL, pct_points INTEGER NOT NULL, inside INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, model, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX realised_hour ON realised (hour);
+    """,
 ]
 
 
@@ -432,6 +446,12 @@ class Store:
                     for r in rows
                 ],
             )
+
+    def champion_forecast_before(self, instance_id: str, made_by: int) -> dict[str, Any] | None:
+        """The newest champion forecast of an instance made at or before ``made_by`` (arrays decoded), or None."""
+        rows = self.query("SELECT * FROM forecasts WHERE instance_id = ? AND is_champion = 1 AND made_at <= ? "
+                          "ORDER BY forecast_id DESC LIMIT 1", (instance_id, int(made_by)))
+        return _decode_forecast(rows[0]) if rows else None
 
     def latest_forecasts(self, instance_id: str | None = None, champion_only: bool = True) -> list[dict[str, Any]]:
         """The newest forecast per instance (and per model unless champion_only), arrays decoded."""

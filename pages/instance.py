@@ -73,11 +73,14 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     cols[4].metric("Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert['opened_at'], now)}" if open_alert else None)
     if run is None:
         ui.no_models_help()
-    figure = charts.instance_figure(samples, forecasts, threshold, (run or {}).get("champion"), show_all, crossing)
+    past = view["past"]
+    figure = charts.instance_figure(samples, forecasts, threshold, (run or {}).get("champion"), show_all, crossing, past)
     st.plotly_chart(figure, key="instance_chart", config={"displaylogo": False})
     if champion:
         st.caption(f"Forecast by {champion['model']} made {ago_text(champion['made_at'], now)} from data up to "
-                   f"{utc_text(champion['origin_ts'])}; the band is the calibrated interval from the backtest.")
+                   f"{utc_text(champion['origin_ts'])}; the band is the calibrated interval from the backtest."
+                   + (f" The dotted line is the forecast deployed {ago_text(past['made_at'], now)}, over what happened since."
+                      if past else ""))
     if view["alerts"]:
         st.subheader("Alerts on this instance")
         _alerts_table(view["alerts"])

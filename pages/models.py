@@ -40,6 +40,18 @@ st.dataframe(
     scores[SCORE_COLUMNS], hide_index=True, placeholder="—", key="scores_table",
     column_config=ui.score_columns(),
 )
+st.subheader("Realised accuracy: the stored forecasts against what happened")
+realised = data.load_realised(db)
+if realised.empty:
+    st.info("No forecast has been scored yet: a forecast is scored once all its steps have arrived (the horizon plus "
+            "15 minutes after it was made), so figures appear about 75 minutes after the worker starts forecasting.")
+else:
+    window = st.radio("Forecasts made in the last", ["day", "week"], horizontal=True, key="realised_window")
+    st.caption("Every stored forecast scored against the CPU that arrived; `auto` is what was deployed (the champion's "
+               "forecasts). MASE divides by the instance's mean one-day seasonal difference over the two days before.")
+    st.dataframe(realised[realised["window"] == window][["name", "instance_id", "model", "mape", "mase", "coverage", "points"]],
+                 hide_index=True, placeholder="—", key="realised_table", column_config=ui.score_columns())
+
 metric = st.columns(3)[0].selectbox("Score to chart", list(METRICS), format_func=METRICS.get, key="score_metric")
 st.plotly_chart(charts.scores_figure(scores, metric), key="scores_chart", config={"displaylogo": False})
 with st.expander("Model families"):

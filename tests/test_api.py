@@ -142,6 +142,32 @@ async def test_compare_gives_scores_and_champion(api: httpx.AsyncClient, worker_
     assert [c["instance_id"] for c in everything] == sorted(store_ids(worker_db)) and answer[0] in everything
 
 
+async def test_compare_shows_the_realised_accuracy_of_stored_forecasts(worker_db: Path, tmp_path: Path) -> None:  # noqa: F811
+    from forecasting.scoring import CURSOR, realised_scores, score_realised
+
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(worker_db) as source, sqlite3.connect(db) as target:
+        source.backup(target)  # a copy of the worker's store, so the shared one stays as the other tests expect
+    iid, now = "i-0de00000000000002", int(time.time())
+    with Store(db) as store:
+        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
+        run = store.latest_runs()[iid]
+        origin = int(ts[-13])  # a forecast whose twelve actuals have all arrived, made two hours ago
+        store.record_forecasts([{"instance_id": iid, "run_id": run["run_id"], "model": "naive", "is_champion": False,
+                                 "made_at": now - 7200, "origin_ts": origin, "timestamps": [int(t) for t in ts[-12:]],
+                                 "mean": [float(cpu[-13])] * 12, "lower": [0.0] * 12, "upper": [100.0] * 12}])
+        store.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
+        score_realised(store, api_settings(db), now)
+        expected = realised_scores(store, now, iid)[iid]["naive"]
+    async with client(create_app(api_settings(db))) as session:
+        answer = (await session.get("/compare", params={"instance": iid})).json()["comparisons"][0]
+    realised = {(r["model"], r["window"]): r for r in answer["realised"]}
+    assert realised[("naive", "day")]["points"] >= 12 and expected["day"]["points"] == realised[("naive", "day")]["points"]
+    for key in ("mape", "mase", "coverage"):
+        assert realised[("naive", "day")][key] == pytest.approx(expected["day"][key])
+    assert realised[("naive", "week")]["coverage"] == pytest.approx(expected["week"]["coverage"])
+
+
 def store_ids(db: Path) -> list[str]:
     with Store(db) as store:
         return [i.instance_id for i in store.instances()]

@@ -25,6 +25,7 @@ from forecasting.notify import (
 )
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
+from forecasting.scoring import score_realised
 from tests.fixtures.services import SmtpSink, free_port
 from tests.fixtures.stores import environ_without_settings
 
@@ -214,6 +215,11 @@ def test_the_digest_goes_out_on_its_interval_with_fleet_alerts_scores_and_charts
               {"model": "naive", "status": "ok", "mase": 1.0, "mape": 5.5, "coverage": 0.85}]
     store.record_training_run(run, scores, [])
     store.record_training_run({**run, "instance_id": quiet, "champion": "naive"}, [{**scores[0], "mase": 1.2}, {**scores[1], "mase": 0.6}], [])
+    made = T - 90 * 60  # a forecast whose twelve steps have all arrived by T: scored into the realised accuracy
+    store.record_forecasts([{"instance_id": IID, "run_id": 1, "model": "arima", "is_champion": False, "made_at": made,
+                             "origin_ts": made, "timestamps": [made + P * k for k in range(1, 13)], "mean": [50.0] * 12,
+                             "lower": [0.0] * 12, "upper": [100.0] * 12}])
+    assert score_realised(store, settings, T).points == 12
     summary = send_digest_if_due(store, settings, T)
     assert summary == "digest mailed to 2 recipients (1 charts)" and store.get_meta(DIGEST_META) == str(T)
     (message,) = smtp_sink.messages
@@ -224,6 +230,9 @@ def test_the_digest_goes_out_on_its_interval_with_fleet_alerts_scores_and_charts
         assert IID in body and quiet in body and iso_utc(alert["crossing_ts"]) in body and "cache-1" in body
     assert "linear  1            2          1.000" in plain  # champion of 1, 2 instances scored, median MASE of 0.8 and 1.2
     assert "naive   1            2          0.800" in plain
+    assert "Realised accuracy (forecasts made in the last day" in plain
+    realised_line = next(line for line in plain.splitlines() if line.startswith("arima "))
+    assert realised_line.split()[1] == "12" and realised_line.split()[-1] == "1.00"  # 12 steps scored, all inside the interval
     assert len(images) == 1 and f"cid:{images[0]['Content-ID'].strip('<>')}" in html
     assert send_digest_if_due(store, settings, T + 3600) == f"digest not due until {iso_utc(T + 24 * 3600)}"
     assert len(smtp_sink.messages) == 1

@@ -23,7 +23,8 @@ def test_defaults() -> None:
     assert (s.source, s.region, s.instances, s.instance_tag, s.memory_metric) == ("demo", None, [], None, "cwagent")
     assert (s.demo_instances, s.demo_seed, s.threshold, s.thresholds) == (6, 42, 80.0, {})
     assert (s.db, s.period, s.history_days, s.train_days) == (Path("data/headroom.db"), 300, 30, 14)
-    assert (s.horizon, s.models, s.backtest_days) == (12, list(MODEL_NAMES), 2)
+    assert (s.horizon, s.models, s.backtest_days) == (12, ["naive", "seasonal_naive", "linear", "arima", "fleet", "combined"], 2)
+    assert set(MODEL_NAMES) - set(s.models) == {"lstm", "tcn"}  # declared, off by default
     assert (s.ingest_every, s.retrain_every, s.digest_every, s.workers, s.dask_scheduler) == (5, 6, 24, 0, None)
     assert (s.alert_on, s.alert_margin, s.alert_cooldown) == ("likely", 5.0, 60)
     assert (s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_user, s.smtp_password, s.mail_from, s.mail_to) == (None, None, "starttls", None, None, "headroom@localhost", [])

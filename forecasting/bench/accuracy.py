@@ -10,6 +10,9 @@ and again every ``--retrain-every`` days of replayed time, each time on at most 
 ``train_days`` (14) before; between retrains every saved model forecasts from each origin using
 only data up to it (bounds from each model's own calibration); MASE is scaled by the mean absolute one-day seasonal-naive error before the
 window. ``auto`` is, at each origin, the forecast of the champion chosen at the latest retrain.
+The ``fleet`` family is trained once, before the replays, on every series' rows before the
+backtest split of that series' first retrain (:func:`fleet_model_before_evaluation`): it never
+sees an evaluation window, nor any inner backtest window.
 
 :func:`replay_series` is the reusable replay loop (``bench warning`` builds on it).
 """
@@ -139,6 +142,21 @@ def replay_series(name: str, samples: Samples, settings: Settings, retrain_every
     return replay
 
 
+def first_retrain_ts(samples: Samples, settings: Settings) -> int:
+    """When ``replay_series`` first retrains this series: the first origin of its evaluation window."""
+    frame = to_frame(samples, settings.period)
+    start, origins = evaluation_plan(len(frame), settings.period, settings.horizon)
+    return int(frame.index[origins[0]]) if len(origins) else int(frame.index[-1])
+
+
+def fleet_model_before_evaluation(series: list[tuple[str, Samples]], settings: Settings) -> Path | None:
+    """Train the fleet model on each series up to its first retrain's backtest split (see ``forecasting.fleet_model``)."""
+    from forecasting.fleet_model import train_fleet_model
+
+    cutoffs = [(name, samples, first_retrain_ts(samples, settings)) for name, samples in series]
+    return train_fleet_model(cutoffs, settings, min(now for _, _, now in cutoffs))
+
+
 def _rss_mb() -> float:
     """Resident memory of this process now (Linux), to see where a long run grows."""
     try:
@@ -231,6 +249,11 @@ def check_targets(doc: dict, models: list[str]) -> list[str]:
         best = min(singles, key=singles.get)  # type: ignore[arg-type]
         lines.append(f"auto {auto['median_mase']:.3f} vs best single model ({best} {singles[best]:.3f}): "
                      f"{verdict(auto['median_mase'] <= singles[best] + 1e-12)}")
+    fleet = summary.get("fleet", {}).get("median_mase")
+    for rival in ("lstm", "tcn"):
+        theirs = summary.get(rival, {}).get("median_mase")
+        if fleet is not None and theirs is not None:
+            lines.append(f"fleet median MASE {fleet:.3f} vs per-instance {rival} {theirs:.3f} (target ≤): {verdict(fleet <= theirs)}")
     worst = []
     for s in doc["series"]:
         base = [s["models"][m]["mase"] for m in BASELINES if m in s["models"] and s["models"][m]["mase"] is not None]
@@ -273,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         if models:
             overrides["models"] = models
         settings = load_settings(**overrides)
+        if "fleet" in settings.models:
+            settings = settings.model_copy(update={"fleet_model": fleet_model_before_evaluation(series, settings)})
         print(f"{len(series)} series, models {', '.join(settings.models)}, horizon {settings.horizon}, "
               f"retrain every {args.retrain_every:g} d on ≤ {settings.train_days:g} d", flush=True)
         replays = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["baseline", "statistical", "neural", "combination"]
+Kind = Literal["baseline", "statistical", "neural", "fleet", "combination"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class ModelFamily:
     inputs: tuple[str, ...] = ("cpu",)  # metrics it reads (CPU is always the target)
     takes_params: bool = False  # built with ``settings.model`` (the neural hyperparameters)
     default: bool = True  # in the default ``HEADROOM_MODELS``
+    pooled: bool = False  # learned across the fleet once per cycle: built with ``settings.fleet_model`` (its saved path)
 
     @property
     def combines(self) -> bool:
@@ -45,10 +46,14 @@ FAMILIES: dict[str, ModelFamily] = {
                     "least-squares trend of the last hour (Prometheus predict_linear)"),
         ModelFamily("arima", "forecasting.models.arima:ArimaModel", "statistical",
                     "ARIMA errors on daily Fourier terms, order by AIC (statsmodels)"),
+        # off by default since the fleet model: worse median MASE than `fleet` on the real traces at ~40× the
+        # training time per instance (README, "Which models run by default"); HEADROOM_MODELS turns them on
         ModelFamily("lstm", "forecasting.models.neural:LstmModel", "neural", "stacked LSTM, whole horizon out (Keras)",
-                    min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True),
+                    min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True, default=False),
         ModelFamily("tcn", "forecasting.models.neural:TcnModel", "neural", "temporal convolutional network (keras-tcn)",
-                    min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True),
+                    min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True, default=False),
+        ModelFamily("fleet", "forecasting.models.fleet:FleetModel", "fleet",
+                    "ridge regression on scaled lags and calendar, learned across every instance", pooled=True),
         ModelFamily("combined", "forecasting.models.combined:CombinedModel", "combination",
                     "median of the three models that held up best in the backtest"),
     )

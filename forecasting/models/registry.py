@@ -30,7 +30,19 @@ def make_model(name: str, settings: Settings, horizon: int | None = None) -> For
     horizon = horizon or settings.horizon
     if family(name).takes_params:
         return cls(period=settings.period, horizon=horizon, params=settings.model)  # type: ignore[call-arg]
+    if family(name).pooled:
+        return cls(period=settings.period, horizon=horizon, source=fleet_source(settings))  # type: ignore[call-arg]
     return cls(period=settings.period, horizon=horizon)
+
+
+def fleet_source(settings: Settings) -> Path | None:
+    """The fleet model a pooled family uses: the one the retrain pass handed in, else (uploads) the newest saved one."""
+    if settings.fleet_model is not None:
+        return Path(settings.fleet_model)
+    from forecasting.fleet_model import latest_fleet_model  # imports training, which imports this module
+
+    latest = latest_fleet_model(settings)
+    return latest[0] if latest else None
 
 
 def saved_model_name(path: str | Path) -> str:

@@ -83,6 +83,34 @@ def test_instance_page_reads_the_instance_from_the_query_string(worker_db: Path)
     assert at.metric[3].value == champion
 
 
+def test_instance_page_draws_the_forecast_deployed_an_hour_ago_over_what_happened(worker_db: Path, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(worker_db) as source, sqlite3.connect(db) as target:
+        source.backup(target)  # the shared store stays as the other tests expect it
+    iid = ALERTING_INSTANCE
+    with Store(db) as store:
+        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
+        newest = int(ts[-1])
+        mean = [float(v) + 1.5 for v in cpu[-24:-12]]  # made two hours ago: its twelve steps have all happened
+        latest = store.latest_forecasts(iid, champion_only=False)
+        store.record_forecasts([{"instance_id": iid, "run_id": store.latest_runs()[iid]["run_id"], "model": "arima",
+                                 "is_champion": True, "made_at": newest - 7200, "origin_ts": int(ts[-25]),
+                                 "timestamps": [int(t) for t in ts[-24:-12]], "mean": mean, "lower": mean, "upper": mean}])
+        store.record_forecasts([{k: f[k] for k in ("instance_id", "run_id", "model", "is_champion", "made_at", "origin_ts",
+                                                   "timestamps", "mean", "lower", "upper")} for f in latest])  # still the newest
+    monkeypatch.setenv("HEADROOM_DB", str(db))
+    at = open_page("pages/instance.py", instance=iid)
+    spec = figure(at)
+    past = next(t for t in spec["data"] if t.get("name") == "earlier forecast (arima)")
+    assert np.allclose(trace_values(past), mean) and len(past["x"]) == 12
+    champion = next(f for f in latest if f["is_champion"])
+    assert f"forecast ({champion['model']})" in trace_names(spec)  # the latest deployed forecast is drawn as before
+    assert any("The dotted line is the forecast deployed" in c.value for c in at.caption)
+
+
 def test_instance_overlay_and_time_range(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
         iid = store.instances()[0].instance_id
@@ -133,6 +161,44 @@ def test_models_page_shows_scores_backtest_and_champion_history(worker_db: Path)
     families = at.dataframe[1].value  # the declared model families, from forecasting.models.FAMILIES
     assert list(families["model"]) == list(FAMILIES) and set(families["kind"]) >= {"baseline", "neural", "combination"}
     assert len(at.dataframe[2].value) >= 1  # training runs of the picked instance
+
+
+def test_models_page_shows_the_realised_accuracy_of_stored_forecasts(worker_db: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+    import time
+
+    from forecasting.scoring import CURSOR, realised_scores, score_realised
+    from forecasting.settings import load_settings
+
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(worker_db) as source, sqlite3.connect(db) as target:
+        source.backup(target)  # the shared store stays as the other tests expect it
+    iid, now = ALERTING_INSTANCE, int(time.time())
+    with Store(db) as store:
+        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
+        store.record_forecasts([{"instance_id": iid, "run_id": store.latest_runs()[iid]["run_id"], "model": "seasonal_naive",
+                                 "is_champion": True, "made_at": now - 7200, "origin_ts": int(ts[-13]),
+                                 "timestamps": [int(t) for t in ts[-12:]], "mean": [float(cpu[-13])] * 12,
+                                 "lower": [0.0] * 12, "upper": [100.0] * 12}])
+        store.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
+        score_realised(store, load_settings(db=db), now)
+        expected = realised_scores(store, now, iid)[iid]
+    monkeypatch.setenv("HEADROOM_DB", str(db))
+    at = open_page("pages/models.py")
+    assert not [i for i in at.info if "No forecast has been scored" in i.value]
+    table = at.dataframe[1].value  # after the backtest scores: realised, last day
+    mine = table[table["instance_id"] == iid].set_index("model")
+    assert {"seasonal_naive", "auto"} <= set(mine.index)  # the champion's forecast also counts as what was deployed
+    assert mine.loc["seasonal_naive", "mase"] == pytest.approx(expected["seasonal_naive"]["day"]["mase"])
+    assert mine.loc["auto", "coverage"] == 1.0 and mine.loc["seasonal_naive", "points"] == expected["seasonal_naive"]["day"]["points"]
+    at.radio(key="realised_window").set_value("week").run()
+    assert at.dataframe[1].value["points"].sum() >= 24
+
+
+def test_models_page_says_when_no_forecast_has_been_scored_yet(worker_db: Path) -> None:
+    at = open_page("pages/models.py")
+    assert any("No forecast has been scored yet" in i.value for i in at.info)
 
 
 def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(worker_db: Path) -> None:
