@@ -53,7 +53,7 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("tcn", "forecasting.models.neural:TcnModel", "neural", "temporal convolutional network (keras-tcn)",
                     min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True, default=False),
         ModelFamily("fleet", "forecasting.models.fleet:FleetModel", "fleet",
-                    "ridge regression on scaled lags and calendar, learned across every instance", pooled=True),
+                    "ridge regression on per-instance-scaled recent and day-ago CPU, learned across every instance", pooled=True),
         ModelFamily("combined", "forecasting.models.combined:CombinedModel", "combination",
                     "median of the three models that held up best in the backtest"),
     )
