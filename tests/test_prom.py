@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from forecasting.api import create_app
-from forecasting.prom import realised_accuracy, realised_errors, render
+from forecasting.prom import render
+from forecasting.scoring import score_realised
 from forecasting.settings import load_settings
 from forecasting.store import Store
 from tests.fixtures.api import api_settings
@@ -37,6 +38,10 @@ def samples_of(text: str) -> dict[str, list[Any]]:
 
 def by_label(samples: list[Any], label: str = "instance_id", **match: str) -> dict[str, float]:
     return {s.labels[label]: s.value for s in samples if all(s.labels.get(k) == v for k, v in match.items())}
+
+
+def by_window(samples: list[Any]) -> dict[str, float]:
+    return by_label(samples, "window")
 
 
 async def test_metrics_page_matches_the_store_and_follows_the_token_rule(worker_db: Path) -> None:
@@ -91,22 +96,23 @@ def readme_rules() -> list[dict[str, Any]]:
     return rules
 
 
-def test_realised_accuracy_scores_what_has_arrived(tmp_path: Path, clean_env: Path) -> None:
+def test_realised_accuracy_is_the_stored_one_of_the_deployed_forecasts(tmp_path: Path, clean_env: Path) -> None:
     t0, p = 1_800_000_000, 300
     forecast = {"timestamps": [t0 + p, t0 + 2 * p, t0 + 3 * p], "mean": [50.0, 60.0, 70.0], "lower": [45.0, 55.0, 65.0],
                 "upper": [55.0, 65.0, 75.0]}
-    scores = realised_errors([forecast], {t0 + p: 40.0, t0 + 2 * p: 60.0})  # the third has not arrived yet
-    assert scores == {"mae": 5.0, "mape": pytest.approx(12.5), "coverage": 0.5, "points": 2.0}
-    assert realised_errors([forecast], {}) is None
     settings = load_settings(db=tmp_path / "h.db")
     with Store(settings.db) as store:
         store.upsert_instance("i-a", None, 80.0, t0)
-        store.upsert_samples([("i-a", "cpu", t0 + p, 40.0), ("i-a", "cpu", t0 + 2 * p, 60.0)])
+        store.upsert_samples([("i-a", "cpu", t0 + p, 40.0), ("i-a", "cpu", t0 + 2 * p, 60.0)])  # the third never arrived
         store.record_forecasts([{**forecast, "instance_id": "i-a", "run_id": 1, "model": "naive", "is_champion": True, "made_at": t0,
                                  "origin_ts": t0}])
-        now = t0 + 2 * p
-        assert realised_accuracy(store, now)["i-a"]["mae"] == 5.0
+        now = t0 + 2 * 3600
+        score_realised(store, settings, now)  # what the worker's forecast job does first
         page = samples_of(render(store, settings, now=now).decode())
-    assert by_label(page["headroom_realised_mae_percent"]) == {"i-a": 5.0}
-    assert by_label(page["headroom_realised_coverage_ratio"]) == {"i-a": 0.5}
+    # |40 − 50| and |60 − 60|: MAE 5, MAPE (25 % + 0 %) / 2, one of the two actuals inside its interval
+    assert by_label(page["headroom_realised_mae_percent"], window="day") == {"i-a": 5.0}
+    assert by_window(page["headroom_realised_mae_percent"]) == {"day": 5.0, "week": 5.0}
+    assert by_window(page["headroom_realised_mape_percent"]) == {"day": pytest.approx(12.5), "week": pytest.approx(12.5)}
+    assert by_window(page["headroom_realised_coverage_ratio"]) == {"day": 0.5, "week": 0.5}
+    assert set(by_window(page["headroom_realised_mase"])) == {"day", "week"}
     assert page["headroom_job_last_run_ok"] == []  # no worker run yet: no job series, and no error either
