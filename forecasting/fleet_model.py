@@ -39,7 +39,7 @@ instance's windows are added into the normal equations and dropped before the ne
 KEEP = 3
 """Fleet model directories kept (the newest)."""
 FOLDER = ".fleet"
-"""Under ``models_dir``; an instance's folder never starts with a dot (``training.safe_name``), so it cannot clash."""
+"""Under ``models_dir``; an instance's folder never starts with a dot (``ids.folder_name``), so it cannot clash."""
 
 
 def fleet_dir(settings: Settings) -> Path:

@@ -198,7 +198,7 @@ def train_instance(instance_id: str, samples: Samples, settings: Settings, now: 
 
 def _save_run(instance_id: str, outcomes: list[_Outcome], settings: Settings, now: int) -> str | None:
     """Save each refit model under a temporary run directory, rename it into place, prune old runs."""
-    base = Path(settings.models_dir).resolve() / safe_name(instance_id)
+    base = Path(settings.models_dir).resolve() / folder_name(instance_id)
     stamp = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{time.time_ns():016x}"  # sorts in creation order
     tmp, final = base / f".{stamp}.tmp", base / stamp
     tmp.mkdir(parents=True, exist_ok=True)
@@ -228,11 +228,6 @@ def _prune_runs(base: Path, keep: Path) -> None:
     for leftover in base.glob(".*.tmp"):
         if time.time() - leftover.stat().st_mtime > DAY:
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def safe_name(text: str) -> str:
-    """The model folder of an instance id: readable prefix plus a hash, so no two ids share one (see ``ids``)."""
-    return folder_name(text)
 
 
 def validate_samples(samples: Samples, settings: Settings, models: list[str] | None = None,

@@ -12,7 +12,7 @@ from forecasting.fleet import due_instances, make_executor, retrain_due
 from forecasting.ingest import run_ingest
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
-from forecasting.training import safe_name
+from forecasting.ids import folder_name
 
 P = 300
 NOW = 1_800_000_000 // P * P
@@ -67,7 +67,7 @@ def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_pa
     ids = [i.instance_id for i in store.instances()]
     broken = ids[1]
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    (settings.models_dir / safe_name(broken)).write_text("a file where its model folder should go")
+    (settings.models_dir / folder_name(broken)).write_text("a file where its model folder should go")
     with caplog.at_level(logging.ERROR, logger="headroom.fleet"):
         report = retrain_due(store, settings, NOW)
     assert sorted(report.trained) == sorted([ids[0], ids[2]]) and len(report.failed) == 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from forecasting.features import DAY
+from forecasting.ids import folder_name
 from forecasting.models.registry import load_model
 from forecasting.settings import load_settings
 from forecasting.store import Store
@@ -16,7 +17,6 @@ from forecasting.training import (
     KEEP_RUNS,
     TrainingResult,
     predict_samples,
-    safe_name,
     train_instance,
     validate_samples,
 )
@@ -55,7 +55,7 @@ def test_train_instance_scores_every_model_and_saves_them(trained) -> None:
     ok = {s["model"]: s["mase"] for s in result.scores}
     assert result.champion == min(ok, key=ok.get)
     assert_no_nan(result)
-    run_dir = settings.models_dir / safe_name("i-0de00000000000001")
+    run_dir = settings.models_dir / folder_name("i-0de00000000000001")
     assert result.run["model_dir"].startswith(str(run_dir))
     assert sorted(p.name for p in (run_dir / result.run["model_dir"].split("/")[-1]).iterdir()) == sorted(FAST)
     assert not list(run_dir.glob(".*.tmp"))  # the temporary directory was renamed into place
@@ -152,7 +152,7 @@ def test_too_little_data_gives_no_champion_and_no_files(tmp_path, values) -> Non
     result = train_instance("i-tiny", samples, settings_for(tmp_path), START + DAY)
     assert result.champion is None and result.run["model_dir"] is None
     assert all(s["status"] == "skipped" and s["reason"] for s in result.scores)
-    assert not (tmp_path / "models" / safe_name("i-tiny")).exists() or not any((tmp_path / "models" / safe_name("i-tiny")).iterdir())
+    assert not (tmp_path / "models" / folder_name("i-tiny")).exists() or not any((tmp_path / "models" / folder_name("i-tiny")).iterdir())
 
 
 def test_old_runs_are_pruned_but_the_newest_kept(tmp_path) -> None:
@@ -160,7 +160,7 @@ def test_old_runs_are_pruned_but_the_newest_kept(tmp_path) -> None:
     samples = demo_samples(0.5, index=3)
     now = int(samples["cpu"][0][-1])
     dirs = [train_instance("i-prune", samples, settings, now).run["model_dir"] for _ in range(KEEP_RUNS + 2)]
-    left = sorted(p.name for p in (settings.models_dir / safe_name("i-prune")).iterdir())
+    left = sorted(p.name for p in (settings.models_dir / folder_name("i-prune")).iterdir())
     assert len(left) == KEEP_RUNS and dirs[-1].split("/")[-1] in left
 
 
@@ -172,7 +172,7 @@ def test_pruning_one_instance_never_touches_another_whose_id_differs_only_in_pun
     for _ in range(KEEP_RUNS + 1):
         train_instance("i-a_b", samples, settings, now)
     assert Path(first, "naive", "meta.json").is_file()  # the other's current model is still there
-    assert safe_name("i-a:b") != safe_name("i-a_b")
+    assert folder_name("i-a:b") != folder_name("i-a_b")
     longest = train_instance("L" * 64, samples, settings, now).run["model_dir"]
     assert longest is not None and Path(longest).is_dir()
 

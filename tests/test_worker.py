@@ -224,13 +224,13 @@ def test_a_garbled_champion_degrades_health_is_stood_in_for_and_retrained_at_onc
 
 
 def test_a_retrain_that_fails_for_one_instance_is_degraded_with_counts(worker: Worker) -> None:
-    from forecasting.training import safe_name
+    from forecasting.ids import folder_name
 
     worker.settings = worker.settings.model_copy(update={"workers": 1})
     assert worker.run_job("ingest") is True
     broken = worker.store.instances()[0].instance_id
     worker.settings.models_dir.mkdir(parents=True, exist_ok=True)
-    (worker.settings.models_dir / safe_name(broken)).write_text("a file where its model folder should go")
+    (worker.settings.models_dir / folder_name(broken)).write_text("a file where its model folder should go")
     assert worker.run_job("retrain") is True
     beat = worker.store.heartbeats()["retrain"]
     assert (beat["state"], beat["ok"]) == ("degraded", 0) and beat["error"].startswith(f"1 problem(s): {broken}: ")
