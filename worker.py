@@ -31,12 +31,17 @@ from dataclasses import dataclass, field
 import schedule
 
 from forecasting.settings import Settings, SettingsError, load_settings
-from forecasting.store import Store, now
+from forecasting.store import Store
 
 log = logging.getLogger("headroom.worker")
 JOBS = ("ingest", "retrain", "forecast", "digest")
 STOP_GRACE_SECONDS = 5.0
 """After SIGTERM/SIGINT, how long the current job may take to reach a stopping point before the worker exits anyway."""
+
+
+def now() -> int:
+    """Wall clock in unix seconds: what every job is handed as its ``now``."""
+    return int(time.time())
 
 
 class JobTimeout(RuntimeError):
@@ -143,7 +148,7 @@ class Worker:
             else:
                 log.info("%s: %s (%.1f s)", name, detail, time.time() - started)
         try:
-            self.store.record_heartbeat(name, started, time.time() - started, error, detail, state, counts)
+            self.store.jobs.record_heartbeat(name, started, time.time() - started, error, detail, state, counts)
         except Exception as exc:
             log.error("could not record the %s heartbeat: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return state != "failed"
@@ -201,7 +206,7 @@ class Worker:
             if self.stop.is_set():
                 break
             ok = self.run_job(name) and ok
-            if name == "forecast" and only is None and not self.stop.is_set() and self.store.retrain_requests():
+            if name == "forecast" and only is None and not self.stop.is_set() and self.store.jobs.retrain_requests():
                 log.info("retraining at once the instances whose champion could not be used")
                 ok = self.run_job("retrain") and self.run_job("forecast") and ok
         return ok

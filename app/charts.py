@@ -1,4 +1,4 @@
-"""Plotly figures for the dashboard, built from plain data (no Streamlit, no store).
+"""Plotly figures for the dashboard, built from plain data and the store's typed rows (no Streamlit, no store access).
 
 Times are unix seconds in, UTC datetimes on the axes. Colours are fixed per role so a
 reader learns them once: actual CPU dark, the forecast orange with a light band, the
@@ -8,12 +8,14 @@ threshold red.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from app.upload import PlainForecast
+from forecasting.store import ForecastRecord
 
 ACTUAL = "#1c2430"
 FORECAST = "#d9480f"
@@ -28,6 +30,8 @@ MODEL_COLOURS = {
     "arima": "#1c7ed6", "lstm": "#7048e8", "tcn": "#d6336c",
 }
 Series = tuple[Sequence[int] | np.ndarray, Sequence[float] | np.ndarray]
+AnyForecast = ForecastRecord | PlainForecast
+"""A stored forecast or an uploaded one: both have timestamps, mean, lower and upper."""
 
 
 def times(ts: Sequence[int] | np.ndarray) -> pd.DatetimeIndex:
@@ -43,24 +47,24 @@ def _layout(fig: go.Figure, height: int) -> go.Figure:
     return fig
 
 
-def add_forecast(fig: go.Figure, forecast: Mapping[str, Any], *, band: bool, name: str, colour: str, row: int | None = None, dash: str = "dash") -> None:
+def add_forecast(fig: go.Figure, forecast: AnyForecast, *, band: bool, name: str, colour: str, row: int | None = None, dash: str = "dash") -> None:
     """A forecast's point line, and its interval band below it when ``band``."""
     where = {"row": row, "col": 1} if row else {}
-    x = times(forecast["timestamps"])
+    x = times(forecast.timestamps)
     if band:
-        fig.add_trace(go.Scatter(x=x, y=forecast["upper"], mode="lines", line={"width": 0}, name="upper", showlegend=False, hoverinfo="skip"), **where)
-        fig.add_trace(go.Scatter(x=x, y=forecast["lower"], mode="lines", line={"width": 0}, fill="tonexty", fillcolor=BAND, name=f"{name} interval"), **where)
-    fig.add_trace(go.Scatter(x=x, y=forecast["mean"], mode="lines", line={"color": colour, "dash": dash, "width": 2.5 if band else 1.5}, name=name), **where)
+        fig.add_trace(go.Scatter(x=x, y=forecast.upper, mode="lines", line={"width": 0}, name="upper", showlegend=False, hoverinfo="skip"), **where)
+        fig.add_trace(go.Scatter(x=x, y=forecast.lower, mode="lines", line={"width": 0}, fill="tonexty", fillcolor=BAND, name=f"{name} interval"), **where)
+    fig.add_trace(go.Scatter(x=x, y=forecast.mean, mode="lines", line={"color": colour, "dash": dash, "width": 2.5 if band else 1.5}, name=name), **where)
 
 
 def instance_figure(
     samples: Mapping[str, Series],
-    forecasts: Sequence[Mapping[str, Any]],
+    forecasts: Sequence[ForecastRecord],
     threshold: float,
     champion: str | None,
     show_all: bool = False,
     crossing_ts: int | None = None,
-    past: Mapping[str, Any] | None = None,
+    past: ForecastRecord | None = None,
 ) -> go.Figure:
     """CPU with forecast, band, threshold and crossing on top (and ``past``, an earlier deployed forecast, over the
     actuals it predicted); memory and network below, on one linked time axis."""
@@ -68,14 +72,14 @@ def instance_figure(
     if "cpu" in samples:
         ts, values = samples["cpu"]
         fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": ACTUAL, "width": 1.5}, name="CPU"), row=1, col=1)
-    chosen = [f for f in forecasts if f.get("is_champion")] or [f for f in forecasts if f["model"] == champion]
+    chosen = [f for f in forecasts if f.is_champion] or [f for f in forecasts if f.model == champion]
     for forecast in forecasts:
         if show_all and forecast not in chosen[:1]:
-            add_forecast(fig, forecast, band=False, name=forecast["model"], colour=MODEL_COLOURS.get(forecast["model"], "#868e96"), row=1, dash="dot")
+            add_forecast(fig, forecast, band=False, name=forecast.model, colour=MODEL_COLOURS.get(forecast.model, "#868e96"), row=1, dash="dot")
     if past is not None:
-        add_forecast(fig, past, band=False, name=f"earlier forecast ({past['model']})", colour=PAST, row=1, dash="dot")
+        add_forecast(fig, past, band=False, name=f"earlier forecast ({past.model})", colour=PAST, row=1, dash="dot")
     if chosen:
-        add_forecast(fig, chosen[0], band=True, name=f"forecast ({chosen[0]['model']})", colour=FORECAST, row=1)
+        add_forecast(fig, chosen[0], band=True, name=f"forecast ({chosen[0].model})", colour=FORECAST, row=1)
     fig.add_hline(y=threshold, line={"color": THRESHOLD, "dash": "dot", "width": 1.5}, row=1, col=1,
                   annotation_text=f"threshold {threshold:.0f} %", annotation_position="top left",
                   annotation_bgcolor="rgba(255, 255, 255, 0.8)", annotation_font_color=THRESHOLD)
@@ -114,12 +118,12 @@ def series_figure(series: Mapping[str, Series], title: str = "") -> go.Figure:
     return _layout(fig, 180 + 150 * len(metrics))
 
 
-def forecast_figure(history: Series, forecast: Mapping[str, Any], threshold: float | None = None, tail: int = 144) -> go.Figure:
+def forecast_figure(history: Series, forecast: PlainForecast, threshold: float | None = None, tail: int = 144) -> go.Figure:
     """The end of a series followed by a forecast with its band (the Upload page's Predict result)."""
     fig = go.Figure()
     ts, values = history
     fig.add_trace(go.Scatter(x=times(ts[-tail:]), y=np.asarray(values)[-tail:], mode="lines", line={"color": ACTUAL, "width": 1.5}, name="CPU"))
-    add_forecast(fig, forecast, band=True, name=f"forecast ({forecast['model']})", colour=FORECAST)
+    add_forecast(fig, forecast, band=True, name=f"forecast ({forecast.model})", colour=FORECAST)
     if threshold is not None:
         fig.add_hline(y=threshold, line={"color": THRESHOLD, "dash": "dot"}, annotation_text=f"threshold {threshold:.0f} %")
     fig.update_yaxes(title="CPU %", range=[0, 105])

@@ -2,25 +2,27 @@
 
 Pages call the ``load_*`` functions here and never the store directly, so every read is
 cached (``st.cache_data`` with a short TTL, keyed by the database path) and the connection
-is shared (``st.cache_resource``). Everything returned is plain data (dicts, lists, frames)
-so it can be cached and pickled. No SQL here: only the store's named queries.
+is shared (``st.cache_resource``). Everything returned is the store's typed rows (frozen
+dataclasses), lists and frames, so it can be cached and pickled. No SQL here: only the store's repositories.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app.fleet import build_fleet_table
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings, SettingsError, load_settings
-from forecasting.store import Store
+from forecasting.store import AlertRecord, ForecastRecord, Heartbeat, Instance, Store, TrainingRun
+from forecasting.store.samples import Series
 
 CACHE_TTL = 15
 """Seconds a cached read stays fresh: short, as the worker writes every few minutes."""
@@ -68,8 +70,9 @@ def _ready(db: str | None) -> bool:
         return False
 
 
-def _plain(row: Any) -> dict[str, Any]:
-    return dict(row) if row is not None else {}
+def _frame(rows: Sequence[Any]) -> pd.DataFrame:
+    """Typed rows as a frame, one column per field (what the tables and charts take)."""
+    return pd.DataFrame([asdict(row) for row in rows])
 
 
 # ---- fleet ---------------------------------------------------------------
@@ -80,55 +83,67 @@ def load_fleet(db: str | None, margin: float) -> pd.DataFrame:
         return build_fleet_table([], {}, [], {}, [], int(time.time()), margin)
     s = store(db)
     return build_fleet_table(
-        s.instances(),
-        s.trailing_series(DAY, "cpu"),
-        s.latest_forecasts(champion_only=True),
-        s.latest_runs(),
-        [_plain(a) for a in s.alerts(state="open")],
+        s.samples.instances(),
+        s.samples.trailing(DAY, "cpu"),
+        s.forecasts.latest(champion_only=True),
+        s.runs.latest(),
+        s.alerts.open(),
         int(time.time()),
         margin,
     )
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
-def load_heartbeats(db: str | None) -> dict[str, dict[str, Any]]:
-    """The last run of every worker job: {job: {started_at, finished_at, ok, error, detail, ...}}."""
+def load_heartbeats(db: str | None) -> dict[str, Heartbeat]:
+    """The last run of every worker job, by job."""
     if not _ready(db):
         return {}
-    return {job: _plain(row) for job, row in store(db).heartbeats().items()}
+    return store(db).jobs.heartbeats()
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
-def load_instances(db: str | None) -> list[dict[str, Any]]:
-    """Every instance as {instance_id, name, threshold, first_seen, last_seen}."""
+def load_instances(db: str | None) -> list[Instance]:
+    """Every monitored instance."""
     if not _ready(db):
         return []
-    return [dict(inst.__dict__) for inst in store(db).instances()]
+    return store(db).samples.instances()
 
 
 # ---- one instance --------------------------------------------------------
+@dataclass(frozen=True)
+class InstanceView:
+    """What the Instance page shows of one instance."""
+
+    instance: Instance
+    newest: int | None  # the newest CPU sample's timestamp
+    samples: dict[str, Series]  # the last hours up to ``newest``
+    forecasts: list[ForecastRecord]  # every model's latest
+    past: ForecastRecord | None  # the deployed forecast made an hour or more before ``newest``
+    run: TrainingRun | None  # the latest training run
+    alerts: list[AlertRecord]  # the newest 20
+
+
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
-def load_instance(db: str, instance_id: str, hours: float) -> dict[str, Any] | None:
+def load_instance(db: str, instance_id: str, hours: float) -> InstanceView | None:
     """Samples of the last ``hours`` (ending at the newest sample), every model's latest forecast, alerts."""
     s = store(db)
-    inst = s.instance(instance_id)
+    inst = s.samples.instance(instance_id)
     if inst is None:
         return None
-    newest = s.newest_sample_ts(instance_id)
-    samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    newest = s.samples.newest_ts(instance_id)
+    samples: dict[str, Series] = {}
     if newest is not None:
-        samples = s.samples(instance_id, start=newest - int(hours * 3600), end=newest)
-    runs = s.training_runs(instance_id, limit=1)
-    return {
-        "instance": dict(inst.__dict__),
-        "newest": newest,
-        "samples": samples,
-        "forecasts": s.latest_forecasts(instance_id, champion_only=False),
-        # the deployed forecast made an hour or more ago, to draw over what happened since
-        "past": s.champion_forecast_before(instance_id, newest - PAST_FORECAST_SECONDS) if newest is not None else None,
-        "run": _plain(runs[0]) if runs else None,
-        "alerts": [_plain(a) for a in s.alerts(instance_id=instance_id, limit=20)],
-    }
+        samples = s.samples.series(instance_id, start=newest - int(hours * 3600), end=newest)
+    runs = s.runs.history(instance_id, limit=1)
+    return InstanceView(
+        instance=inst,
+        newest=newest,
+        samples=samples,
+        forecasts=s.forecasts.latest(instance_id, champion_only=False),
+        past=s.forecasts.champion_before(instance_id, newest - PAST_FORECAST_SECONDS) if newest is not None else None,
+        run=runs[0] if runs else None,
+        alerts=s.alerts.recent(instance_id=instance_id, limit=20),
+    )
 
 
 # ---- models --------------------------------------------------------------
@@ -138,7 +153,7 @@ def load_realised(db: str | None) -> pd.DataFrame:
     if not _ready(db):
         return pd.DataFrame()
     s = store(db)
-    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.instances()}
+    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.samples.instances()}
     try:
         scored = realised_scores(s, int(time.time()))
     except sqlite3.OperationalError:  # a store the worker has not migrated to the realised table yet
@@ -155,9 +170,9 @@ def load_scores(db: str | None) -> pd.DataFrame:
     if not _ready(db):
         return pd.DataFrame()
     s = store(db)
-    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.instances()}
-    champions = {iid: row["champion"] for iid, row in s.latest_runs().items()}
-    frame = pd.DataFrame([_plain(r) for r in s.scores()])
+    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.samples.instances()}
+    champions = {iid: run.champion for iid, run in s.runs.latest().items()}
+    frame = _frame(s.runs.scores())
     if frame.empty:
         return frame
     frame.insert(0, "name", frame["instance_id"].map(names))
@@ -168,13 +183,13 @@ def load_scores(db: str | None) -> pd.DataFrame:
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_runs(db: str, instance_id: str) -> pd.DataFrame:
     """Training runs of one instance, newest first (the champion's history)."""
-    return pd.DataFrame([_plain(r) for r in store(db).training_runs(instance_id, limit=200)])
+    return _frame(store(db).runs.history(instance_id, limit=200))
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_backtest(db: str, run_id: int) -> pd.DataFrame:
     """Backtest points of one run: model, origin_ts, ts, actual, mean, lower, upper."""
-    return pd.DataFrame([_plain(r) for r in store(db).backtest_points(run_id)])
+    return _frame(store(db).runs.backtest_points(run_id))
 
 
 # ---- alerts --------------------------------------------------------------
@@ -184,8 +199,8 @@ def load_alerts(db: str | None) -> pd.DataFrame:
     if not _ready(db):
         return pd.DataFrame()
     s = store(db)
-    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.instances()}
-    frame = pd.DataFrame([_plain(r) for r in s.alerts(limit=1000)])
+    names = {inst.instance_id: inst.name or inst.instance_id for inst in s.samples.instances()}
+    frame = _frame(s.alerts.recent(limit=1000))
     if not frame.empty:
         frame.insert(1, "name", frame["instance_id"].map(names))
     return frame

@@ -6,11 +6,13 @@ Kept free of Streamlit so the ranking can be tested and benchmarked on its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from forecasting.store import AlertRecord, ForecastRecord, Instance, TrainingRun
 
 SPARK_BUCKET = 900
 """Sparklines show 15-minute means: 96 points a day is plenty for a thumbnail and keeps the page light."""
@@ -45,7 +47,7 @@ COLUMNS = [
 ]
 
 
-def first_crossing(timestamps: list[int], values: list[float], threshold: float) -> int | None:
+def first_crossing(timestamps: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
     """The first forecast timestamp whose value is at or above the threshold, or None."""
     for ts, value in zip(timestamps, values, strict=True):
         if value >= threshold:
@@ -64,36 +66,36 @@ def sparkline(ts: np.ndarray, values: np.ndarray, bucket: int = SPARK_BUCKET) ->
     return np.round(sums / counts, 1).tolist()
 
 
-def classify(cpu_now: float | None, threshold: float, forecast: dict[str, Any] | None, has_alert: bool, margin: float) -> str:
+def classify(cpu_now: float | None, threshold: float, forecast: ForecastRecord | None, has_alert: bool, margin: float) -> str:
     """The risk level of one instance from its current CPU, champion forecast and open alert."""
     if cpu_now is not None and cpu_now >= threshold:
         return "over"
     if has_alert:
         return "alert"
-    if forecast is None or not forecast.get("mean"):
+    if forecast is None or not forecast.mean:
         return "unknown"
-    if first_crossing(forecast["timestamps"], forecast["mean"], threshold) is not None:
+    if first_crossing(forecast.timestamps, forecast.mean, threshold) is not None:
         return "risk"
     near = threshold - margin
-    if max(forecast["upper"]) >= threshold or max(forecast["mean"]) >= near or (cpu_now is not None and cpu_now >= near):
+    if max(forecast.upper) >= threshold or max(forecast.mean) >= near or (cpu_now is not None and cpu_now >= near):
         return "watch"
     return "ok"
 
 
 def build_fleet_table(
-    instances: list[Any],
+    instances: list[Instance],
     cpu: dict[str, tuple[np.ndarray, np.ndarray]],
-    forecasts: list[dict[str, Any]],
-    runs: dict[str, Any],
-    open_alerts: list[Any],
+    forecasts: list[ForecastRecord],
+    runs: dict[str, TrainingRun],
+    open_alerts: list[AlertRecord],
     now: int,
     margin: float = 5.0,
 ) -> pd.DataFrame:
     """One row per instance, worst first: level, then sooner crossing, then higher peak relative to the limit."""
-    by_instance = {f["instance_id"]: f for f in forecasts}
-    alerts: dict[str, Any] = {}
+    by_instance = {f.instance_id: f for f in forecasts}
+    alerts: dict[str, AlertRecord] = {}
     for alert in open_alerts:
-        alerts.setdefault(alert["instance_id"], alert)
+        alerts.setdefault(alert.instance_id, alert)
     rows = []
     for inst in instances:
         iid = inst.instance_id
@@ -104,11 +106,11 @@ def build_fleet_table(
         level = classify(cpu_now, inst.threshold, forecast, alert is not None, margin)
         crossing = None
         peak = math.nan
-        if forecast is not None and forecast.get("mean"):
-            peak = float(max(forecast["mean"]))
-            crossing = first_crossing(forecast["timestamps"], forecast["mean"], inst.threshold)
+        if forecast is not None and forecast.mean:
+            peak = float(max(forecast.mean))
+            crossing = first_crossing(forecast.timestamps, forecast.mean, inst.threshold)
         if alert is not None and crossing is None:
-            crossing = int(alert["crossing_ts"])
+            crossing = alert.crossing_ts
         if cpu_now is not None and cpu_now >= inst.threshold:
             crossing = int(ts[-1])
         run = runs.get(iid)
@@ -121,8 +123,8 @@ def build_fleet_table(
             "threshold": float(inst.threshold),
             "to_threshold_min": max(0.0, (crossing - now) / 60) if crossing is not None else math.nan,
             "crossing_ts": crossing,
-            "alert": f"open ({alert['basis']})" if alert is not None else "",
-            "champion": (run["champion"] if run is not None else None) or "—",
+            "alert": f"open ({alert.basis})" if alert is not None else "",
+            "champion": (run.champion if run is not None else None) or "—",
             "sparkline": sparkline(ts, values),
             "last_sample_ts": int(ts[-1]) if len(ts) else None,
             "level": level,

@@ -10,6 +10,7 @@ import streamlit as st
 
 from app.format import ago_text, duration_text
 from forecasting.settings import Settings
+from forecasting.store import Heartbeat, Instance
 
 INSTANCE_PAGE = "pages/instance.py"
 JOBS = ("ingest", "retrain", "forecast", "digest")
@@ -37,20 +38,20 @@ def no_models_help() -> None:
     )
 
 
-def _job_badge(job: str, beat: Mapping[str, Any] | None, now: float, stale_after: float) -> str:
+def _job_badge(job: str, beat: Heartbeat | None, now: float, stale_after: float) -> str:
     if beat is None:
         return f":gray-badge[{job}: not run yet]"
-    when = ago_text(beat.get("finished_at") or beat["started_at"], now)
-    took = duration_text(beat.get("duration_seconds"))
-    if beat.get("state") == "degraded":
+    when = ago_text(beat.finished_at or beat.started_at, now)
+    took = duration_text(beat.duration_seconds)
+    if beat.state == "degraded":
         return f":orange-badge[{job} partly failed {when}]"
-    if not beat["ok"]:
+    if not beat.ok:
         return f":red-badge[{job} failed {when}]"
-    colour = "orange" if now - beat["started_at"] > stale_after else "green"
+    colour = "orange" if now - beat.started_at > stale_after else "green"
     return f":{colour}-badge[{job} {when} · {took}]"
 
 
-def health_strip(heartbeats: Mapping[str, Mapping[str, Any]], newest_sample: int | None, config: Settings, now: float | None = None) -> None:
+def health_strip(heartbeats: Mapping[str, Heartbeat], newest_sample: int | None, config: Settings, now: float | None = None) -> None:
     """One line on the worker: when each job last ran, whether it failed, and how old the data is."""
     now = time.time() if now is None else now
     cadence = {"ingest": config.ingest_every * 60, "forecast": config.ingest_every * 60,
@@ -63,7 +64,7 @@ def health_strip(heartbeats: Mapping[str, Mapping[str, Any]], newest_sample: int
         colour = "green" if minutes * 60 <= 3 * cadence["ingest"] else "red"
         age = f":{colour}-badge[data is {minutes} min old]"
     st.markdown("**Worker** &nbsp; " + " ".join(badges) + " &nbsp; " + age)
-    errors = {job: beat["error"] for job, beat in heartbeats.items() if not beat["ok"] and beat.get("error")}
+    errors = {job: beat.error for job, beat in heartbeats.items() if not beat.ok and beat.error}
     if errors:
         with st.expander(f"{len(errors)} job(s) failed or partly failed on their last run"):
             for job, error in errors.items():
@@ -84,10 +85,10 @@ def score_columns() -> dict[str, Any]:
     }
 
 
-def instance_label(instance: Mapping[str, Any]) -> str:
+def instance_label(instance: Instance) -> str:
     """``name (id)``, or just the id when the instance has no name."""
-    name = instance.get("name")
-    return f"{name} ({instance['instance_id']})" if name and name != instance["instance_id"] else instance["instance_id"]
+    name, iid = instance.name, instance.instance_id
+    return f"{name} ({iid})" if name and name != iid else iid
 
 
 def _keep_in_url() -> None:
@@ -97,12 +98,12 @@ def _keep_in_url() -> None:
         st.query_params["instance"] = chosen
 
 
-def instance_picker(instances: Sequence[Mapping[str, Any]], default: str | None, label: str = "Instance") -> str | None:
+def instance_picker(instances: Sequence[Instance], default: str | None, label: str = "Instance") -> str | None:
     """A select box kept in the URL as ``?instance=ID`` (so a view can be shared); starts on ``default``.
 
     The URL is the source of truth: a link opens that instance, a choice in the box rewrites the link.
     """
-    labels = {inst["instance_id"]: instance_label(inst) for inst in instances}
+    labels = {inst.instance_id: instance_label(inst) for inst in instances}
     requested = st.query_params.get("instance")
     if requested in labels:
         st.session_state["instance"] = requested

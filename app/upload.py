@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -54,38 +55,49 @@ def backtest_frame(backtest: Sequence[Sequence[Any]]) -> pd.DataFrame:
     return pd.DataFrame([tuple(row) for row in backtest], columns=["model", "origin_ts", "ts", "actual", "mean", "lower", "upper"])
 
 
-def forecast_dict(forecast: Any) -> dict[str, Any]:
-    """A ``Forecast`` as plain lists (kept in session state, charted, downloaded)."""
-    return {
-        "model": forecast.model,
-        "timestamps": [int(t) for t in np.asarray(forecast.timestamps)],
-        "mean": [round(float(v), 3) for v in np.asarray(forecast.mean)],
-        "lower": [round(float(v), 3) for v in np.asarray(forecast.lower)],
-        "upper": [round(float(v), 3) for v in np.asarray(forecast.upper)],
-    }
+@dataclass(frozen=True)
+class PlainForecast:
+    """A forecast as plain rounded values (kept in session state, charted like a stored one, downloaded)."""
+
+    model: str
+    timestamps: tuple[int, ...]
+    mean: tuple[float, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+
+
+def plain_forecast(forecast: Any) -> PlainForecast:
+    """A ``Forecast`` of the engine (numpy arrays) as plain values, rounded to three decimals."""
+    return PlainForecast(
+        model=forecast.model,
+        timestamps=tuple(int(t) for t in np.asarray(forecast.timestamps)),
+        mean=tuple(round(float(v), 3) for v in np.asarray(forecast.mean)),
+        lower=tuple(round(float(v), 3) for v in np.asarray(forecast.lower)),
+        upper=tuple(round(float(v), 3) for v in np.asarray(forecast.upper)),
+    )
 
 
 def _iso(ts: int) -> str:
     return datetime.fromtimestamp(int(ts), timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def forecast_csv(forecast: dict[str, Any]) -> str:
+def forecast_csv(forecast: PlainForecast) -> str:
     """``timestamp,mean,lower,upper`` rows with ISO 8601 UTC times."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["timestamp", "model", "mean", "lower", "upper"])
-    for ts, mean, lower, upper in zip(forecast["timestamps"], forecast["mean"], forecast["lower"], forecast["upper"], strict=True):
-        writer.writerow([_iso(ts), forecast["model"], mean, lower, upper])
+    for ts, mean, lower, upper in zip(forecast.timestamps, forecast.mean, forecast.lower, forecast.upper, strict=True):
+        writer.writerow([_iso(ts), forecast.model, mean, lower, upper])
     return out.getvalue()
 
 
-def forecast_json(forecast: dict[str, Any], instance_id: str) -> str:
+def forecast_json(forecast: PlainForecast, instance_id: str) -> str:
     """The forecast as JSON: instance, model and one object per step."""
     steps = [
         {"timestamp": _iso(ts), "mean": mean, "lower": lower, "upper": upper}
-        for ts, mean, lower, upper in zip(forecast["timestamps"], forecast["mean"], forecast["lower"], forecast["upper"], strict=True)
+        for ts, mean, lower, upper in zip(forecast.timestamps, forecast.mean, forecast.lower, forecast.upper, strict=True)
     ]
-    return json.dumps({"instance_id": instance_id, "model": forecast["model"], "forecast": steps}, indent=1)
+    return json.dumps({"instance_id": instance_id, "model": forecast.model, "forecast": steps}, indent=1)
 
 
 def describe(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:

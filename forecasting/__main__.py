@@ -9,6 +9,7 @@ import argparse
 import logging
 import sqlite3
 import sys
+import time
 
 from forecasting.settings import SettingsError, load_settings
 
@@ -16,7 +17,7 @@ from forecasting.settings import SettingsError, load_settings
 def import_command(args: argparse.Namespace) -> int:
     """Load a CloudWatch export into the store, all of it or nothing."""
     from forecasting.sources.export import ExportError, check_not_future, read_export
-    from forecasting.store import Store, now
+    from forecasting.store import Store
 
     from forecasting.ids import InstanceIdError, check_instance_id
 
@@ -29,16 +30,16 @@ def import_command(args: argparse.Namespace) -> int:
         return 2
     try:
         parsed = read_export(args.file, instance=args.instance or "upload", limit_bytes=int(settings.import_limit_mb * 1e6))
-        check_not_future(parsed, now() + settings.period, args.file)
+        check_not_future(parsed, int(time.time()) + settings.period, args.file)
     except ExportError as error:
         print(f"headroom import: {error}", file=sys.stderr)
         return 2
     try:
         with Store(settings.db) as store, store.transaction():
-            stamp = now()
+            stamp = int(time.time())
             for instance_id in parsed.instances:
-                store.upsert_instance(instance_id, None, settings.threshold_for(instance_id), stamp)
-            store.upsert_samples(parsed.rows())
+                store.samples.upsert_instance(instance_id, None, settings.threshold_for(instance_id), stamp)
+            store.samples.upsert(parsed.rows())
     except (sqlite3.Error, OSError) as error:  # the database, not the file, is the problem
         print(f"headroom import: cannot write to {settings.db}: {error}", file=sys.stderr)
         return 1

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from forecasting.settings import Settings
-from forecasting.store import Store
+from forecasting.store import ForecastRecord, Store
 
 log = logging.getLogger("headroom.alerts")
 
@@ -73,21 +73,21 @@ BASES: dict[str, tuple[str, ...]] = {"mean": ("mean",), "likely": ("mean", "like
 """For each ``alert_on``, the series tried in order (the first that crosses is the alert's basis)."""
 
 
-def basis_series(forecast: Mapping[str, Any], basis: str) -> np.ndarray:
+def basis_series(forecast: ForecastRecord, basis: str) -> np.ndarray:
     """The forecast series of one basis: ``mean``, ``upper``, or ``likely`` (the ~60 % quantile of each step)."""
-    mean = np.asarray(forecast["mean"], dtype=float)
+    mean = np.asarray(forecast.mean, dtype=float)
     if basis == "likely":
-        return mean + LIKELY_SHARE * (np.asarray(forecast["upper"], dtype=float) - mean)
-    return mean if basis == "mean" else np.asarray(forecast["upper"], dtype=float)
+        return mean + LIKELY_SHARE * (np.asarray(forecast.upper, dtype=float) - mean)
+    return mean if basis == "mean" else np.asarray(forecast.upper, dtype=float)
 
 
-def find_crossing(forecast: Mapping[str, Any], threshold: float, alert_on: str, now: int) -> Crossing | None:
+def find_crossing(forecast: ForecastRecord, threshold: float, alert_on: str, now: int) -> Crossing | None:
     """The crossing an alert would report for this forecast, or None when it does not cross.
 
     The series of ``BASES[alert_on]`` are tried in order, the point forecast first; the one that
     crosses first names the alert's basis.
     """
-    stamps = forecast["timestamps"]
+    stamps = forecast.timestamps
     for basis in BASES[alert_on]:
         series = basis_series(forecast, basis)
         step = first_at_or_above(series, threshold)
@@ -147,7 +147,7 @@ class AlertPolicy:
         return merged
 
 
-def forecast_peak(forecast: Mapping[str, Any], alert_on: str) -> float:
+def forecast_peak(forecast: ForecastRecord, alert_on: str) -> float:
     """The peak the hysteresis compares with threshold − margin (of the series that may open alerts)."""
     return float(np.max(basis_series(forecast, BASES[alert_on][-1])))
 
@@ -206,7 +206,7 @@ def describe(crossing: Crossing, threshold: float, model: str) -> str:
             f"peak {crossing.peak:.1f} %, {model}, {sure}")
 
 
-def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, threshold: float, settings: Settings, now: int,
+def step_alert(change: AlertChange, forecast: ForecastRecord | None, threshold: float, settings: Settings, now: int,
                grace: int) -> None:
     """Advance one existing alert by a cycle's forecast: update, count towards clearing, clear, or reopen."""
     row = change.row
@@ -214,8 +214,8 @@ def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, threshol
     if row["state"] == "cleared":  # only pending ones (within the grace period) are stepped
         if crossing is not None and row["outcome"] is None and now < int(row["cleared_at"]) + grace:
             change.set(state="open", cleared_at=None, below_count=0, updated_at=now)
-            _update_crossing(change, crossing, threshold, str(forecast["model"]))
-            change.events.append(("reopened", describe(crossing, threshold, str(forecast["model"]))))
+            _update_crossing(change, crossing, threshold, forecast.model)
+            change.events.append(("reopened", describe(crossing, threshold, forecast.model)))
         return
     if forecast is None:
         return
@@ -225,9 +225,9 @@ def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, threshol
     change.set(below_count=below, updated_at=now)
     if crossing is not None:
         before = (row["crossing_ts"], row["basis"], row["model"])
-        _update_crossing(change, crossing, threshold, str(forecast["model"]))
+        _update_crossing(change, crossing, threshold, forecast.model)
         if (row["crossing_ts"], row["basis"], row["model"]) != before:
-            change.events.append(("updated", describe(crossing, threshold, str(forecast["model"]))))
+            change.events.append(("updated", describe(crossing, threshold, forecast.model)))
     elif not still_open:
         change.set(state="cleared", cleared_at=now)
         change.events.append(("cleared", f"forecast peak {peak:.1f} % below {threshold - settings.alert_margin:g} % for {below} cycles"))
@@ -283,20 +283,20 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
     started = time.perf_counter()
     report = AlertReport()
     grace = settings.horizon * settings.period
-    forecasts = {f["instance_id"]: f for f in store.latest_forecasts()}
-    thresholds = {i.instance_id: i.threshold for i in store.instances()}
+    forecasts = {f.instance_id: f for f in store.forecasts.latest()}
+    thresholds = {i.instance_id: i.threshold for i in store.samples.instances()}
     current: dict[str, AlertChange] = {}  # the one alert of each instance a forecast acts on
     pending: list[AlertChange] = []
-    for row in store.unresolved_alerts():  # newest first
-        change = AlertChange(dict(row), alert_id=int(row["alert_id"]))
+    for alert in store.alerts.unresolved():  # newest first
+        change = AlertChange(asdict(alert), alert_id=alert.alert_id)
         pending.append(change)
-        held = current.get(row["instance_id"])
-        if held is None or (row["state"] == "open" and held.row["state"] != "open"):
-            current[row["instance_id"]] = change  # an open alert wins, else the newest pending cleared one
+        held = current.get(alert.instance_id)
+        if held is None or (alert.state == "open" and held.row["state"] != "open"):
+            current[alert.instance_id] = change  # an open alert wins, else the newest pending cleared one
     for instance_id in sorted(set(forecasts) | set(current)):
         threshold = thresholds.get(instance_id, settings.threshold_for(instance_id))
         forecast = forecasts.get(instance_id)
-        if forecast is not None and int(forecast["timestamps"][-1]) <= now:
+        if forecast is not None and forecast.timestamps[-1] <= now:
             report.stale.append(instance_id)  # its whole horizon has passed: it says nothing about the future
             forecast = None
         change = current.get(instance_id)
@@ -307,20 +307,20 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
         elif forecast is not None:
             crossing = find_crossing(forecast, threshold, settings.alert_on, now)
             if crossing is not None:
-                pending.append(open_alert(instance_id, crossing, threshold, str(forecast["model"]), now))
+                pending.append(open_alert(instance_id, crossing, threshold, forecast.model, now))
     for change in pending:  # the real CPU decides how each one ends
         row = change.row
         if row["outcome"] is None:
             start = int(row["opened_at"]) - max(grace, 3600)
             empty = (np.empty(0, dtype=np.int64), np.empty(0))
-            cpu_ts, cpu = store.samples(row["instance_id"], start=start, end=now, metrics=["cpu"]).get("cpu", empty)
+            cpu_ts, cpu = store.samples.series(row["instance_id"], start=start, end=now, metrics=["cpu"]).get("cpu", empty)
             resolve_outcome(change, cpu_ts, cpu, now, grace)
     with store.transaction():
         for change in pending:
             _write(store, change, now)
     for change in pending:  # said once it is stored
         _report(change, report)
-    report.open_now = len(store.alerts(state="open"))
+    report.open_now = len(store.alerts.open())
     report.seconds = time.perf_counter() - started
     return report
 
@@ -328,11 +328,11 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
 def _write(store: Store, change: AlertChange, now: int) -> None:
     """Insert or update one alert and append its events."""
     if change.alert_id is None:
-        change.alert_id = store.insert_alert(change.row)
+        change.alert_id = store.alerts.insert(change.row)
     elif change.changed:
-        store.update_alert(change.alert_id, {name: change.row[name] for name in change.changed})
+        store.alerts.update(change.alert_id, {name: change.row[name] for name in change.changed})
     for kind, detail in change.events:
-        store.add_alert_event(change.alert_id, now, kind, detail)
+        store.alerts.add_event(change.alert_id, now, kind, detail)
 
 
 def _report(change: AlertChange, report: AlertReport) -> None:

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -19,10 +20,8 @@ from pydantic import BaseModel, Field
 from forecasting import __version__
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings
-from forecasting.store import Instance, Store
-
-Row = Mapping[str, Any]
-"""A store row (``sqlite3.Row`` or dict)."""
+from forecasting.store import AlertRecord, ForecastRecord, Heartbeat, Instance, Score, Store, TrainingRun
+from forecasting.store.runs import SCORE_FIELDS
 
 
 def utc(ts: int | float | None) -> datetime | None:
@@ -50,12 +49,9 @@ class JobStatus(BaseModel):
     detail: str | None = Field(description="the job's one-line summary when it ran")
 
     @classmethod
-    def from_row(cls, row: Row) -> JobStatus:
-        keys = row.keys() if hasattr(row, "keys") else row
-        state = row["state"] if "state" in keys and row["state"] else ("ok" if row["ok"] else "failed")
-        counts = json.loads(row["counts"]) if "counts" in keys and row["counts"] else {}
-        return cls(started_at=utc(row["started_at"]), finished_at=utc(row["finished_at"]), ok=bool(row["ok"]),
-                   state=state, counts=counts, duration_seconds=row["duration_seconds"], error=row["error"], detail=row["detail"])
+    def from_beat(cls, beat: Heartbeat) -> JobStatus:
+        return cls(started_at=utc(beat.started_at), finished_at=utc(beat.finished_at), ok=beat.ok, state=beat.state,
+                   counts=beat.counts, duration_seconds=beat.duration_seconds, error=beat.error, detail=beat.detail)
 
 
 class Health(BaseModel):
@@ -87,8 +83,8 @@ class OpenAlert(BaseModel):
     peak: float
 
     @classmethod
-    def from_row(cls, row: Row) -> OpenAlert:
-        return cls(alert_id=row["alert_id"], crossing_at=utc(row["crossing_ts"]), lead_minutes=row["lead_minutes"], peak=row["peak"])
+    def from_alert(cls, alert: AlertRecord) -> OpenAlert:
+        return cls(alert_id=alert.alert_id, crossing_at=utc(alert.crossing_ts), lead_minutes=alert.lead_minutes, peak=alert.peak)
 
 
 class InstanceInfo(BaseModel):
@@ -124,11 +120,10 @@ class Prediction(BaseModel):
     upper: list[float] = Field(description="upper bound of the calibrated interval")
 
     @classmethod
-    def from_row(cls, row: Row, threshold: float | None) -> Prediction:
-        """From a decoded ``Store.latest_forecasts`` row."""
-        return cls(instance_id=row["instance_id"], model=row["model"], run_id=row["run_id"], threshold=threshold,
-                   made_at=utc(row["made_at"]), origin_at=utc(row["origin_ts"]), timestamps=[utc(t) for t in row["timestamps"]],
-                   mean=row["mean"], lower=row["lower"], upper=row["upper"])
+    def from_forecast(cls, forecast: ForecastRecord, threshold: float | None) -> Prediction:
+        return cls(instance_id=forecast.instance_id, model=forecast.model, run_id=forecast.run_id, threshold=threshold,
+                   made_at=utc(forecast.made_at), origin_at=utc(forecast.origin_ts), timestamps=[utc(t) for t in forecast.timestamps],
+                   mean=forecast.mean, lower=forecast.lower, upper=forecast.upper)
 
 
 class PredictionList(BaseModel):
@@ -151,14 +146,11 @@ class ModelScore(BaseModel):
     is_champion: bool
 
     @classmethod
-    def from_row(cls, row: Row, champion: str | None) -> ModelScore:
-        """From a ``model_scores`` row or a ``TrainingResult.scores`` item (non-finite numbers become null)."""
-        values = {key: row[key] for key in SCORE_FIELDS}
-        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
-        return cls(**clean, is_champion=row["model"] == champion)
-
-
-SCORE_FIELDS = ("model", "status", "reason", "mape", "smape", "mase", "rmse", "coverage", "fit_seconds", "predict_seconds")
+    def from_row(cls, row: Score | Mapping[str, Any], champion: str | None) -> ModelScore:
+        """From a stored ``Score`` or a ``TrainingResult.scores`` item (non-finite numbers become null)."""
+        values = asdict(row) if isinstance(row, Score) else row
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in ((k, values[k]) for k in SCORE_FIELDS)}
+        return cls(**clean, is_champion=values["model"] == champion)
 
 
 class RealisedScore(BaseModel):
@@ -186,14 +178,14 @@ class Comparison(BaseModel):
     realised: list[RealisedScore] = Field(default_factory=list)
 
     @classmethod
-    def from_run(cls, run: Row, scores: list[Row], realised: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+    def from_run(cls, run: TrainingRun, scores: list[Score], realised: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
                  ) -> Comparison:
-        """From a ``training_runs`` row, its ``model_scores`` rows and ``scoring.realised_scores`` of the instance."""
+        """From a training run, its model scores and ``scoring.realised_scores`` of the instance."""
         measured = [RealisedScore(model=model, window=window, **{k: values[k] for k in ("mape", "mase", "coverage", "points")})
                     for model, windows in sorted((realised or {}).items()) for window, values in windows.items() if values["points"]]
-        return cls(instance_id=run["instance_id"], run_id=run["run_id"], trained_at=utc(run["finished_at"]),
-                   train_start=utc(run["train_start"]), train_end=utc(run["train_end"]), points=run["points"],
-                   champion=run["champion"], scores=[ModelScore.from_row(row, run["champion"]) for row in scores],
+        return cls(instance_id=run.instance_id, run_id=run.run_id, trained_at=utc(run.finished_at),
+                   train_start=utc(run.train_start), train_end=utc(run.train_end), points=run.points,
+                   champion=run.champion, scores=[ModelScore.from_row(score, run.champion) for score in scores],
                    realised=measured)
 
 
@@ -222,12 +214,12 @@ class Alert(BaseModel):
     emailed_at: datetime | None
 
     @classmethod
-    def from_row(cls, r: Row) -> Alert:
-        return cls(alert_id=r["alert_id"], instance_id=r["instance_id"], state=r["state"], opened_at=utc(r["opened_at"]),
-                   updated_at=utc(r["updated_at"]), cleared_at=utc(r["cleared_at"]), threshold=r["threshold"],
-                   crossing_at=utc(r["crossing_ts"]), lead_minutes=r["lead_minutes"], peak=r["peak"], model=r["model"],
-                   basis=r["basis"], actual_crossing_at=utc(r["actual_crossing_ts"]), outcome=r["outcome"],
-                   emailed_at=utc(r["emailed_at"]))
+    def from_alert(cls, a: AlertRecord) -> Alert:
+        return cls(alert_id=a.alert_id, instance_id=a.instance_id, state=a.state, opened_at=utc(a.opened_at),
+                   updated_at=utc(a.updated_at), cleared_at=utc(a.cleared_at), threshold=a.threshold,
+                   crossing_at=utc(a.crossing_ts), lead_minutes=a.lead_minutes, peak=a.peak, model=a.model,
+                   basis=a.basis, actual_crossing_at=utc(a.actual_crossing_ts), outcome=a.outcome,
+                   emailed_at=utc(a.emailed_at))
 
 
 class AlertList(BaseModel):
@@ -309,7 +301,7 @@ class UnknownInstance(LookupError):
 
 def known_instance(store: Store, instance_id: str) -> Instance:
     """The stored instance, or UnknownInstance."""
-    found = store.instance(instance_id)
+    found = store.samples.instance(instance_id)
     if found is None:
         raise UnknownInstance(f"instance {instance_id!r} is not monitored")
     return found
@@ -324,14 +316,15 @@ def build_health(store: Store, settings: Settings, details: bool = True) -> Heal
     """
     now = time.time()
     late = 3 * settings.ingest_every * 60 + settings.period
-    known = store.instances()
-    stamps = [ts for inst in known if (ts := store.newest_sample_ts(inst.instance_id)) is not None]
+    known = store.samples.instances()
+    stamps = [ts for inst in known if (ts := store.samples.newest_ts(inst.instance_id)) is not None]
     newest = max((ts for ts in stamps if ts <= now + settings.period), default=None)
-    jobs = {job: JobStatus.from_row(row) for job, row in store.heartbeats().items()}
-    runs = store.latest_runs()
-    reported = set(json.loads(store.get_meta("instances_without_model") or "[]"))
-    without = sorted(i.instance_id for i in known if i.instance_id in reported or not (runs.get(i.instance_id) or {"model_dir": None})["model_dir"])
-    made = store.champion_forecast_times()
+    jobs = {job: JobStatus.from_beat(beat) for job, beat in store.jobs.heartbeats().items()}
+    runs = store.runs.latest()
+    reported = set(json.loads(store.jobs.get_meta("instances_without_model") or "[]"))
+    trained = {iid for iid, run in runs.items() if run.model_dir}
+    without = sorted(i.instance_id for i in known if i.instance_id in reported or i.instance_id not in trained)
+    made = store.forecasts.champion_times()
     stale = sorted(i for i in (inst.instance_id for inst in known) if i not in without and made.get(i, -late) < now - late)
     age = now - newest if newest is not None else None
     if age is None:
@@ -348,38 +341,38 @@ def build_health(store: Store, settings: Settings, details: bool = True) -> Heal
 
 def build_instances(store: Store) -> InstanceList:
     """Every monitored instance with its newest sample, champion and open alert."""
-    runs = store.latest_runs()
-    open_alerts: dict[str, Any] = {}
-    for row in store.alerts(state="open"):
-        open_alerts.setdefault(row["instance_id"], row)  # newest first
+    runs = store.runs.latest()
+    open_alerts: dict[str, AlertRecord] = {}
+    for alert in store.alerts.open():
+        open_alerts.setdefault(alert.instance_id, alert)  # newest first
     out = []
-    for inst in store.instances():
+    for inst in store.samples.instances():
         run, alert = runs.get(inst.instance_id), open_alerts.get(inst.instance_id)
         out.append(InstanceInfo(
             instance_id=inst.instance_id, name=inst.name, threshold=inst.threshold, first_seen=utc(inst.first_seen),
-            last_seen=utc(inst.last_seen), last_sample_at=utc(store.newest_sample_ts(inst.instance_id)),
-            champion=run["champion"] if run else None, trained_at=utc(run["finished_at"]) if run else None,
-            open_alert=OpenAlert.from_row(alert) if alert else None))
+            last_seen=utc(inst.last_seen), last_sample_at=utc(store.samples.newest_ts(inst.instance_id)),
+            champion=run.champion if run else None, trained_at=utc(run.finished_at) if run else None,
+            open_alert=OpenAlert.from_alert(alert) if alert else None))
     return InstanceList(instances=out)
 
 
 def build_predictions(store: Store, instance: str | None) -> PredictionList:
     """The latest champion forecast of every instance, or of one."""
-    known = [known_instance(store, instance)] if instance is not None else store.instances()
+    known = [known_instance(store, instance)] if instance is not None else store.samples.instances()
     thresholds = {inst.instance_id: inst.threshold for inst in known}
-    rows = store.latest_forecasts(instance)
-    return PredictionList(predictions=[Prediction.from_row(row, thresholds.get(row["instance_id"])) for row in rows])
+    forecasts = store.forecasts.latest(instance)
+    return PredictionList(predictions=[Prediction.from_forecast(f, thresholds.get(f.instance_id)) for f in forecasts])
 
 
 def build_comparisons(store: Store, instance: str | None) -> ComparisonList:
     """Scores of every instance's latest training run, or of one instance's."""
     if instance is not None:
         known_instance(store, instance)
-        runs = store.training_runs(instance, limit=1)
+        runs = store.runs.history(instance, limit=1)
     else:
-        runs = sorted(store.latest_runs().values(), key=lambda r: r["instance_id"])
+        runs = sorted(store.runs.latest().values(), key=lambda run: run.instance_id)
     realised = realised_scores(store, int(time.time()), instance)
-    return ComparisonList(comparisons=[Comparison.from_run(run, store.scores(run_id=run["run_id"]), realised.get(run["instance_id"]))
+    return ComparisonList(comparisons=[Comparison.from_run(run, store.runs.scores(run_id=run.run_id), realised.get(run.instance_id))
                                        for run in runs])
 
 
@@ -387,4 +380,4 @@ def build_alerts(store: Store, state: str | None, instance: str | None, limit: i
     """Alerts, newest first, optionally of one state or instance."""
     if instance is not None:
         known_instance(store, instance)
-    return AlertList(alerts=[Alert.from_row(row) for row in store.alerts(state=state, instance_id=instance, limit=limit)])
+    return AlertList(alerts=[Alert.from_alert(a) for a in store.alerts.recent(state=state, instance_id=instance, limit=limit)])

@@ -8,13 +8,14 @@ threads) and written to PNG bytes in memory.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
+
+from forecasting.store import ForecastRecord
 
 HISTORY_COLOUR = "#1f4e79"
 FORECAST_COLOUR = "#d9822b"
@@ -26,7 +27,7 @@ def _dates(ts: Any) -> np.ndarray:
     return np.asarray(ts, dtype=np.int64).astype("datetime64[s]")
 
 
-def forecast_chart(history: tuple[np.ndarray, np.ndarray], forecast: Mapping[str, Any] | None, threshold: float,
+def forecast_chart(history: tuple[np.ndarray, np.ndarray], forecast: ForecastRecord | None, threshold: float,
                    crossing_ts: int | None = None, title: str = "", width: float = 8.0, height: float = 3.4) -> bytes:
     """PNG of recent CPU, the forecast with its interval band, the threshold line and the predicted crossing."""
     figure = Figure(figsize=(width, height), dpi=100)
@@ -35,12 +36,11 @@ def forecast_chart(history: tuple[np.ndarray, np.ndarray], forecast: Mapping[str
     ts, values = (np.asarray(part) for part in history)
     if len(ts):
         ax.plot(_dates(ts), values, color=HISTORY_COLOUR, linewidth=1.4, label="CPU")
-    if forecast is not None and len(forecast["timestamps"]):
-        stamps = _dates(forecast["timestamps"])
-        ax.fill_between(stamps, forecast["lower"], forecast["upper"], color=FORECAST_COLOUR, alpha=0.22, linewidth=0,
+    if forecast is not None and len(forecast.timestamps):
+        stamps = _dates(forecast.timestamps)
+        ax.fill_between(stamps, forecast.lower, forecast.upper, color=FORECAST_COLOUR, alpha=0.22, linewidth=0,
                         label="90 % interval")
-        ax.plot(stamps, forecast["mean"], color=FORECAST_COLOUR, linewidth=1.8, linestyle="--",
-                label=f"forecast ({forecast.get('model', 'model')})")
+        ax.plot(stamps, forecast.mean, color=FORECAST_COLOUR, linewidth=1.8, linestyle="--", label=f"forecast ({forecast.model})")
     ax.axhline(threshold, color=THRESHOLD_COLOUR, linewidth=1.2, label=f"threshold {threshold:g} %")
     if crossing_ts is not None:
         ax.axvline(_dates([crossing_ts])[0], color=CROSSING_COLOUR, linewidth=1.2, linestyle=":", label="predicted crossing")

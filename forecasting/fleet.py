@@ -70,11 +70,12 @@ class RetrainReport:
 def due_instances(store: Store, settings: Settings, now: int) -> list[str]:
     """Instances queued for retraining (their champion could not be used), never trained, or last trained
     ``retrain_every`` hours ago or more; queued and never-trained first, then oldest."""
-    runs = store.latest_runs()
+    runs = store.runs.latest()
     limit = now - settings.retrain_every * 3600
-    queued = store.retrain_requests()
-    due = [(-1 if i in queued or i not in runs else runs[i]["started_at"], i) for i in (inst.instance_id for inst in store.instances())
-           if i in queued or i not in runs or runs[i]["started_at"] <= limit]
+    queued = store.jobs.retrain_requests()
+    ids = [inst.instance_id for inst in store.samples.instances()]
+    due = [(-1 if i in queued or i not in runs else runs[i].started_at, i) for i in ids
+           if i in queued or i not in runs or runs[i].started_at <= limit]
     return [iid for _, iid in sorted(due)]
 
 
@@ -136,7 +137,7 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
                 instance_id = next(queue, None)
                 if instance_id is None:
                     break
-                samples = store.samples(instance_id, start=since, end=now)
+                samples = store.samples.series(instance_id, start=since, end=now)
                 future = executor.submit(train_instance, instance_id, samples, job_settings, now)
                 futures[future] = instance_id
                 pending.add(future)
@@ -149,7 +150,7 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
                 pending = {f for f in pending if not f.cancel()}  # queued ones are dropped, running ones finish
     finally:
         report.stopped = stopping() and len(report.trained) + len(report.failed) < report.due
-        store.request_retrain([], done=report.trained)
+        store.jobs.request_retrain([], done=report.trained)
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - started
@@ -161,8 +162,8 @@ def fleet_model_for(store: Store, settings: Settings, now: int, since: int) -> P
     if "fleet" not in settings.models:
         return None
     if fleet_model_due(settings, now):
-        series = ((inst.instance_id, store.samples(inst.instance_id, start=since, end=now, metrics=["cpu"]), now)
-                  for inst in store.instances())
+        series = ((inst.instance_id, store.samples.series(inst.instance_id, start=since, end=now, metrics=["cpu"]), now)
+                  for inst in store.samples.instances())
         try:
             train_fleet_model(series, settings, now)
         except Exception:  # the per-instance models still train; the fleet family is skipped with its reason
@@ -177,7 +178,7 @@ def _collect(store: Store, future: cf.Future, instance_id: str, report: RetrainR
         return
     try:
         result = future.result()
-        store.record_training_run(result.run, result.scores, result.backtest)
+        store.runs.record(result.run, result.scores, result.backtest)
     except Exception as error:  # this instance only; the others go on
         message = f"{type(error).__name__}: {error}".splitlines()[0][:300]
         report.failed.append(f"{instance_id}: {message}")

@@ -3,7 +3,7 @@
 No training happens here. Models are loaded from the run's ``model_dir`` (kept in a small
 in-process cache keyed by that directory, so the forever-loop worker loads each run once),
 fed the last ``RECENT_DAYS`` of samples, and all forecasts of the cycle are written in one
-``Store.record_forecasts`` call, the champion's flagged. A missing or unloadable model is
+``store.forecasts.record`` call, the champion's flagged. A missing or unloadable model is
 logged and skipped; one instance's failure never stops the others.
 
 When the champion cannot be used (its files do not load, or it cannot forecast), the run's other
@@ -28,7 +28,7 @@ from forecasting.features import DAY, to_frame
 from forecasting.models.base import ForecastModel
 from forecasting.models.registry import load_model, make_model
 from forecasting.settings import Settings
-from forecasting.store import Store
+from forecasting.store import Score, Store, TrainingRun
 
 log = logging.getLogger("headroom.forecast")
 
@@ -114,7 +114,7 @@ def load_run(model_dir: Path) -> tuple[dict[str, ForecastModel], dict[str, str]]
     return models, failed
 
 
-def instance_forecasts(instance_id: str, run: Any, models: dict[str, ForecastModel], samples: dict, settings: Settings,
+def instance_forecasts(instance_id: str, run: TrainingRun, models: dict[str, ForecastModel], samples: dict, settings: Settings,
                        made_at: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Forecast rows of every model for one instance, and "model: reason" for those that failed."""
     frame = to_frame(samples, settings.period)
@@ -130,8 +130,8 @@ def instance_forecasts(instance_id: str, run: Any, models: dict[str, ForecastMod
             failures.append(f"{name}: {type(error).__name__}: {error}".splitlines()[0][:300])
             continue
         rows.append({
-            "instance_id": instance_id, "run_id": int(run["run_id"]), "model": name,
-            "is_champion": name == run["champion"], "made_at": int(made_at), "origin_ts": int(frame.index[-1]),
+            "instance_id": instance_id, "run_id": run.run_id, "model": name,
+            "is_champion": name == run.champion, "made_at": int(made_at), "origin_ts": int(frame.index[-1]),
             "timestamps": forecast.timestamps.tolist(), "mean": forecast.mean.tolist(),
             "lower": forecast.lower.tolist(), "upper": forecast.upper.tolist(),
         })
@@ -144,28 +144,28 @@ def run_forecasts(store: Store, settings: Settings, now: int, stop: threading.Ev
     cache = cache or CACHE
     started = time.perf_counter()
     report = ForecastReport()
-    runs = store.latest_runs()
-    cache.keep_only({str(r["model_dir"]) for r in runs.values() if r["model_dir"]})
+    runs = store.runs.latest()
+    cache.keep_only({run.model_dir for run in runs.values() if run.model_dir})
     rows: list[dict[str, Any]] = []
     since = int(now - RECENT_DAYS * DAY)
     for instance_id, run in sorted(runs.items()):
         if stop is not None and stop.is_set():
             break
-        if not run["model_dir"]:
+        if not run.model_dir:
             report.no_model.append(instance_id)
             continue
         try:
-            models, failed = cache.models(str(run["model_dir"]))
+            models, failed = cache.models(run.model_dir)
             for name, reason in failed.items():
                 report.skipped.append(f"{instance_id}/{name}: {reason}")
                 log.warning("forecast %s: cannot load %s: %s", instance_id, name, reason)
-            samples = store.samples(instance_id, start=since, end=now)
+            samples = store.samples.series(instance_id, start=since, end=now)
             made, failures = instance_forecasts(instance_id, run, models, samples, settings, now) if models else ([], [])
             for failure in failures:
                 report.skipped.append(f"{instance_id}/{failure}")
                 log.warning("forecast %s: %s", instance_id, failure)
             if not any(row["is_champion"] for row in made):
-                made = stand_in(instance_id, run, made, store.scores(run_id=int(run["run_id"])), samples, settings, now, report)
+                made = stand_in(instance_id, run, made, store.runs.scores(run_id=run.run_id), samples, settings, now, report)
             if not made:
                 report.no_model.append(instance_id)
                 continue
@@ -176,34 +176,34 @@ def run_forecasts(store: Store, settings: Settings, now: int, stop: threading.Ev
             log.warning("forecast %s failed: %s", instance_id, report.errors[-1])
             log.debug("forecast %s failed", instance_id, exc_info=True)
     if rows:
-        store.record_forecasts(rows)
+        store.forecasts.record(rows)
     if report.retrain:
-        store.request_retrain(report.retrain)
-    store.set_meta("instances_without_model", json.dumps(sorted(report.no_model)))
+        store.jobs.request_retrain(report.retrain)
+    store.jobs.set_meta("instances_without_model", json.dumps(sorted(report.no_model)))
     report.forecasts = len(rows)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def fallback_order(champion: str | None, scores: list[Any]) -> list[str]:
+def fallback_order(champion: str | None, scores: list[Score]) -> list[str]:
     """Models to try in place of an unusable champion: the run's others by backtest MASE (lowest first), then naive."""
-    scored = [row for row in scores if row["status"] == "ok" and row["model"] != champion]
-    ranked = sorted(scored, key=lambda row: (row["mase"] is None, row["mase"] or 0.0, row["model"]))
-    order = [row["model"] for row in ranked]
+    scored = [score for score in scores if score.status == "ok" and score.model != champion]
+    ranked = sorted(scored, key=lambda score: (score.mase is None, score.mase or 0.0, score.model))
+    order = [score.model for score in ranked]
     return order + ([BASELINE] if BASELINE not in order else [])
 
 
-def stand_in(instance_id: str, run: Any, made: list[dict[str, Any]], scores: list[Any], samples: dict, settings: Settings,
+def stand_in(instance_id: str, run: TrainingRun, made: list[dict[str, Any]], scores: list[Score], samples: dict, settings: Settings,
              now: int, report: ForecastReport) -> list[dict[str, Any]]:
     """Flag the best other forecast as the champion's (or add a fresh naive one) and queue the instance for retraining."""
     by_model = {row["model"]: row for row in made}
-    chosen = next((name for name in fallback_order(run["champion"], scores) if name in by_model), None)
+    chosen = next((name for name in fallback_order(run.champion, scores) if name in by_model), None)
     if chosen is None:
         try:
             baseline = make_model(BASELINE, settings, settings.horizon).fit(to_frame(samples, settings.period))
             fresh, _ = instance_forecasts(instance_id, run, {BASELINE: baseline}, samples, settings, now)
         except Exception as error:  # no recent CPU at all: nothing can stand in
-            log.warning("forecast %s: no model can stand in for %s: %s", instance_id, run["champion"], error)
+            log.warning("forecast %s: no model can stand in for %s: %s", instance_id, run.champion, error)
             fresh = []
         made = made + fresh
         chosen = BASELINE if fresh else None
@@ -211,6 +211,6 @@ def stand_in(instance_id: str, run: Any, made: list[dict[str, Any]], scores: lis
     if chosen is None:
         return made
     next(row for row in made if row["model"] == chosen)["is_champion"] = True
-    report.fallbacks.append(f"{instance_id}: champion {run['champion']} unusable, forecast with {chosen}")
-    log.warning("forecast %s: champion %s unusable, forecast with %s; retraining it", instance_id, run["champion"], chosen)
+    report.fallbacks.append(f"{instance_id}: champion {run.champion} unusable, forecast with {chosen}")
+    log.warning("forecast %s: champion %s unusable, forecast with %s; retraining it", instance_id, run.champion, chosen)
     return made

@@ -39,10 +39,10 @@ def make_source(settings: Settings, store: Store, now: int) -> Source:
         return CloudWatchSource(settings)
     from forecasting.sources.demo import DemoSource
 
-    anchor = store.get_meta("demo_anchor")
+    anchor = store.jobs.get_meta("demo_anchor")
     if anchor is None:
         anchor = str(align(now, settings.period))
-        store.set_meta("demo_anchor", anchor)
+        store.jobs.set_meta("demo_anchor", anchor)
     return DemoSource(settings.demo_instances, settings.demo_seed, int(anchor), settings.period)
 
 
@@ -64,7 +64,7 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
     instances = source.list_instances()
     end = align(now, settings.period) + settings.period  # the current, still-filling bucket included
     metrics_of = {info.instance_id: _metrics_of(source, info.instance_id) for info in instances}
-    requests = plan_requests(instances, metrics_of, store.last_sample_ts(), settings, end)
+    requests = plan_requests(instances, metrics_of, store.samples.newest_per_series(), settings, end)
     result: FetchResult = source.fetch(requests, end)
     kept = [(iid, metric, ts, clip(metric, value)) for iid, metric, ts, value in result.rows if plausible(metric, value) and ts < end]
     if len(kept) < len(result.rows):
@@ -75,10 +75,10 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
         log.warning("ingest: %s", error)
     with store.transaction():
         for info in instances:
-            store.upsert_instance(info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now)
-        rows = store.upsert_samples(result.rows)
-        pruned = store.prune(now - int(settings.history_days * 86_400))
-        store.prune_forecasts(now - FORECASTS_KEPT_SECONDS)  # they grow every cycle; keep what pages and API show
+            store.samples.upsert_instance(info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now)
+        rows = store.samples.upsert(result.rows)
+        pruned = store.samples.prune(now - int(settings.history_days * 86_400))
+        store.forecasts.prune(now - FORECASTS_KEPT_SECONDS)  # they grow every cycle; keep what pages and API show
     return IngestReport(len(instances), rows, result.calls, result.calls_required, pruned, result.errors)
 
 

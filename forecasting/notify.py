@@ -27,7 +27,7 @@ from forecasting.alerts import iso_utc
 from forecasting.charts import forecast_chart
 from forecasting.scoring import fleet_realised
 from forecasting.settings import Settings
-from forecasting.store import Store
+from forecasting.store import AlertRecord, Store
 
 log = logging.getLogger("headroom.notify")
 
@@ -143,38 +143,38 @@ def _minutes_until(ts: int, now: int) -> int:
     return max(0, round((int(ts) - now) / 60))
 
 
-def subject_line(alert: dict, name: str | None, now: int) -> str:
+def subject_line(alert: AlertRecord, name: str | None, now: int) -> str:
     """The alert mail's subject, e.g. ``[Headroom] i-0abc (web-1) will cross 80 % CPU in about 35 min``."""
-    lead = _minutes_until(alert["crossing_ts"], now)
+    lead = _minutes_until(alert.crossing_ts, now)
     when = f"in about {lead} min" if lead else "now"
-    return f"[Headroom] {_who(alert['instance_id'], name)} will cross {alert['threshold']:g} % CPU {when}"
+    return f"[Headroom] {_who(alert.instance_id, name)} will cross {alert.threshold:g} % CPU {when}"
 
 
-def alert_facts(alert: dict, name: str | None, latest: tuple[int, float] | None, now: int) -> list[tuple[str, str]]:
+def alert_facts(alert: AlertRecord, name: str | None, latest: tuple[int, float] | None, now: int) -> list[tuple[str, str]]:
     """The label/value lines both the text and the HTML alert mail show."""
     basis = {"mean": "the point forecast crosses", "likely": "a step has at least a 40 % chance of crossing"}.get(
-        alert["basis"], "only the upper bound of the 90 % interval crosses")
+        alert.basis, "only the upper bound of the 90 % interval crosses")
     facts = [
-        ("Instance", _who(alert["instance_id"], name)),
-        ("Threshold", f"{alert['threshold']:g} % CPU"),
-        ("Predicted crossing", f"{iso_utc(alert['crossing_ts'])} (UTC)"),
-        ("Lead time", f"{_minutes_until(alert['crossing_ts'], now)} min from now ({alert['lead_minutes']:.0f} min when the alert opened)"),
-        ("Predicted peak", f"{alert['peak']:.1f} % CPU"),
-        ("Model", str(alert["model"])),
+        ("Instance", _who(alert.instance_id, name)),
+        ("Threshold", f"{alert.threshold:g} % CPU"),
+        ("Predicted crossing", f"{iso_utc(alert.crossing_ts)} (UTC)"),
+        ("Lead time", f"{_minutes_until(alert.crossing_ts, now)} min from now ({alert.lead_minutes:.0f} min when the alert opened)"),
+        ("Predicted peak", f"{alert.peak:.1f} % CPU"),
+        ("Model", str(alert.model)),
         ("Confidence", basis),
-        ("Alert opened", iso_utc(alert["opened_at"])),
+        ("Alert opened", iso_utc(alert.opened_at)),
     ]
     if latest is not None:
         facts.append(("CPU now", f"{latest[1]:.1f} % at {iso_utc(latest[0])}"))
     return facts
 
 
-def alert_text(alert: dict, name: str | None, latest: tuple[int, float] | None, now: int) -> str:
+def alert_text(alert: AlertRecord, name: str | None, latest: tuple[int, float] | None, now: int) -> str:
     """The plain-text alternative of an alert mail."""
-    lines = [f"{_who(alert['instance_id'], name)} is forecast to cross {alert['threshold']:g} % CPU "
-             f"at {iso_utc(alert['crossing_ts'])}, in about {_minutes_until(alert['crossing_ts'], now)} minutes.", ""]
+    lines = [f"{_who(alert.instance_id, name)} is forecast to cross {alert.threshold:g} % CPU "
+             f"at {iso_utc(alert.crossing_ts)}, in about {_minutes_until(alert.crossing_ts, now)} minutes.", ""]
     lines += [f"{label + ':':20s}{value}" for label, value in alert_facts(alert, name, latest, now)]
-    lines += ["", f"The chart ({alert['instance_id']}: CPU, forecast, interval, threshold, predicted crossing) is attached.", "-- Headroom"]
+    lines += ["", f"The chart ({alert.instance_id}: CPU, forecast, interval, threshold, predicted crossing) is attached.", "-- Headroom"]
     return "\n".join(lines) + "\n"
 
 
@@ -193,13 +193,13 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-def alert_html(alert: dict, name: str | None, latest: tuple[int, float] | None, now: int, chart: str) -> str:
+def alert_html(alert: AlertRecord, name: str | None, latest: tuple[int, float] | None, now: int, chart: str) -> str:
     """The HTML body of an alert mail; the chart is referenced as ``cid:<chart>``."""
-    who = html.escape(_who(alert["instance_id"], name))
+    who = html.escape(_who(alert.instance_id, name))
     facts = "".join(f"<tr><td style='padding:2px 12px 2px 0;color:#555'>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
                     for k, v in alert_facts(alert, name, latest, now))
-    return (f"<div style='font-family:sans-serif'><h2 style='font-size:17px'>{who} will cross {alert['threshold']:g} % CPU "
-            f"in about {_minutes_until(alert['crossing_ts'], now)} min</h2><table>{facts}</table>"
+    return (f"<div style='font-family:sans-serif'><h2 style='font-size:17px'>{who} will cross {alert.threshold:g} % CPU "
+            f"in about {_minutes_until(alert.crossing_ts, now)} min</h2><table>{facts}</table>"
             f"<p><img src='cid:{chart}' alt='CPU, forecast and threshold of {who}' width='800'></p>"
             "<p style='color:#777;font-size:12px'>Headroom early warning</p></div>")
 
@@ -214,41 +214,41 @@ def _median(values: list[float]) -> str:
 
 def digest_message(store: Store, settings: Settings, now: int, since: int) -> tuple[str, str, str, dict[str, bytes]]:
     """The digest: fleet state, open alerts, outcomes since the last digest, model scores, charts of instances at risk."""
-    latest, runs = store.latest_values(), store.latest_runs()
-    forecasts = {f["instance_id"]: f for f in store.latest_forecasts()}
-    open_alerts = {a["instance_id"]: dict(a) for a in reversed(store.alerts(state="open"))}
+    latest, runs = store.samples.latest_values(), store.runs.latest()
+    forecasts = {f.instance_id: f for f in store.forecasts.latest()}
+    open_alerts = {a.instance_id: a for a in reversed(store.alerts.open())}
     fleet, risk = [], []
-    for inst in store.instances():
+    for inst in store.samples.instances():
         iid, f = inst.instance_id, forecasts.get(inst.instance_id)
-        peak = max(f["mean"]) if f else None
+        peak = max(f.mean) if f else None
         alert = open_alerts.get(iid)
-        state = f"alert: crossing {iso_utc(alert['crossing_ts'])}" if alert else "near" if peak is not None and peak >= inst.threshold - settings.alert_margin else "ok"
+        state = f"alert: crossing {iso_utc(alert.crossing_ts)}" if alert else "near" if peak is not None and peak >= inst.threshold - settings.alert_margin else "ok"
         if state != "ok":
             risk.append((alert is None, -(peak or 0.0), iid))
         cpu = latest.get(iid)
         run = runs.get(iid)
         fleet.append([iid, inst.name or "", f"{cpu[1]:.1f}" if cpu else "-", f"{inst.threshold:g}", f"{peak:.1f}" if peak is not None else "-",
-                      (run["champion"] or "none") if run else "not trained", state])
-    alerts_rows = [[a["instance_id"], iso_utc(a["opened_at"]), iso_utc(a["crossing_ts"]), f"{a['peak']:.1f}", a["model"], a["basis"],
-                    "yes" if a["emailed_at"] else (a["email_error"] or "not yet")] for a in open_alerts.values()]
-    past = [a for a in store.alerts(limit=100_000) if a["opened_at"] >= since]
-    outcomes = {o: sum(a["outcome"] == o for a in past) for o in ("caught", "late", "false")}
+                      (run.champion or "none") if run else "not trained", state])
+    alerts_rows = [[a.instance_id, iso_utc(a.opened_at), iso_utc(a.crossing_ts), f"{a.peak:.1f}", a.model, a.basis,
+                    "yes" if a.emailed_at else (a.email_error or "not yet")] for a in open_alerts.values()]
+    past = [a for a in store.alerts.recent(limit=100_000) if a.opened_at >= since]
+    outcomes = {o: sum(a.outcome == o for a in past) for o in ("caught", "late", "false")}
     scores: dict[str, dict[str, list[float]]] = {}
-    for s in store.scores():
-        bucket = scores.setdefault(s["model"], {"mase": [], "mape": [], "coverage": []})
-        for key in bucket:
-            if s[key] is not None:
-                bucket[key].append(float(s[key]))
-    champions = [r["champion"] for r in runs.values() if r["champion"]]
+    for score in store.runs.scores():
+        bucket = scores.setdefault(score.model, {"mase": [], "mape": [], "coverage": []})
+        for key, value in (("mase", score.mase), ("mape", score.mape), ("coverage", score.coverage)):
+            if value is not None:
+                bucket[key].append(float(value))
+    champions = [r.champion for r in runs.values() if r.champion]
     score_rows = [[m, champions.count(m), len(v["mase"]), _median(v["mase"]), _median(v["mape"]), _median(v["coverage"])] for m, v in sorted(scores.items())]
     realised_rows = [[m, v["points"], _fmt(v["mape"], ".2f"), _fmt(v["mase"], ".3f"), _fmt(v["coverage"], ".2f")]
                      for m, v in fleet_realised(store, now, "day").items()]
     images = {}
     for _, _, iid in sorted(risk)[:DIGEST_CHARTS]:
         alert = open_alerts.get(iid)
-        cpu = store.samples(iid, start=now - CHART_HOURS * 3600, end=now, metrics=["cpu"]).get("cpu", ([], []))
+        cpu = store.samples.series(iid, start=now - CHART_HOURS * 3600, end=now, metrics=["cpu"]).get("cpu", ([], []))
         images[f"chart-{len(images)}"] = forecast_chart(cpu, forecasts.get(iid), fleet_threshold(store, iid, settings),
-                                                        alert["crossing_ts"] if alert else None, title=iid)
+                                                        alert.crossing_ts if alert else None, title=iid)
     sections = [
         ("Fleet", ["instance", "name", "CPU now %", "threshold %", "forecast peak %", "champion", "state"], fleet),
         ("Open alerts", ["instance", "opened", "predicted crossing", "peak %", "model", "basis", "emailed"], alerts_rows),
@@ -271,26 +271,26 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
 
 def fleet_threshold(store: Store, instance_id: str, settings: Settings) -> float:
     """The stored threshold of an instance (the settings' one if it is not stored)."""
-    inst = store.instance(instance_id)
+    inst = store.samples.instance(instance_id)
     return inst.threshold if inst else settings.threshold_for(instance_id)
 
 
 # ---- sending -----------------------------------------------------------------
-def alert_chart(store: Store, alert: dict, now: int) -> bytes:
+def alert_chart(store: Store, alert: AlertRecord, now: int) -> bytes:
     """The chart of one alert: the last hours of CPU, the champion forecast, the threshold, the crossing."""
-    iid = alert["instance_id"]
-    cpu = store.samples(iid, start=now - CHART_HOURS * 3600, end=now, metrics=["cpu"]).get("cpu")
-    forecasts = store.latest_forecasts(iid)
+    iid = alert.instance_id
+    cpu = store.samples.series(iid, start=now - CHART_HOURS * 3600, end=now, metrics=["cpu"]).get("cpu")
+    forecasts = store.forecasts.latest(iid)
     history = cpu if cpu is not None else ([], [])
-    return forecast_chart(history, forecasts[0] if forecasts else None, float(alert["threshold"]), int(alert["crossing_ts"]),
+    return forecast_chart(history, forecasts[0] if forecasts else None, alert.threshold, alert.crossing_ts,
                           title=f"{iid}: CPU, forecast and threshold")
 
 
-def alert_message(store: Store, settings: Settings, alert: dict, now: int) -> EmailMessage:
+def alert_message(store: Store, settings: Settings, alert: AlertRecord, now: int) -> EmailMessage:
     """The mail for one alert: subject, plain text, HTML and the chart inline."""
-    instance = store.instance(alert["instance_id"])
+    instance = store.samples.instance(alert.instance_id)
     name = instance.name if instance else None
-    latest = store.latest_values().get(alert["instance_id"])
+    latest = store.samples.latest_values().get(alert.instance_id)
     chart = alert_chart(store, alert, now)
     return new_message(settings, subject_line(alert, name, now), alert_text(alert, name, latest, now),
                        alert_html(alert, name, latest, now, "chart"), {"chart": chart})
@@ -301,18 +301,18 @@ def send_alert_mail(store: Store, settings: Settings, now: int) -> str:
     off = _mail_is_off(settings)
     if off:
         return off
-    due = store.alerts_to_email()
+    due = store.alerts.to_email()
     if not due:
         return "no new alert to mail"
-    last = store.last_emailed()
+    last = store.alerts.last_emailed()
     ready, held = [], 0
-    for row in due:
-        since = now - last.get(row["instance_id"], -(10**12))
+    for alert in due:
+        since = now - last.get(alert.instance_id, -(10**12))
         if since < settings.alert_cooldown * 60:
             held += 1
             continue
-        ready.append(dict(row))
-        last[row["instance_id"]] = now  # one mail per instance per cycle
+        ready.append(alert)
+        last[alert.instance_id] = now  # one mail per instance per cycle
     results: dict[int, str | None] = {}
     if ready:
         try:
@@ -320,12 +320,12 @@ def send_alert_mail(store: Store, settings: Settings, now: int) -> str:
                 for alert in ready:
                     try:
                         deliver(connection, settings, alert_message(store, settings, alert, now))
-                        results[alert["alert_id"]] = None
+                        results[alert.alert_id] = None
                     except Exception as error:  # this message failed; the others may still go
-                        results[alert["alert_id"]] = one_line(error)
+                        results[alert.alert_id] = one_line(error)
         except Exception as error:  # refused, down, timed out, bad login: every unsent alert waits for the next cycle
             for alert in ready:
-                results.setdefault(alert["alert_id"], one_line(error))
+                results.setdefault(alert.alert_id, one_line(error))
     _record(store, ready, results, settings, now)
     sent = sum(error is None for error in results.values())
     text = f"mailed {sent} alert{'s' * (sent != 1)} to {len(settings.mail_to)} recipient{'s' * (len(settings.mail_to) != 1)}"
@@ -337,19 +337,19 @@ def send_alert_mail(store: Store, settings: Settings, now: int) -> str:
     return text
 
 
-def _record(store: Store, alerts: list[dict], results: dict[int, str | None], settings: Settings, now: int) -> None:
+def _record(store: Store, alerts: list[AlertRecord], results: dict[int, str | None], settings: Settings, now: int) -> None:
     """Store each send's outcome on its alert with an alert event, in one transaction."""
     with store.transaction():
         for alert in alerts:
-            error = results.get(alert["alert_id"], "not attempted")
+            error = results.get(alert.alert_id, "not attempted")
             if error is None:
-                store.update_alert(alert["alert_id"], {"emailed_at": now, "email_error": None})
-                store.add_alert_event(alert["alert_id"], now, "emailed", ", ".join(settings.mail_to))
-                log.info("alert %d on %s mailed to %s", alert["alert_id"], alert["instance_id"], ", ".join(settings.mail_to))
+                store.alerts.update(alert.alert_id, {"emailed_at": now, "email_error": None})
+                store.alerts.add_event(alert.alert_id, now, "emailed", ", ".join(settings.mail_to))
+                log.info("alert %d on %s mailed to %s", alert.alert_id, alert.instance_id, ", ".join(settings.mail_to))
             else:
-                store.update_alert(alert["alert_id"], {"email_error": error})
-                store.add_alert_event(alert["alert_id"], now, "email_failed", error)
-                log.warning("alert %d on %s: mail failed, retried next cycle: %s", alert["alert_id"], alert["instance_id"], error)
+                store.alerts.update(alert.alert_id, {"email_error": error})
+                store.alerts.add_event(alert.alert_id, now, "email_failed", error)
+                log.warning("alert %d on %s: mail failed, retried next cycle: %s", alert.alert_id, alert.instance_id, error)
 
 
 def send_digest_if_due(store: Store, settings: Settings, now: int) -> str:
@@ -357,7 +357,7 @@ def send_digest_if_due(store: Store, settings: Settings, now: int) -> str:
     off = _mail_is_off(settings)
     if off:
         return off
-    last = store.get_meta(DIGEST_META)
+    last = store.jobs.get_meta(DIGEST_META)
     if last is not None and now - int(last) < settings.digest_every * 3600:
         return f"digest not due until {iso_utc(int(last) + settings.digest_every * 3600)}"
     since = int(last) if last is not None else now - int(settings.digest_every * 3600)
@@ -368,7 +368,7 @@ def send_digest_if_due(store: Store, settings: Settings, now: int) -> str:
     except Exception as error:
         log.warning("digest mail failed, retried next cycle: %s", one_line(error))
         return f"digest failed ({one_line(error)}), retried next cycle"
-    store.set_meta(DIGEST_META, str(now))
+    store.jobs.set_meta(DIGEST_META, str(now))
     return f"digest mailed to {len(settings.mail_to)} recipient{'s' * (len(settings.mail_to) != 1)} ({len(images)} charts)"
 
 

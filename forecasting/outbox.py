@@ -66,9 +66,9 @@ def enqueue(store: Store, settings: Settings, now: int) -> int:
     targets = destinations(settings)
     queued = 0
     with store.transaction() as conn:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)).fetchone()
-        if row is not None:
-            cursor = int(row[0])
+        stored = store.jobs.get_meta(CURSOR_KEY)
+        if stored is not None:
+            cursor = int(stored)
         else:
             recent = now - settings.horizon * settings.period
             cursor = int(conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM alert_events WHERE ts < ?", (recent,)).fetchone()[0])
@@ -96,8 +96,7 @@ def enqueue(store: Store, settings: Settings, now: int) -> int:
                     (target.name, event["alert_id"], event["event_id"], event["kind"], json.dumps(message, sort_keys=True),
                      body_for(target.name, message), now))
                 queued += done.rowcount
-        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                     (CURSOR_KEY, str(max(int(newest), cursor))))
+        store.jobs.set_meta(CURSOR_KEY, str(max(int(newest), cursor)))
     return queued
 
 
@@ -174,8 +173,8 @@ def deliver_destination(store: Store, target: Destination, settings: Settings, n
                         sender: Sender = post, report: DestinationReport | None = None) -> DestinationReport:
     """Send one destination's pending messages in order until done, down, or out of time (filling ``report``)."""
     report = report if report is not None else DestinationReport(target.shown)
-    rows = store.query("SELECT outbox_id, kind, message, body FROM outbox WHERE destination = ? AND state = 'pending' ORDER BY outbox_id",
-                       (target.name,))
+    rows = store.db.query("SELECT outbox_id, kind, message, body FROM outbox WHERE destination = ? AND state = 'pending' "
+                          "ORDER BY outbox_id", (target.name,))
     for index, row in enumerate(rows):
         if time.monotonic() >= deadline:
             report.waiting = len(rows) - index
@@ -236,4 +235,4 @@ def deliver(store: Store, settings: Settings, now: int, sender: Sender = post) -
 
 def pending(store: Store) -> dict[str, int]:
     """Messages waiting per destination (for ``/metrics``)."""
-    return {r[0]: int(r[1]) for r in store.query("SELECT destination, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY destination")}
+    return {r[0]: int(r[1]) for r in store.db.query("SELECT destination, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY destination")}

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from forecasting import __version__
 from forecasting.alerts import find_crossing
+from forecasting.outbox import pending
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings
 from forecasting.store import Store
@@ -56,28 +57,28 @@ class StoreCollector(Collector):
             ("mape_percent", "Mean absolute percentage error of those forecasts"),
             ("mase", "Their MASE (error over the instance's one-day seasonal-naive error)"),
             ("coverage_ratio", "Share of those actuals inside the forecast interval"))}
-        thresholds = {inst.instance_id: inst.threshold for inst in store.instances()}
-        warned = {row["instance_id"] for row in store.alerts(state="open", limit=1_000_000)}
-        for forecast in store.latest_forecasts():
-            iid = forecast["instance_id"]
-            for bound in ("mean", "lower", "upper"):
-                predicted.add_metric([iid, bound], float(forecast[bound][-1]))
-            peak.add_metric([iid], float(max(forecast["mean"])))
-            made.add_metric([iid], float(forecast["made_at"]))
+        thresholds = {inst.instance_id: inst.threshold for inst in store.samples.instances()}
+        warned = {alert.instance_id for alert in store.alerts.open()}
+        for forecast in store.forecasts.latest():
+            iid = forecast.instance_id
+            for bound, values in (("mean", forecast.mean), ("lower", forecast.lower), ("upper", forecast.upper)):
+                predicted.add_metric([iid, bound], float(values[-1]))
+            peak.add_metric([iid], float(max(forecast.mean)))
+            made.add_metric([iid], float(forecast.made_at))
             crossing = find_crossing(forecast, thresholds.get(iid, self.settings.threshold), "mean", now)
             if crossing is not None:
                 minutes.add_metric([iid], round(crossing.lead_minutes, 1))
         for iid, threshold in thresholds.items():
             limit.add_metric([iid], threshold)
             warning.add_metric([iid], 1.0 if iid in warned else 0.0)
-        runs = store.latest_runs()
+        runs = store.runs.latest()
         for iid, run in sorted(runs.items()):
-            if run["champion"]:
-                champion.add_metric([iid], {"model": run["champion"]})
-        for score in store.scores():
-            run = runs.get(score["instance_id"])
-            if run is not None and score["model"] == run["champion"] and score["mase"] is not None:
-                mase.add_metric([score["instance_id"], score["model"]], float(score["mase"]))
+            if run.champion:
+                champion.add_metric([iid], {"model": run.champion})
+        for score in store.runs.scores():
+            run = runs.get(score.instance_id)
+            if run is not None and score.model == run.champion and score.mase is not None:
+                mase.add_metric([score.instance_id, score.model], float(score.mase))
         try:
             stored = realised_scores(store, now)  # the realised accuracy the worker stores (forecasting/scoring.py)
         except sqlite3.OperationalError:  # a store the worker has not migrated to the realised table yet
@@ -96,23 +97,23 @@ class StoreCollector(Collector):
                                     "When the worker job last finished without error (absent while its last run failed)", labels=["job"])
         duration = GaugeMetricFamily("headroom_job_last_duration_seconds", "How long the job's last run took", labels=["job"])
         ok = GaugeMetricFamily("headroom_job_last_run_ok", "1 when the job's last run succeeded", labels=["job"])
-        for job, row in store.heartbeats().items():
-            finished = float(row["finished_at"] if row["finished_at"] is not None else row["started_at"])
+        for job, beat in store.jobs.heartbeats().items():
+            finished = float(beat.finished_at if beat.finished_at is not None else beat.started_at)
             runs.add_metric([job], finished)
-            ok.add_metric([job], float(row["ok"]))
-            if row["duration_seconds"] is not None:
-                duration.add_metric([job], float(row["duration_seconds"]))
-            if row["ok"]:
+            ok.add_metric([job], float(beat.ok))
+            if beat.duration_seconds is not None:
+                duration.add_metric([job], float(beat.duration_seconds))
+            if beat.ok:
                 success.add_metric([job], finished)
         yield from (runs, success, duration, ok)
-        newest = store.query("SELECT MAX(ts) FROM samples WHERE metric = 'cpu'")[0][0]
+        newest = store.samples.newest_ts(metric="cpu")
         if newest is not None:
             yield GaugeMetricFamily("headroom_newest_sample_timestamp_seconds", "Start of the newest CPU sample in the store", value=float(newest))
             yield GaugeMetricFamily("headroom_data_age_seconds", "Seconds since the newest CPU sample", value=round(self.now - newest, 1))
-        yield GaugeMetricFamily("headroom_instances", "Monitored instances", value=float(len(store.instances())))
+        yield GaugeMetricFamily("headroom_instances", "Monitored instances", value=float(len(store.samples.instances())))
         waiting = GaugeMetricFamily("headroom_webhook_pending_messages", "Webhook messages waiting in the outbox", labels=["destination"])
         try:
-            for destination, count in store.query("SELECT destination, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY destination"):
+            for destination, count in pending(store).items():
                 waiting.add_metric([destination], float(count))
         except sqlite3.OperationalError:  # a store the worker has not migrated to the outbox yet
             pass

@@ -37,7 +37,7 @@ from typing import Any
 
 from forecasting.alerts import find_crossing
 from forecasting.settings import Settings
-from forecasting.store import Store
+from forecasting.store import ForecastRecord, Store
 
 log = logging.getLogger("headroom.publish")
 
@@ -67,21 +67,21 @@ class Figures:
     warning_open: bool
 
 
-def instance_figures(forecast: Mapping[str, Any], threshold: float, warning_open: bool, now: int) -> Figures:
+def instance_figures(forecast: ForecastRecord, threshold: float, warning_open: bool, now: int) -> Figures:
     """One instance's figures from its champion forecast (the same crossing rule as the alerts, on the point forecast)."""
     crossing = find_crossing(forecast, threshold, "mean", now)
-    return Figures(str(forecast["instance_id"]), int(forecast["made_at"]), float(forecast["mean"][-1]), float(forecast["upper"][-1]),
-                   float(max(forecast["mean"])), None if crossing is None else round(crossing.lead_minutes, 1), warning_open)
+    return Figures(forecast.instance_id, forecast.made_at, float(forecast.mean[-1]), float(forecast.upper[-1]),
+                   float(max(forecast.mean)), None if crossing is None else round(crossing.lead_minutes, 1), warning_open)
 
 
 def cycle_figures(store: Store, now: int, max_age: float) -> list[Figures]:
     """The figures of every instance whose champion forecast was made in this cycle and still looks ahead."""
-    thresholds = {inst.instance_id: inst.threshold for inst in store.instances()}
-    warned = {row["instance_id"] for row in store.alerts(state="open", limit=1_000_000)}
+    thresholds = {inst.instance_id: inst.threshold for inst in store.samples.instances()}
+    warned = {alert.instance_id for alert in store.alerts.open()}
     out = []
-    for forecast in store.latest_forecasts():
-        iid = forecast["instance_id"]
-        if now - int(forecast["made_at"]) > max_age or int(forecast["timestamps"][-1]) <= now or iid not in thresholds:
+    for forecast in store.forecasts.latest():
+        iid = forecast.instance_id
+        if now - forecast.made_at > max_age or forecast.timestamps[-1] <= now or iid not in thresholds:
             continue  # a failed forecast publishes nothing rather than an old value
         out.append(instance_figures(forecast, thresholds[iid], iid in warned, now))
     return out

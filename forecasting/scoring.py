@@ -15,7 +15,6 @@ to the backtest's in-sample scale. Rows older than ``KEPT_DAYS`` are dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from forecasting.features import DAY, to_frame
 from forecasting.ingest import LATE_DATA_SECONDS
 from forecasting.realised import FIELDS, ErrorSums, score_forecast, total
 from forecasting.settings import Settings
-from forecasting.store import Store
+from forecasting.store import ForecastRecord, Store
 
 log = logging.getLogger("headroom.scoring")
 CURSOR = "realised_through"
@@ -59,24 +58,22 @@ def instance_scale(cpu_ts: np.ndarray, cpu: np.ndarray, before: int, period: int
 def score_realised(store: Store, settings: Settings, now: int) -> ScoringReport:
     """Score every stored forecast that became ready since the last pass; one transaction for sums and cursor."""
     report = ScoringReport()
-    cursor = int(store.get_meta(CURSOR) or 0)
+    cursor = int(store.jobs.get_meta(CURSOR) or 0)
     ready = now - settings.horizon * settings.period - LATE_DATA_SECONDS
-    rows = store.query("SELECT instance_id, model, is_champion, made_at, origin_ts, timestamps, mean, lower, upper FROM forecasts "
-                       "WHERE made_at > ? AND made_at <= ? ORDER BY instance_id", (cursor, ready))
-    by_instance: dict[str, list] = defaultdict(list)
-    for row in rows:
-        by_instance[row["instance_id"]].append(row)
+    by_instance: dict[str, list[ForecastRecord]] = defaultdict(list)
+    for forecast in store.forecasts.made_between(cursor, ready):
+        by_instance[forecast.instance_id].append(forecast)
     sums: dict[tuple[str, str, int], tuple[int, ErrorSums]] = {}
     for instance_id, forecasts in by_instance.items():
-        first = min(int(f["origin_ts"]) for f in forecasts)
-        ts, cpu = store.samples(instance_id, start=first - SCALE_DAYS * DAY, metrics=["cpu"]).get("cpu", ([], []))
+        first = min(f.origin_ts for f in forecasts)
+        ts, cpu = store.samples.series(instance_id, start=first - SCALE_DAYS * DAY, metrics=["cpu"]).get("cpu", ([], []))
         ts, cpu = np.asarray(ts, dtype=np.int64), np.asarray(cpu, dtype=float)
         scale = instance_scale(ts, cpu, first, settings.period)
         for f in forecasts:
-            scored = score_forecast(*(np.asarray(json.loads(f[k]), dtype=float) for k in ("timestamps", "mean", "lower", "upper")),
+            scored = score_forecast(*(np.asarray(series, dtype=float) for series in (f.timestamps, f.mean, f.lower, f.upper)),
                                     ts, cpu, scale)
-            hour = int(f["made_at"]) // 3600 * 3600
-            for model in (f["model"], "auto") if f["is_champion"] else (f["model"],):
+            hour = f.made_at // 3600 * 3600
+            for model in (f.model, "auto") if f.is_champion else (f.model,):
                 count, previous = sums.get((instance_id, model, hour), (0, ErrorSums()))
                 sums[(instance_id, model, hour)] = (count + 1, previous + scored)
             report.forecasts += 1
@@ -87,8 +84,7 @@ def score_realised(store: Store, settings: Settings, now: int) -> ScoringReport:
             + ", ".join("?" * len(FIELDS)) + ") ON CONFLICT (instance_id, model, hour) DO UPDATE SET forecasts = forecasts + excluded.forecasts, "
             + ", ".join(f"{f} = {f} + excluded.{f}" for f in FIELDS),
             [(*key, count, *(getattr(s, f) for f in FIELDS)) for key, (count, s) in sums.items()])
-        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                     (CURSOR, str(max(cursor, ready))))
+        store.jobs.set_meta(CURSOR, str(max(cursor, ready)))
         conn.execute("DELETE FROM realised WHERE hour < ?", (now - KEPT_DAYS * DAY,))
     return report
 
@@ -106,7 +102,7 @@ def realised_scores(store: Store, now: int, instance_id: str | None = None) -> d
         sql += " AND instance_id = ?"
         params.append(instance_id)
     out: dict[str, dict[str, dict[str, dict]]] = defaultdict(dict)
-    for row in store.query(sql + " GROUP BY instance_id, model", params):
+    for row in store.db.query(sql + " GROUP BY instance_id, model", params):
         out[row["instance_id"]][row["model"]] = {
             window: ErrorSums(*(row[f"{window}_{f}"] for f in FIELDS)).scores() for window in WINDOWS}
     return dict(out)
@@ -114,6 +110,6 @@ def realised_scores(store: Store, now: int, instance_id: str | None = None) -> d
 
 def fleet_realised(store: Store, now: int, window: str = "day") -> dict[str, dict]:
     """Per model, the realised scores pooled over every instance for forecasts made in the window (the digest's table)."""
-    rows = store.query("SELECT model, " + ", ".join(f"SUM({f}) AS {f}" for f in FIELDS) + " FROM realised WHERE hour >= ? "
-                       "GROUP BY model ORDER BY model", (now - WINDOWS[window],))
+    rows = store.db.query("SELECT model, " + ", ".join(f"SUM({f}) AS {f}" for f in FIELDS) + " FROM realised WHERE hour >= ? "
+                          "GROUP BY model ORDER BY model", (now - WINDOWS[window],))
     return {row["model"]: total([row]).scores() for row in rows}

@@ -3,7 +3,7 @@
 ``train_instance`` is what the retrain job fans out over processes (or Dask): it reads no
 store, writes model files under ``settings.models_dir/<instance>/<run stamp>/<model>/``
 (a temporary directory renamed into place) and returns a :class:`TrainingResult` whose
-``run``, ``scores`` and ``backtest`` go straight into ``Store.record_training_run``.
+``run``, ``scores`` and ``backtest`` go straight into ``store.runs.record``.
 ``validate_samples`` and ``predict_samples`` serve uploads (backtest only, no files).
 
 Each model is fitted once, on the rows before the backtest window, and that fitted model is
@@ -48,7 +48,7 @@ METRICS = ("mape", "smape", "mase", "rmse", "coverage")
 
 @dataclass
 class TrainingResult:
-    """What one training run produced, in the shapes ``Store.record_training_run`` takes."""
+    """What one training run produced, in the shapes ``store.runs.record`` takes."""
 
     instance_id: str
     run: dict[str, Any]

@@ -6,6 +6,7 @@ The instance is kept in the URL (``?instance=ID``) so a view can be shared.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import pandas as pd
 import streamlit as st
@@ -13,6 +14,7 @@ import streamlit as st
 from app import charts, data, nav, ui
 from app.fleet import first_crossing
 from app.format import ago_text, minutes_to_text, percent_text, utc_text
+from forecasting.store import AlertRecord
 
 RANGES = {"6 h": 6, "24 h": 24, "3 d": 72, "7 d": 168}
 
@@ -26,7 +28,7 @@ if not instances:
     st.stop()
 
 fleet = data.load_fleet(db, config.alert_margin)
-default = fleet["instance_id"].iloc[0] if not fleet.empty else instances[0]["instance_id"]
+default = fleet["instance_id"].iloc[0] if not fleet.empty else instances[0].instance_id
 left, middle, right = st.columns([3, 2, 2], vertical_alignment="bottom")
 with left:
     instance_id = ui.instance_picker(instances, default)
@@ -39,8 +41,8 @@ if instance_id is None:
     st.stop()
 
 
-def _alerts_table(alerts: list[dict]) -> None:
-    frame = pd.DataFrame(alerts)
+def _alerts_table(alerts: list[AlertRecord]) -> None:
+    frame = pd.DataFrame([asdict(alert) for alert in alerts])
     frame["opened"] = frame["opened_at"].map(utc_text)
     frame["predicted crossing"] = frame["crossing_ts"].map(utc_text)
     frame["outcome"] = frame["outcome"].fillna("")
@@ -56,36 +58,35 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     if view is None:
         st.warning(f"Instance {instance_id} is no longer in the store.")
         return
-    inst, samples, forecasts, run = view["instance"], view["samples"], view["forecasts"], view["run"]
-    threshold = float(inst["threshold"])
-    champion = next((f for f in forecasts if f["is_champion"]), None)
-    open_alert = next((a for a in view["alerts"] if a["state"] == "open"), None)
-    crossing = first_crossing(champion["timestamps"], champion["mean"], threshold) if champion else None
+    samples, forecasts, run, past = view.samples, view.forecasts, view.run, view.past
+    threshold = float(view.instance.threshold)
+    champion = next((f for f in forecasts if f.is_champion), None)
+    open_alert = next((a for a in view.alerts if a.state == "open"), None)
+    crossing = first_crossing(champion.timestamps, champion.mean, threshold) if champion else None
     cpu_now = float(samples["cpu"][1][-1]) if "cpu" in samples and len(samples["cpu"][1]) else None
     now = time.time()
 
     cols = st.columns([1, 1, 1, 1.5, 1])
-    cols[0].metric("CPU now", percent_text(cpu_now), help=f"at {utc_text(view['newest'])}")
-    cols[1].metric("Predicted peak", percent_text(max(champion["mean"]) if champion else None),
+    cols[0].metric("CPU now", percent_text(cpu_now), help=f"at {utc_text(view.newest)}")
+    cols[1].metric("Predicted peak", percent_text(max(champion.mean) if champion else None),
                    help=f"highest point forecast in the next {config.horizon * config.period // 60} min")
     cols[2].metric("Time to limit", minutes_to_text((crossing - now) / 60) if crossing else "—", help=f"limit {threshold:.0f} %")
-    cols[3].metric("Champion", (run or {}).get("champion") or "—", help="lowest backtest MASE in the latest training run")
-    cols[4].metric("Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert['opened_at'], now)}" if open_alert else None)
+    cols[3].metric("Champion", (run.champion if run else None) or "—", help="lowest backtest MASE in the latest training run")
+    cols[4].metric("Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert.opened_at, now)}" if open_alert else None)
     if run is None:
         ui.no_models_help()
-    past = view["past"]
-    figure = charts.instance_figure(samples, forecasts, threshold, (run or {}).get("champion"), show_all, crossing, past)
+    figure = charts.instance_figure(samples, forecasts, threshold, run.champion if run else None, show_all, crossing, past)
     st.plotly_chart(figure, key="instance_chart", config={"displaylogo": False})
     if champion:
-        st.caption(f"Forecast by {champion['model']} made {ago_text(champion['made_at'], now)} from data up to "
-                   f"{utc_text(champion['origin_ts'])}; the band is the calibrated interval from the backtest."
-                   + (f" The dotted line is the forecast deployed {ago_text(past['made_at'], now)}, over what happened since."
+        st.caption(f"Forecast by {champion.model} made {ago_text(champion.made_at, now)} from data up to "
+                   f"{utc_text(champion.origin_ts)}; the band is the calibrated interval from the backtest."
+                   + (f" The dotted line is the forecast deployed {ago_text(past.made_at, now)}, over what happened since."
                       if past else ""))
-    if view["alerts"]:
+    if view.alerts:
         st.subheader("Alerts on this instance")
-        _alerts_table(view["alerts"])
+        _alerts_table(view.alerts)
 
 
-st.caption(f"{ui.instance_label(next(i for i in instances if i['instance_id'] == instance_id))} · "
+st.caption(f"{ui.instance_label(next(i for i in instances if i.instance_id == instance_id))} · "
            f"share this view: `?instance={instance_id}`")
 live(instance_id, RANGES[span], bool(show_all))

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, data, nav, ui
-from app.upload import (VALIDATE_CHOICES, backtest_frame, describe, forecast_csv, forecast_dict, forecast_json,
+from app.upload import (VALIDATE_CHOICES, backtest_frame, describe, forecast_csv, forecast_json, plain_forecast,
                         scores_frame, validate_models)
 from forecasting.models import MODEL_NAMES
 from forecasting.sources.export import ExportError, ParsedExport, parse_export
@@ -117,7 +117,7 @@ with predict_tab:
             from forecasting.training import predict_samples  # lazily: imports the models (and TensorFlow)
 
             forecast = predict_samples(series, config, model=model, horizon=int(horizon), progress=report)
-            result = {"digest": digest, "kind": "predict", "forecast": forecast_dict(forecast)}
+            result = {"digest": digest, "kind": "predict", "forecast": plain_forecast(forecast)}
             st.session_state["upload_result"] = result
         except Exception as error:  # any failure of the engine on user data: one line, page stays usable
             bar.empty()

@@ -97,6 +97,6 @@ def test_the_worker_sends_the_next_warning_to_a_webhook_and_cloudwatch_once(work
     assert len(ids) == len(set(ids))  # the next cycle sends nothing again
     assert [r.json()["event"] for r in webhook_sink.received if r.json()["alert"]["instance_id"] == ALERTING_INSTANCE] == ["opened"]
     with Store(db, readonly=True) as store:
-        rows = store.query("SELECT o.destination, o.kind, o.state FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id "
+        rows = store.db.query("SELECT o.destination, o.kind, o.state FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id "
                            "WHERE a.instance_id = ?", (ALERTING_INSTANCE,))
         assert [tuple(r) for r in rows] == [("webhook", "opened", "delivered")]

@@ -17,7 +17,8 @@ from forecasting.alerts import (
     iso_utc,
 )
 from forecasting.settings import Settings, load_settings
-from forecasting.store import Store
+from forecasting.store import ForecastRecord, Store
+from forecasting.store.alerts import Alerts
 
 P = 300
 T = 1_800_000_000  # a cycle time on the 5-minute grid
@@ -32,7 +33,7 @@ def settings(tmp_path: Path, clean_env: Path) -> Settings:
 @pytest.fixture()
 def store(settings: Settings):
     with Store(settings.db) as s:
-        s.upsert_instance(IID, "web-1", 80.0, T - 86_400)
+        s.samples.upsert_instance(IID, "web-1", 80.0, T - 86_400)
         yield s
 
 
@@ -43,27 +44,32 @@ def forecast(origin: int, mean: list[float], spread: float = 4.0, model: str = "
             "lower": [m - spread for m in mean], "upper": [m + spread for m in mean]}
 
 
+def record(row: dict) -> ForecastRecord:
+    """A forecast row as the store reads it back (what the alert functions take)."""
+    return ForecastRecord(forecast_id=0, **{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()})
+
+
 def ramp(start: float, end: float, steps: int = 12) -> list[float]:
     return list(np.linspace(start, end, steps))
 
 
 def cpu(store: Store, points: dict[int, float]) -> None:
-    store.upsert_samples((IID, "cpu", ts, value) for ts, value in points.items())
+    store.samples.upsert((IID, "cpu", ts, value) for ts, value in points.items())
 
 
 def cycle(store: Store, settings: Settings, now: int, mean: list[float], **kw: object):
     """One forecast cycle: the champion forecast made at ``now`` (origin one period before), then the alerts."""
-    store.record_forecasts([forecast(now - P, mean, **kw)])
+    store.forecasts.record([forecast(now - P, mean, **kw)])
     return evaluate_alerts(store, settings, now)
 
 
 def events(store: Store, alert_id: int) -> list[str]:
-    return [e["kind"] for e in store.alert_events(alert_id)]
+    return [e.kind for e in store.alerts.events(alert_id)]
 
 
 # ---- pure functions --------------------------------------------------------
 def test_crossing_time_lead_and_peak_of_the_point_forecast() -> None:
-    f = forecast(T - P, [60, 64, 68, 72, 76, 79.9, 80.0, 83, 86, 88, 87, 85])
+    f = record(forecast(T - P, [60, 64, 68, 72, 76, 79.9, 80.0, 83, 86, 88, 87, 85]))
     c = find_crossing(f, 80, "mean", now=T)
     assert c is not None and c.step == 6 and c.ts == T + 6 * P  # first step at or above, not above
     assert c.lead_minutes == 30.0 and c.peak == 88 and c.basis == "mean"
@@ -73,19 +79,19 @@ def test_crossing_time_lead_and_peak_of_the_point_forecast() -> None:
 
 
 def test_only_the_upper_bound_crossing_opens_nothing_on_mean_and_an_upper_alert_on_upper() -> None:
-    f = forecast(T - P, ramp(60, 77), spread=6)  # mean peaks at 77, upper at 83, first ≥ 80 at step 8
+    f = record(forecast(T - P, ramp(60, 77), spread=6))  # mean peaks at 77, upper at 83, first ≥ 80 at step 8
     assert find_crossing(f, 80, "mean", now=T) is None
     c = find_crossing(f, 80, "upper", now=T)
-    assert c is not None and c.basis == "upper" and c.step == int(np.argmax(np.asarray(f["upper"]) >= 80)) and c.peak == pytest.approx(83)
-    both = forecast(T - P, ramp(70, 90), spread=6)  # both cross: the point forecast's crossing is reported
+    assert c is not None and c.basis == "upper" and c.step == int(np.argmax(np.asarray(f.upper) >= 80)) and c.peak == pytest.approx(83)
+    both = record(forecast(T - P, ramp(70, 90), spread=6))  # both cross: the point forecast's crossing is reported
     assert find_crossing(both, 80, "upper", now=T).basis == "mean"  # type: ignore[union-attr]
-    assert find_crossing(both, 80, "upper", now=T).ts == both["timestamps"][int(np.argmax(np.asarray(both["mean"]) >= 80))]  # type: ignore[union-attr]
+    assert find_crossing(both, 80, "upper", now=T).ts == both.timestamps[int(np.argmax(np.asarray(both.mean) >= 80))]  # type: ignore[union-attr]
 
 
 def test_likely_opens_when_a_step_has_a_40_percent_chance_read_from_the_interval() -> None:
-    near = forecast(T - P, ramp(60, 79), spread=6)  # mean peaks at 79, upper at 85: the 60 % level is 79 + 0.154 · 6 ≈ 79.9
+    near = record(forecast(T - P, ramp(60, 79), spread=6))  # mean peaks at 79, upper at 85: the 60 % level is 79 + 0.154 · 6 ≈ 79.9
     assert find_crossing(near, 80, "likely", now=T) is None  # below 40 %: no alert
-    closer = forecast(T - P, ramp(60, 79.5), spread=6)  # 79.5 + 0.92 ≥ 80: at least a 40 % chance
+    closer = record(forecast(T - P, ramp(60, 79.5), spread=6))  # 79.5 + 0.92 ≥ 80: at least a 40 % chance
     c = find_crossing(closer, 80, "likely", now=T)
     assert c is not None and c.basis == "likely" and c.step == 11
     assert c.peak == pytest.approx(79.5 + LIKELY_SHARE * 6)
@@ -109,31 +115,31 @@ def test_open_update_hysteresis_clear_and_false_alarm(store: Store, settings: Se
     cpu(store, {T - k * P: 60.0 for k in range(1, 13)})
     report = cycle(store, settings, T, ramp(62, 90))  # 79.8 at index 7, 82.4 at index 8: crosses at T + 8 periods
     assert report.opened == [IID] and "1 alerts opened" in report.summary()
-    (alert,) = store.alerts()
+    (alert,) = store.alerts.recent()
     crossing_ts = T + 8 * P
-    assert (alert["state"], alert["crossing_ts"], alert["lead_minutes"], alert["basis"], alert["model"]) == ("open", crossing_ts, 40.0, "mean", "arima")
-    assert alert["peak"] == 90.0 and alert["threshold"] == 80.0 and alert["outcome"] is None and alert["opened_at"] == T
+    assert (alert.state, alert.crossing_ts, alert.lead_minutes, alert.basis, alert.model) == ("open", crossing_ts, 40.0, "mean", "arima")
+    assert alert.peak == 90.0 and alert.threshold == 80.0 and alert.outcome is None and alert.opened_at == T
 
     cycle(store, settings, T + P, ramp(70, 95))  # still crossing, earlier now: updated, one alert only
-    (alert,) = store.alerts()
-    assert alert["crossing_ts"] < crossing_ts and alert["peak"] == 95.0 and events(store, alert["alert_id"]) == ["opened", "updated"]
+    (alert,) = store.alerts.recent()
+    assert alert.crossing_ts < crossing_ts and alert.peak == 95.0 and events(store, alert.alert_id) == ["opened", "updated"]
 
     steps = [(78.0, 0, "open"), (60.0, 1, "open"), (85.0, 0, "open"), (60.0, 1, "open"), (60.0, 2, "cleared")]
     for k, (peak, below, state) in enumerate(steps, start=2):
         cycle(store, settings, T + k * P, ramp(peak - 10, peak))  # 78 is under 80 but above 80 − 5: no count
-        (alert,) = store.alerts()
-        assert (alert["below_count"], alert["state"]) == (below, state), (k, peak)
-    assert CLEAR_CYCLES == 2 and alert["cleared_at"] == T + 6 * P
-    assert alert["outcome"] is None  # a crossing shortly after clearing would still count
+        (alert,) = store.alerts.recent()
+        assert (alert.below_count, alert.state) == (below, state), (k, peak)
+    assert CLEAR_CYCLES == 2 and alert.cleared_at == T + 6 * P
+    assert alert.outcome is None  # a crossing shortly after clearing would still count
 
-    grace_end = alert["cleared_at"] + settings.horizon * P
+    grace_end = alert.cleared_at + settings.horizon * P
     cpu(store, {t: 62.0 for t in range(T, grace_end + P, P)})
     evaluate_alerts(store, settings, grace_end - P)
-    assert store.alerts()[0]["outcome"] is None
+    assert store.alerts.recent()[0].outcome is None
     report = evaluate_alerts(store, settings, grace_end)
-    (alert,) = store.alerts()
-    assert alert["outcome"] == "false" and alert["actual_crossing_ts"] is None and report.false_alarms == [IID]
-    assert events(store, alert["alert_id"]) == ["opened", "updated", "updated", "cleared", "resolved"]
+    (alert,) = store.alerts.recent()
+    assert alert.outcome == "false" and alert.actual_crossing_ts is None and report.false_alarms == [IID]
+    assert events(store, alert.alert_id) == ["opened", "updated", "updated", "cleared", "resolved"]
 
 
 def test_a_real_crossing_after_the_opening_is_caught_with_its_lead(store: Store, settings: Settings) -> None:
@@ -141,20 +147,20 @@ def test_a_real_crossing_after_the_opening_is_caught_with_its_lead(store: Store,
     cycle(store, settings, T, ramp(72, 92))
     cpu(store, {T: 76.0, T + P: 79.0, T + 2 * P: 83.5, T + 3 * P: 88.0})
     report = cycle(store, settings, T + 4 * P, ramp(85, 95))
-    (alert,) = store.alerts()
-    assert (alert["outcome"], alert["actual_crossing_ts"], alert["state"]) == ("caught", T + 2 * P, "open")
-    assert report.crossed == [IID] and (alert["actual_crossing_ts"] - alert["opened_at"]) / 60 == 10.0
-    detail = store.alert_events(alert["alert_id"])[-1]
-    assert detail["kind"] == "crossed" and detail["detail"].startswith(f"caught: CPU reached 80 % at {iso_utc(T + 2 * P)}, +10 min")
+    (alert,) = store.alerts.recent()
+    assert (alert.outcome, alert.actual_crossing_ts, alert.state) == ("caught", T + 2 * P, "open")
+    assert report.crossed == [IID] and (alert.actual_crossing_ts - alert.opened_at) / 60 == 10.0
+    detail = store.alerts.events(alert.alert_id)[-1]
+    assert detail.kind == "crossed" and detail.detail.startswith(f"caught: CPU reached 80 % at {iso_utc(T + 2 * P)}, +10 min")
 
 
 def test_an_alert_opened_while_cpu_is_already_above_is_late(store: Store, settings: Settings) -> None:
     cpu(store, {T - k * P: (86.0 if k <= 3 else 60.0) for k in range(1, 13)})
     cycle(store, settings, T, ramp(86, 90))
-    (alert,) = store.alerts()
-    assert (alert["outcome"], alert["actual_crossing_ts"]) == ("late", T - 3 * P)
-    assert alert["actual_crossing_ts"] < alert["opened_at"]
-    assert events(store, alert["alert_id"]) == ["opened", "crossed"]
+    (alert,) = store.alerts.recent()
+    assert (alert.outcome, alert.actual_crossing_ts) == ("late", T - 3 * P)
+    assert alert.actual_crossing_ts < alert.opened_at
+    assert events(store, alert.alert_id) == ["opened", "crossed"]
 
 
 def test_a_crossing_forecast_within_the_grace_reopens_the_same_alert_and_later_opens_a_new_one(store: Store, settings: Settings) -> None:
@@ -162,52 +168,52 @@ def test_a_crossing_forecast_within_the_grace_reopens_the_same_alert_and_later_o
     cycle(store, settings, T, ramp(70, 90))
     for k in (1, 2):
         cycle(store, settings, T + k * P, ramp(50, 60))
-    assert store.alerts()[0]["state"] == "cleared"
+    assert store.alerts.recent()[0].state == "cleared"
     cycle(store, settings, T + 3 * P, ramp(75, 92))
-    (alert,) = store.alerts()
-    assert alert["state"] == "open" and alert["cleared_at"] is None and events(store, alert["alert_id"])[-2:] == ["cleared", "reopened"]
+    (alert,) = store.alerts.recent()
+    assert alert.state == "open" and alert.cleared_at is None and events(store, alert.alert_id)[-2:] == ["cleared", "reopened"]
     for k in (4, 5):
         cycle(store, settings, T + k * P, ramp(50, 60))
     later = T + 5 * P + settings.horizon * P
     cpu(store, {t: 60.0 for t in range(T, later, P)})
     cycle(store, settings, later, ramp(75, 92))
-    old, new = sorted(store.alerts(), key=lambda a: a["alert_id"])
-    assert (old["state"], old["outcome"]) == ("cleared", "false") and (new["state"], new["opened_at"]) == ("open", later)
+    old, new = sorted(store.alerts.recent(), key=lambda a: a.alert_id)
+    assert (old.state, old.outcome) == ("cleared", "false") and (new.state, new.opened_at) == ("open", later)
 
 
 def test_upper_setting_opens_on_the_bound_and_mean_setting_does_not(store: Store, settings: Settings, tmp_path: Path) -> None:
     cpu(store, {T - P: 60.0})
     cycle(store, settings, T, ramp(62, 77), spread=6)
-    assert store.alerts() == []
+    assert store.alerts.recent() == []
     upper = load_settings(db=settings.db, threshold=80, alert_on="upper")
     evaluate_alerts(store, upper, T)
-    (alert,) = store.alerts()
-    assert alert["basis"] == "upper" and alert["peak"] == pytest.approx(83.0)
+    (alert,) = store.alerts.recent()
+    assert alert.basis == "upper" and alert.peak == pytest.approx(83.0)
 
 
 def test_a_forecast_whose_horizon_has_passed_changes_nothing(store: Store, settings: Settings) -> None:
     cycle(store, settings, T, ramp(70, 90))
     report = evaluate_alerts(store, settings, T + 13 * P)  # no new forecast: the old one only covers the past
-    (alert,) = store.alerts()
-    assert report.stale == [IID] and alert["below_count"] == 0 and alert["state"] == "open"
+    (alert,) = store.alerts.recent()
+    assert report.stale == [IID] and alert.below_count == 0 and alert.state == "open"
 
 
 def test_all_writes_of_an_evaluation_commit_together_or_not_at_all(store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     other = "i-0abc0000000000002"
-    store.upsert_instance(other, "web-2", 80.0, T)
-    store.record_forecasts([forecast(T - P, ramp(70, 90)), {**forecast(T - P, ramp(70, 90)), "instance_id": other}])
+    store.samples.upsert_instance(other, "web-2", 80.0, T)
+    store.forecasts.record([forecast(T - P, ramp(70, 90)), {**forecast(T - P, ramp(70, 90)), "instance_id": other}])
     calls = []
 
     def fail_on_second(alert_id: int, ts: int, kind: str, detail: str | None = None) -> None:
         calls.append(alert_id)
         if len(calls) == 2:
             raise OSError("disk full")
-        Store.add_alert_event(store, alert_id, ts, kind, detail)
+        Alerts.add_event(store.alerts, alert_id, ts, kind, detail)
 
-    monkeypatch.setattr(store, "add_alert_event", fail_on_second)
+    monkeypatch.setattr(store.alerts, "add_event", fail_on_second)
     with pytest.raises(OSError):
         evaluate_alerts(store, settings, T)
-    assert store.alerts() == [] and store.query("SELECT COUNT(*) FROM alert_events")[0][0] == 0
+    assert store.alerts.recent() == [] and store.db.query("SELECT COUNT(*) FROM alert_events")[0][0] == 0
     monkeypatch.undo()
     assert len(evaluate_alerts(store, settings, T).opened) == 2
 

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,15 +67,15 @@ def seconds(text: str) -> int:
 async def test_health_reports_version_data_age_and_worker_jobs(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     answer = (await api.get("/health")).json()
     with Store(worker_db) as store:
-        newest = max(store.newest_sample_ts(i.instance_id) for i in store.instances())
-        jobs = store.heartbeats()
+        newest = max(store.samples.newest_ts(i.instance_id) for i in store.samples.instances())
+        jobs = store.jobs.heartbeats()
     assert answer["version"] == forecasting.__version__
     assert answer["status"] == "ok" and answer["instances"] == 3
     assert seconds(answer["newest_sample_at"]) == newest
     assert abs(answer["data_age_seconds"] - (time.time() - newest)) < 30
     assert set(answer["jobs"]) == set(jobs) and "ingest" in jobs
     assert answer["jobs"]["ingest"]["ok"] is True
-    assert seconds(answer["jobs"]["ingest"]["started_at"]) == jobs["ingest"]["started_at"]
+    assert seconds(answer["jobs"]["ingest"]["started_at"]) == jobs["ingest"].started_at
 
 
 async def test_health_says_empty_then_degraded(tmp_path: Path) -> None:
@@ -84,9 +85,9 @@ async def test_health_says_empty_then_degraded(tmp_path: Path) -> None:
         assert (await session.get("/instances")).json()["instances"] == []
         assert not (tmp_path / "h.db").exists()  # the API never creates the store: the worker does
         with Store(tmp_path / "h.db") as store:
-            store.upsert_instance("i-0abc12345678", "web", 80.0, int(time.time()))
-            store.upsert_samples([("i-0abc12345678", "cpu", int(time.time()) - 60, 12.0)])
-            store.record_heartbeat("ingest", time.time() - 5, 1.0, "ThrottlingException: rate exceeded")
+            store.samples.upsert_instance("i-0abc12345678", "web", 80.0, int(time.time()))
+            store.samples.upsert([("i-0abc12345678", "cpu", int(time.time()) - 60, 12.0)])
+            store.jobs.record_heartbeat("ingest", time.time() - 5, 1.0, "ThrottlingException: rate exceeded")
         answer = (await session.get("/health")).json()
     assert answer["status"] == "degraded"
     assert answer["jobs"]["ingest"] == {**answer["jobs"]["ingest"], "ok": False, "error": "ThrottlingException: rate exceeded"}
@@ -95,31 +96,31 @@ async def test_health_says_empty_then_degraded(tmp_path: Path) -> None:
 async def test_instances_list_champion_and_open_alert(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     rows = (await api.get("/instances")).json()["instances"]
     with Store(worker_db) as store:
-        known = {i.instance_id: i for i in store.instances()}
-        runs = store.latest_runs()
-        open_alerts = {a["instance_id"]: a for a in reversed(store.alerts(state="open"))}
+        known = {i.instance_id: i for i in store.samples.instances()}
+        runs = store.runs.latest()
+        open_alerts = {a.instance_id: a for a in reversed(store.alerts.open())}
     assert [r["instance_id"] for r in rows] == sorted(known)
     for row in rows:
         iid = row["instance_id"]
         assert row["threshold"] == known[iid].threshold and row["name"] == known[iid].name
-        assert row["champion"] == runs[iid]["champion"] and row["champion"] is not None
+        assert row["champion"] == runs[iid].champion and row["champion"] is not None
         alert = open_alerts.get(iid)
-        assert (row["open_alert"] or {}).get("alert_id") == (alert["alert_id"] if alert else None)
+        assert (row["open_alert"] or {}).get("alert_id") == (alert.alert_id if alert else None)
     assert any(row["open_alert"] for row in rows)
 
 
 async def test_predictions_are_the_latest_champion_forecasts(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     answer = (await api.get("/predictions")).json()["predictions"]
     with Store(worker_db) as store:
-        stored = {row["instance_id"]: row for row in store.latest_forecasts()}
-        runs = store.latest_runs()
+        stored = {f.instance_id: f for f in store.forecasts.latest()}
+        runs = store.runs.latest()
     assert len(answer) == 3 and {p["instance_id"] for p in answer} == set(stored)
     for pred in answer:
-        row = stored[pred["instance_id"]]
-        assert pred["model"] == row["model"] == runs[pred["instance_id"]]["champion"]
-        assert [seconds(t) for t in pred["timestamps"]] == row["timestamps"]
-        assert pred["mean"] == row["mean"] and pred["lower"] == row["lower"] and pred["upper"] == row["upper"]
-        assert seconds(pred["made_at"]) == row["made_at"] and seconds(pred["origin_at"]) == row["origin_ts"]
+        f = stored[pred["instance_id"]]
+        assert pred["model"] == f.model == runs[pred["instance_id"]].champion
+        assert tuple(seconds(t) for t in pred["timestamps"]) == f.timestamps
+        assert (tuple(pred["mean"]), tuple(pred["lower"]), tuple(pred["upper"])) == (f.mean, f.lower, f.upper)
+        assert seconds(pred["made_at"]) == f.made_at and seconds(pred["origin_at"]) == f.origin_ts
         assert all(lo <= hi for lo, hi in zip(pred["lower"], pred["upper"], strict=True))
     one = (await api.get("/predictions", params={"instance": answer[1]["instance_id"]})).json()["predictions"]
     assert one == [answer[1]]
@@ -129,15 +130,15 @@ async def test_compare_gives_scores_and_champion(api: httpx.AsyncClient, worker_
     iid = "i-0de00000000000002"
     answer = (await api.get("/compare", params={"instance": iid})).json()["comparisons"]
     with Store(worker_db) as store:
-        stored = {row["model"]: dict(row) for row in store.scores(iid)}
-        run = store.latest_runs()[iid]
-    assert len(answer) == 1 and answer[0]["champion"] == run["champion"] and answer[0]["run_id"] == run["run_id"]
+        run = store.runs.latest()[iid]
+        stored = {score.model: asdict(score) for score in store.runs.scores(run_id=run.run_id)}
+    assert len(answer) == 1 and answer[0]["champion"] == run.champion and answer[0]["run_id"] == run.run_id
     scores = {s["model"]: s for s in answer[0]["scores"]}
     assert set(scores) == set(stored) == set(MODEL_NAMES)
     for model, score in scores.items():
         for key in ("status", "mape", "smape", "mase", "rmse", "coverage", "fit_seconds"):
             assert score[key] == stored[model][key]
-        assert score["is_champion"] == (model == run["champion"])
+        assert score["is_champion"] == (model == run.champion)
     everything = (await api.get("/compare")).json()["comparisons"]
     assert [c["instance_id"] for c in everything] == sorted(store_ids(worker_db)) and answer[0] in everything
 
@@ -150,13 +151,13 @@ async def test_compare_shows_the_realised_accuracy_of_stored_forecasts(worker_db
         source.backup(target)  # a copy of the worker's store, so the shared one stays as the other tests expect
     iid, now = "i-0de00000000000002", int(time.time())
     with Store(db) as store:
-        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
-        run = store.latest_runs()[iid]
+        ts, cpu = store.samples.series(iid, metrics=["cpu"])["cpu"]
+        run = store.runs.latest()[iid]
         origin = int(ts[-13])  # a forecast whose twelve actuals have all arrived, made two hours ago
-        store.record_forecasts([{"instance_id": iid, "run_id": run["run_id"], "model": "naive", "is_champion": False,
+        store.forecasts.record([{"instance_id": iid, "run_id": run.run_id, "model": "naive", "is_champion": False,
                                  "made_at": now - 7200, "origin_ts": origin, "timestamps": [int(t) for t in ts[-12:]],
                                  "mean": [float(cpu[-13])] * 12, "lower": [0.0] * 12, "upper": [100.0] * 12}])
-        store.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
+        store.jobs.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
         score_realised(store, api_settings(db), now)
         expected = realised_scores(store, now, iid)[iid]["naive"]
     async with client(create_app(api_settings(db))) as session:
@@ -170,20 +171,20 @@ async def test_compare_shows_the_realised_accuracy_of_stored_forecasts(worker_db
 
 def store_ids(db: Path) -> list[str]:
     with Store(db) as store:
-        return [i.instance_id for i in store.instances()]
+        return [i.instance_id for i in store.samples.instances()]
 
 
 async def test_alerts_filter_by_state_and_instance(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
     with Store(worker_db) as store:
-        every = store.alerts()
-        opened = store.alerts(state="open")
+        every = store.alerts.recent()
+        opened = store.alerts.open()
     everything = (await api.get("/alerts")).json()["alerts"]
-    assert [a["alert_id"] for a in everything] == [a["alert_id"] for a in every]
+    assert [a["alert_id"] for a in everything] == [a.alert_id for a in every]
     open_only = (await api.get("/alerts", params={"state": "open"})).json()["alerts"]
-    assert open_only and [a["alert_id"] for a in open_only] == [a["alert_id"] for a in opened]
+    assert open_only and [a["alert_id"] for a in open_only] == [a.alert_id for a in opened]
     first = open_only[0]
-    assert first["state"] == "open" and seconds(first["crossing_at"]) == opened[0]["crossing_ts"]
-    assert first["lead_minutes"] == opened[0]["lead_minutes"] and first["outcome"] == opened[0]["outcome"]
+    assert first["state"] == "open" and seconds(first["crossing_at"]) == opened[0].crossing_ts
+    assert first["lead_minutes"] == opened[0].lead_minutes and first["outcome"] == opened[0].outcome
     mine = (await api.get("/alerts", params={"instance": first["instance_id"]})).json()["alerts"]
     assert mine and all(a["instance_id"] == first["instance_id"] for a in mine)
 
@@ -439,4 +440,4 @@ async def test_the_api_opens_the_store_read_only(worker_db: Path) -> None:
         assert (await session.get("/instances")).status_code == 200
         store = app.state.headroom.store()
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            store.set_meta("written-by", "api")
+            store.jobs.set_meta("written-by", "api")

@@ -123,8 +123,8 @@ def populated(env: dict[str, str]) -> Path:
     """A database that already holds data, closed again (so its files are at rest)."""
     parsed = demo_parsed((0,), hours=2)
     with Store(env["HEADROOM_DB"]) as store:
-        store.upsert_instance(demo_instance_id(0), "web-1", 80, START)
-        store.upsert_samples(parsed.rows())
+        store.samples.upsert_instance(demo_instance_id(0), "web-1", 80, START)
+        store.samples.upsert(parsed.rows())
     return Path(env["HEADROOM_DB"])
 
 

@@ -25,14 +25,14 @@ def fleet_store(folder: Path, instances: int = 4, **overrides: object) -> tuple[
                                "backtest_days": 0.5, "models": FAST, "workers": 2}
     settings = load_settings(**{**base, **overrides})
     store = Store(settings.db)
-    store.set_meta("demo_anchor", str(NOW - 2 * 86_400))
+    store.jobs.set_meta("demo_anchor", str(NOW - 2 * 86_400))
     run_ingest(store, settings, NOW)
     return settings, store
 
 
 def champions_and_scores(store: Store) -> dict[str, tuple[str | None, dict[str, float | None]]]:
-    runs = store.latest_runs()
-    return {iid: (run["champion"], {s["model"]: s["mase"] for s in store.scores(run_id=run["run_id"])}) for iid, run in runs.items()}
+    runs = store.runs.latest()
+    return {iid: (run.champion, {s.model: s.mase for s in store.runs.scores(run_id=run.run_id)}) for iid, run in runs.items()}
 
 
 @pytest.mark.slow
@@ -56,15 +56,15 @@ def test_dask_local_cluster_and_the_process_pool_choose_the_same_champions(tmp_p
     assert all(champion in FAST for champion, _ in pool.values())
     assert all(len(mases) == 3 and all(m is not None for m in mases.values()) for _, mases in pool.values())
     for store in (local, remote):
-        for run in store.latest_runs().values():
-            assert Path(run["model_dir"]).is_dir()  # the model files were written by the workers, where the parent can read them
+        for run in store.runs.latest().values():
+            assert Path(run.model_dir).is_dir()  # the model files were written by the workers, where the parent can read them
         store.close()
 
 
 def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_path: Path, clean_env: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     settings, store = fleet_store(tmp_path, instances=3, workers=1)
-    ids = [i.instance_id for i in store.instances()]
+    ids = [i.instance_id for i in store.samples.instances()]
     broken = ids[1]
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     (settings.models_dir / folder_name(broken)).write_text("a file where its model folder should go")
@@ -73,18 +73,18 @@ def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_pa
     assert sorted(report.trained) == sorted([ids[0], ids[2]]) and len(report.failed) == 1
     assert report.failed[0].startswith(f"{broken}: ") and "1 failed" in report.summary()
     assert any(r.getMessage().startswith(f"retrain {broken} failed: ") for r in caplog.records)
-    assert set(store.latest_runs()) == {ids[0], ids[2]}
+    assert set(store.runs.latest()) == {ids[0], ids[2]}
     assert due_instances(store, settings, NOW + 60) == [broken]  # it is tried again at the next turn
     store.close()
 
 
 def test_due_means_never_trained_or_older_than_the_cadence(tmp_path: Path, clean_env: Path) -> None:
     settings, store = fleet_store(tmp_path, instances=3, retrain_every=6)
-    ids = [i.instance_id for i in store.instances()]
+    ids = [i.instance_id for i in store.samples.instances()]
     run = {"instance_id": ids[0], "started_at": NOW - 7 * 3600, "finished_at": NOW - 7 * 3600, "train_start": None, "train_end": None,
            "points": 0, "champion": None, "model_dir": None}
-    store.record_training_run(run, [], [])
-    store.record_training_run({**run, "instance_id": ids[1], "started_at": NOW - 3600}, [], [])
+    store.runs.record(run, [], [])
+    store.runs.record({**run, "instance_id": ids[1], "started_at": NOW - 3600}, [], [])
     assert due_instances(store, settings, NOW) == [ids[2], ids[0]]  # never trained first, then the oldest
     assert due_instances(store, settings, NOW + 5 * 3600) == [ids[2], ids[0], ids[1]]
     assert retrain_due(store, settings, NOW, stop=_set()).summary().endswith("stopped early")
@@ -109,5 +109,5 @@ def test_a_stop_between_results_cancels_the_queued_instances(tmp_path: Path, cle
     store.record_training_run = record_then_stop  # type: ignore[method-assign]
     report = retrain_due(store, settings, NOW, stop=stop)
     assert report.stopped and 1 <= len(report.trained) < 5 and not report.failed
-    assert len(store.latest_runs()) == len(report.trained)
+    assert len(store.runs.latest()) == len(report.trained)
     store.close()

@@ -38,7 +38,7 @@ def test_memory_does_not_grow_with_the_fleet(tmp_path: Path) -> None:
 
     settings = load_settings(db=tmp_path / "h.db")
     series = ((f"i-{k}", demo_samples(3, index=k % 6, metrics=("cpu",)), NOW) for k in range(40))  # read lazily, one by one
-    equations = fit_fleet(((i, s, int(s["cpu"][0][-1])) for i, s, _ in series), settings)
+    equations = fit_fleet(((i, s, int(s.cpu[0][-1])) for i, s, _ in series), settings)
     assert equations.instances == 40 and equations.rows <= 40 * WINDOWS_PER_INSTANCE
     assert equations.xtx.nbytes + equations.xty.nbytes < 20_000  # what is kept is the normal equations, not the windows
 
@@ -48,26 +48,26 @@ def test_an_instance_with_six_hours_of_history_gets_a_fleet_forecast_in_the_next
     # a newcomer appears with six hours of CPU only (a shape the demo gives another instance)
     stamps = NOW - P * np.arange(72)[::-1]
     cpu = DemoSource(count=6, seed=7, anchor=NOW - 86_400, period=P).values(5, "cpu", stamps)
-    store.upsert_instance("i-newcomer", "newcomer", 80.0, NOW)
-    store.upsert_samples(("i-newcomer", "cpu", int(t), float(v)) for t, v in zip(stamps, cpu))
+    store.samples.upsert_instance("i-newcomer", "newcomer", 80.0, NOW)
+    store.samples.upsert(("i-newcomer", "cpu", int(t), float(v)) for t, v in zip(stamps, cpu))
 
     report = retrain_due(store, settings, NOW)
     assert report.due == 5 and not report.failed, report.summary()
     fleet_models = [p for p in fleet_dir(settings).iterdir() if p.is_dir()]
     assert len(fleet_models) == 1  # trained once for the whole pass, not per instance
     assert json.loads((fleet_models[0] / "meta.json").read_text())["instances"] >= 4
-    run = store.latest_runs()["i-newcomer"]
-    scores = {s["model"]: s for s in store.scores(run_id=run["run_id"])}
-    assert scores["fleet"]["status"] == "ok" and scores["fleet"]["mase"] is not None
-    assert scores["seasonal_naive"]["status"] == "skipped"  # a day-ago value does not exist yet
-    assert run["champion"] is not None
+    run = store.runs.latest()["i-newcomer"]
+    scores = {s.model: s for s in store.runs.scores(run_id=run.run_id)}
+    assert scores["fleet"].status == "ok" and scores["fleet"].mase is not None
+    assert scores["seasonal_naive"].status == "skipped"  # a day-ago value does not exist yet
+    assert run.champion is not None
 
     made = run_forecasts(store, settings, NOW, cache=ModelCache())
     assert not made.errors
-    newcomer = {f["model"]: f for f in store.latest_forecasts("i-newcomer", champion_only=False)}
-    assert "fleet" in newcomer and len(newcomer["fleet"]["mean"]) == settings.horizon
-    assert all(0 <= v <= 100 for v in newcomer["fleet"]["mean"]) and newcomer["fleet"]["timestamps"][0] == NOW + P
-    assert store.latest_forecasts("i-newcomer")[0]["model"] == run["champion"]  # and the deployed one forecasts too
+    newcomer = {f.model: f for f in store.forecasts.latest("i-newcomer", champion_only=False)}
+    assert "fleet" in newcomer and len(newcomer["fleet"].mean) == settings.horizon
+    assert all(0 <= v <= 100 for v in newcomer["fleet"].mean) and newcomer["fleet"].timestamps[0] == NOW + P
+    assert store.forecasts.latest("i-newcomer")[0].model == run.champion  # and the deployed one forecasts too
 
     # the next pass, with nothing due, keeps the fleet model; a later one (retrain_every hours on) replaces it
     assert retrain_due(store, settings, NOW + P).due == 0

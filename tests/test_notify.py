@@ -24,7 +24,7 @@ from forecasting.notify import (
     send_test_mail,
 )
 from forecasting.settings import Settings, load_settings
-from forecasting.store import Store
+from forecasting.store import ForecastRecord, Store
 from forecasting.scoring import score_realised
 from tests.fixtures.services import SmtpSink, free_port
 from tests.fixtures.stores import environ_without_settings
@@ -44,11 +44,11 @@ def mail_settings(tmp_path: Path, sink: SmtpSink | None, **overrides: object) ->
 
 def rising(store: Store, iid: str = IID, now: int = T, name: str = "web-1") -> None:
     """An instance climbing from 40 % to 72 % over two hours, and a champion forecast that crosses 80 % in 25 minutes."""
-    store.upsert_instance(iid, name, 80.0, now - 86_400)
+    store.samples.upsert_instance(iid, name, 80.0, now - 86_400)
     ts = np.arange(now - 24 * P, now, P)
-    store.upsert_samples((iid, "cpu", int(t), float(v)) for t, v in zip(ts, np.linspace(40, 72, len(ts)), strict=True))
+    store.samples.upsert((iid, "cpu", int(t), float(v)) for t, v in zip(ts, np.linspace(40, 72, len(ts)), strict=True))
     mean = list(np.linspace(73.5, 90, 12))
-    store.record_forecasts([{"instance_id": iid, "run_id": 1, "model": "linear", "is_champion": True, "made_at": now,
+    store.forecasts.record([{"instance_id": iid, "run_id": 1, "model": "linear", "is_champion": True, "made_at": now,
                              "origin_ts": int(ts[-1]), "timestamps": [int(ts[-1]) + P * (k + 1) for k in range(12)], "mean": mean,
                              "lower": [m - 5 for m in mean], "upper": [m + 5 for m in mean]}])
 
@@ -74,20 +74,20 @@ def test_an_alert_mails_once_with_id_crossing_time_and_the_chart_inline(opened, 
     summary = send_alert_mail(store, settings, T + 30)
     assert summary == "mailed 1 alert to 2 recipients"
     (message,) = smtp_sink.messages
-    (alert,) = store.alerts()
+    (alert,) = store.alerts.recent()
     assert smtp_sink.envelopes == [("headroom@example.com", ["ops@example.com", "oncall@example.com"])]
-    assert message["Subject"] == f"[Headroom] {IID} (web-1) will cross 80 % CPU in about {round((alert['crossing_ts'] - T - 30) / 60)} min"
+    assert message["Subject"] == f"[Headroom] {IID} (web-1) will cross 80 % CPU in about {round((alert.crossing_ts - T - 30) / 60)} min"
     plain, html, images = parts(message)
-    crossing = iso_utc(alert["crossing_ts"])
+    crossing = iso_utc(alert.crossing_ts)
     for body in (plain, html):
-        assert IID in body and crossing in body and "linear" in body and f"{alert['peak']:.1f} % CPU" in body
-    assert f"Lead time:          {round((alert['crossing_ts'] - T - 30) / 60)} min from now" in plain and "<" not in plain
+        assert IID in body and crossing in body and "linear" in body and f"{alert.peak:.1f} % CPU" in body
+    assert f"Lead time:          {round((alert.crossing_ts - T - 30) / 60)} min from now" in plain and "<" not in plain
     (png,) = images
     assert f"cid:{png['Content-ID'].strip('<>')}" in html and png.get_content_disposition() == "inline"
     pixels = matplotlib.image.imread(io.BytesIO(png.get_content()), format="png")
     assert pixels.shape[:2] == (340, 800) and png.get_content()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert alert["emailed_at"] == T + 30 and alert["email_error"] is None
-    assert [e["kind"] for e in store.alert_events(alert["alert_id"])] == ["opened", "emailed"]
+    assert alert.emailed_at == T + 30 and alert.email_error is None
+    assert [e.kind for e in store.alerts.events(alert.alert_id)] == ["opened", "emailed"]
 
     assert send_alert_mail(store, settings, T + P) == "no new alert to mail"  # the next cycle sends nothing more
     assert len(smtp_sink.messages) == 1
@@ -96,11 +96,11 @@ def test_an_alert_mails_once_with_id_crossing_time_and_the_chart_inline(opened, 
 def test_the_cooldown_holds_a_new_alert_of_the_same_instance_back(opened, smtp_sink: SmtpSink) -> None:
     settings, store = opened
     send_alert_mail(store, settings, T)
-    first = store.alerts()[0]["alert_id"]
-    store.update_alert(first, {"state": "cleared", "cleared_at": T + 600, "outcome": "false"})  # a flapping forecast
+    first = store.alerts.recent()[0].alert_id
+    store.alerts.update(first, {"state": "cleared", "cleared_at": T + 600, "outcome": "false"})  # a flapping forecast
     rising(store, now=T + 1200)
     evaluate_alerts(store, settings, T + 1200)
-    assert len(store.alerts(state="open")) == 1 and store.alerts(state="open")[0]["alert_id"] != first
+    assert len(store.alerts.open()) == 1 and store.alerts.open()[0].alert_id != first
     assert send_alert_mail(store, settings, T + 1200) == "mailed 0 alerts to 2 recipients, 1 held back by the 60 min cooldown"
     assert send_alert_mail(store, settings, T + 3599) .endswith("1 held back by the 60 min cooldown")
     assert len(smtp_sink.messages) == 1
@@ -119,14 +119,14 @@ def test_a_refusing_server_leaves_the_alert_stored_with_the_error_and_it_is_retr
     with caplog.at_level(logging.WARNING, logger="headroom.notify"):
         summary = send_alert_mail(store, settings, T)
     assert summary.startswith("mailed 0 alerts to 2 recipients, 1 failed (SMTPDataError: ") and summary.endswith("retried next cycle")
-    (alert,) = store.alerts()
-    assert alert["state"] == "open" and alert["emailed_at"] is None and "550" in alert["email_error"] and "relaying denied" in alert["email_error"]
-    assert store.alert_events(alert["alert_id"])[-1]["kind"] == "email_failed"
+    (alert,) = store.alerts.recent()
+    assert alert.state == "open" and alert.emailed_at is None and "550" in alert.email_error and "relaying denied" in alert.email_error
+    assert store.alerts.events(alert.alert_id)[-1].kind == "email_failed"
     assert any("mail failed, retried next cycle" in r.getMessage() for r in caplog.records)
     smtp_sink.refuse = False
     assert send_alert_mail(store, settings, T + P) == "mailed 1 alert to 2 recipients"
-    (alert,) = store.alerts()
-    assert alert["emailed_at"] == T + P and alert["email_error"] is None and len(smtp_sink.messages) == 1
+    (alert,) = store.alerts.recent()
+    assert alert.emailed_at == T + P and alert.email_error is None and len(smtp_sink.messages) == 1
 
 
 def test_a_server_that_is_down_fails_fast_and_never_raises(tmp_path: Path, clean_env: Path) -> None:
@@ -135,9 +135,9 @@ def test_a_server_that_is_down_fails_fast_and_never_raises(tmp_path: Path, clean
         rising(store)
         evaluate_alerts(store, settings, T)
         summary = send_alert_mail(store, settings, T)
-        (alert,) = store.alerts()
+        (alert,) = store.alerts.recent()
     assert "1 failed (ConnectionRefusedError" in summary
-    assert alert["email_error"].startswith("ConnectionRefusedError") and alert["emailed_at"] is None and alert["state"] == "open"
+    assert alert.email_error.startswith("ConnectionRefusedError") and alert.emailed_at is None and alert.state == "open"
     ok, message = send_test_mail(settings)
     assert not ok and message.startswith(f"test message not sent via 127.0.0.1:{settings.smtp_port} (none, no login): ConnectionRefusedError")
 
@@ -153,7 +153,7 @@ def test_no_host_means_mailing_off_said_once(tmp_path: Path, clean_env: Path, ca
         for _ in range(3):
             assert send_alert_mail(store, settings, T) == "mailing is off: HEADROOM_SMTP_HOST is not set"
         assert send_digest_if_due(store, settings, T) == "mailing is off: HEADROOM_SMTP_HOST is not set"
-        assert store.alerts()[0]["email_error"] is None and store.get_meta(DIGEST_META) is None
+        assert store.alerts.recent()[0].email_error is None and store.jobs.get_meta(DIGEST_META) is None
     assert [r.getMessage() for r in caplog.records if r.name == "headroom.notify"] == ["mailing is off: HEADROOM_SMTP_HOST is not set"]
     assert send_test_mail(settings) == (False, "mailing is off: HEADROOM_SMTP_HOST is not set")
 
@@ -207,27 +207,27 @@ def test_login_with_the_password_setting_or_the_keyring_and_never_log_it(tmp_pat
 def test_the_digest_goes_out_on_its_interval_with_fleet_alerts_scores_and_charts(opened, smtp_sink: SmtpSink) -> None:
     settings, store = opened
     quiet = "i-0feed000000000003"
-    store.upsert_instance(quiet, "cache-1", 80.0, T)
-    store.upsert_samples([(quiet, "cpu", T - P, 12.5)])
+    store.samples.upsert_instance(quiet, "cache-1", 80.0, T)
+    store.samples.upsert([(quiet, "cpu", T - P, 12.5)])
     run = {"instance_id": IID, "started_at": T - 3600, "finished_at": T - 3500, "train_start": T - 86_400, "train_end": T - 3600,
            "points": 276, "champion": "linear", "model_dir": None}
     scores = [{"model": "linear", "status": "ok", "mase": 0.8, "mape": 4.0, "coverage": 0.9},
               {"model": "naive", "status": "ok", "mase": 1.0, "mape": 5.5, "coverage": 0.85}]
-    store.record_training_run(run, scores, [])
-    store.record_training_run({**run, "instance_id": quiet, "champion": "naive"}, [{**scores[0], "mase": 1.2}, {**scores[1], "mase": 0.6}], [])
+    store.runs.record(run, scores, [])
+    store.runs.record({**run, "instance_id": quiet, "champion": "naive"}, [{**scores[0], "mase": 1.2}, {**scores[1], "mase": 0.6}], [])
     made = T - 90 * 60  # a forecast whose twelve steps have all arrived by T: scored into the realised accuracy
-    store.record_forecasts([{"instance_id": IID, "run_id": 1, "model": "arima", "is_champion": False, "made_at": made,
+    store.forecasts.record([{"instance_id": IID, "run_id": 1, "model": "arima", "is_champion": False, "made_at": made,
                              "origin_ts": made, "timestamps": [made + P * k for k in range(1, 13)], "mean": [50.0] * 12,
                              "lower": [0.0] * 12, "upper": [100.0] * 12}])
     assert score_realised(store, settings, T).points == 12
     summary = send_digest_if_due(store, settings, T)
-    assert summary == "digest mailed to 2 recipients (1 charts)" and store.get_meta(DIGEST_META) == str(T)
+    assert summary == "digest mailed to 2 recipients (1 charts)" and store.jobs.get_meta(DIGEST_META) == str(T)
     (message,) = smtp_sink.messages
     assert message["Subject"] == "[Headroom] digest: 2 instances, 1 open alerts"
     plain, html, images = parts(message)
-    (alert,) = store.alerts()
+    (alert,) = store.alerts.recent()
     for body in (plain, html):
-        assert IID in body and quiet in body and iso_utc(alert["crossing_ts"]) in body and "cache-1" in body
+        assert IID in body and quiet in body and iso_utc(alert.crossing_ts) in body and "cache-1" in body
     assert "linear  1            2          1.000" in plain  # champion of 1, 2 instances scored, median MASE of 0.8 and 1.2
     assert "naive   1            2          0.800" in plain
     assert "Realised accuracy (forecasts made in the last day" in plain
@@ -238,7 +238,7 @@ def test_the_digest_goes_out_on_its_interval_with_fleet_alerts_scores_and_charts
     assert len(smtp_sink.messages) == 1
     smtp_sink.refuse = True
     assert send_digest_if_due(store, settings, T + 24 * 3600).startswith("digest failed (SMTPDataError: ")
-    assert store.get_meta(DIGEST_META) == str(T)  # not sent: due again at the next cycle
+    assert store.jobs.get_meta(DIGEST_META) == str(T)  # not sent: due again at the next cycle
     smtp_sink.refuse = False
     assert send_digest_if_due(store, settings, T + 24 * 3600 + P).startswith("digest mailed")
     assert len(smtp_sink.messages) == 2
@@ -299,14 +299,14 @@ def test_worker_once_mails_an_alert_for_an_instance_climbing_in_cloudwatch(aws, 
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"ALERT {iid}: crosses 80 % at " in first.stderr and "mailed 1 alert to 1 recipient" in first.stderr
     with Store(tmp_path / "headroom.db", readonly=True) as store:
-        (alert,) = store.alerts()
-        assert store.latest_runs()[iid]["champion"] == "linear"
-    assert alert["state"] == "open" and alert["basis"] == "mean" and now < alert["crossing_ts"] <= now + 3600 and alert["outcome"] is None
-    assert 0 < alert["lead_minutes"] <= 60 and alert["emailed_at"] is not None
+        (alert,) = store.alerts.recent()
+        assert store.runs.latest()[iid].champion == "linear"
+    assert alert.state == "open" and alert.basis == "mean" and now < alert.crossing_ts <= now + 3600 and alert.outcome is None
+    assert 0 < alert.lead_minutes <= 60 and alert.emailed_at is not None
     (message,) = alert_mails(smtp_sink)
     plain, html, images = parts(message)
     assert message["Subject"].startswith(f"[Headroom] {iid} (batch-1) will cross 80 % CPU in about ")
-    assert f"Predicted crossing: {iso_utc(alert['crossing_ts'])} (UTC)" in plain and iso_utc(alert["crossing_ts"]) in html
+    assert f"Predicted crossing: {iso_utc(alert.crossing_ts)} (UTC)" in plain and iso_utc(alert.crossing_ts) in html
     assert len(images) == 1 and images[0].get_content()[:4] == b"\x89PNG"
     assert [m["Subject"] for m in smtp_sink.messages if "digest" in m["Subject"]] == ["[Headroom] digest: 1 instances, 1 open alerts"]
 
@@ -326,13 +326,13 @@ def test_a_refusing_or_dead_smtp_server_leaves_the_worker_running_and_the_alert_
     dead = worker_once({**env, "HEADROOM_SMTP_PORT": str(free_port())})
     assert dead.returncode == 0, dead.stderr[-3000:]
     with Store(tmp_path / "headroom.db", readonly=True) as store:
-        (alert,) = store.alerts()
-        kinds = [e["kind"] for e in store.alert_events(alert["alert_id"])]
-        beat = store.heartbeats()["forecast"]
-    assert alert["instance_id"] == iid and alert["state"] == "open" and alert["emailed_at"] is None
-    assert alert["email_error"].startswith("ConnectionRefusedError") and kinds == ["opened", "email_failed", "email_failed"]
-    assert beat["state"] == "degraded" and beat["ok"] == 0 and "1 failed (ConnectionRefusedError" in beat["detail"]
-    assert beat["error"].startswith("1 problem(s): alert mail: ")  # the forecast ran; the mail part failed
+        (alert,) = store.alerts.recent()
+        kinds = [e.kind for e in store.alerts.events(alert.alert_id)]
+        beat = store.jobs.heartbeats()["forecast"]
+    assert alert.instance_id == iid and alert.state == "open" and alert.emailed_at is None
+    assert alert.email_error.startswith("ConnectionRefusedError") and kinds == ["opened", "email_failed", "email_failed"]
+    assert beat.state == "degraded" and not beat.ok and "1 failed (ConnectionRefusedError" in beat.detail
+    assert beat.error.startswith("1 problem(s): alert mail: ")  # the forecast ran; the mail part failed
     assert smtp_sink.messages == []
     smtp_sink.refuse = False
     back = worker_once(env)  # the server is back: the stored alert goes out now
@@ -363,7 +363,8 @@ def test_the_chart_draws_history_forecast_band_threshold_and_crossing_without_a_
 
     ts = np.arange(T - 72 * P, T, P)
     mean = np.linspace(70, 95, 12)
-    forecast = {"timestamps": ts[-1] + P * np.arange(1, 13), "mean": mean, "lower": mean - 8, "upper": mean + 8, "model": "arima"}
+    forecast = ForecastRecord(1, IID, 1, "arima", True, int(ts[-1]), int(ts[-1]), tuple(int(ts[-1]) + P * np.arange(1, 13)),
+                              tuple(mean), tuple(mean - 8), tuple(mean + 8))
     full = forecast_chart((ts, np.linspace(30, 70, len(ts))), forecast, 80.0, crossing_ts=int(ts[-1] + 4 * P), title=IID)
     bare = forecast_chart((ts, np.linspace(30, 70, len(ts))), None, 80.0)  # no forecast yet: still a chart
     for png in (full, bare):

@@ -34,7 +34,7 @@ def forecast(origin: int, mean: list[float]) -> dict:
 
 
 def cycle(store: Store, settings: Settings, now: int, mean: list[float]) -> None:
-    store.record_forecasts([forecast(now - P, mean)])
+    store.forecasts.record([forecast(now - P, mean)])
     evaluate_alerts(store, settings, now)
 
 
@@ -51,7 +51,7 @@ def make_settings(tmp_path: Path, **destinations: object) -> Settings:
 @pytest.fixture()
 def store(tmp_path: Path, clean_env: Path):
     with Store(tmp_path / "headroom.db") as s:
-        s.upsert_instance(IID, "web-1", 80.0, T - 86_400)
+        s.samples.upsert_instance(IID, "web-1", 80.0, T - 86_400)
         yield s
 
 
@@ -79,7 +79,7 @@ def test_open_then_clear_reach_every_destination_once_each(store: Store, tmp_pat
     assert resolve == {"event_action": "resolve", "dedup_key": "headroom-alert-1", "routing_key": "R0UTING"}
     act(store, settings, T + 3 * P)  # nothing new: nothing sent
     assert len(webhook_sink.received) == 2 and len(second_sink.received) == 2
-    rows = store.query("SELECT destination, kind, state, attempts FROM outbox ORDER BY outbox_id")
+    rows = store.db.query("SELECT destination, kind, state, attempts FROM outbox ORDER BY outbox_id")
     assert [tuple(r) for r in rows] == [("webhook", "opened", "delivered", 1), ("pagerduty", "opened", "delivered", 1),
                                         ("webhook", "cleared", "delivered", 1), ("pagerduty", "cleared", "delivered", 1)]
 
@@ -129,7 +129,7 @@ def test_a_refused_message_is_kept_as_rejected_and_the_next_goes_on(store: Store
         cycle(store, settings, T + k * P, QUIET)
     report = act(store, settings, T + 2 * P)
     assert report.destinations[0].rejected == 1 and report.destinations[0].sent == 1
-    states = [tuple(r) for r in store.query("SELECT kind, state, last_error FROM outbox ORDER BY outbox_id")]
+    states = [tuple(r) for r in store.db.query("SELECT kind, state, last_error FROM outbox ORDER BY outbox_id")]
     assert states == [("opened", "rejected", "HTTP 400"), ("cleared", "delivered", None)]
 
 
@@ -163,7 +163,7 @@ def test_updates_are_sent_only_when_material(store: Store, tmp_path: Path, webho
     events = [r.json() for r in webhook_sink.received]
     assert [e["event"] for e in events] == ["opened", "updated"] and events[1]["alert"]["minutes_to_limit"] == 0.0
     assert events[1]["alert"]["predicted_crossing_at"] == iso_utc(T + 2 * P)
-    kinds = [e["kind"] for e in store.alert_events(1)]
+    kinds = [e.kind for e in store.alerts.events(1)]
     assert kinds.count("updated") == 2  # the alert itself recorded both changes; only one was worth a message
 
 
@@ -193,11 +193,13 @@ def test_no_destination_moves_the_cursor_so_turning_one_on_later_replays_nothing
 def test_the_cursor_and_the_rows_commit_together(store: Store, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, webhook_url=f"http://127.0.0.1:{free_port()}/x")
     cycle(store, settings, T, CROSSING)
-    store._conn.execute("CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with store.transaction() as conn:
+        conn.execute("CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     with pytest.raises(Exception, match="disk full"):
         enqueue(store, settings, T)
-    assert store.get_meta("outbox_event_cursor") is None  # the cursor did not move without its rows
-    store._conn.execute("DROP TRIGGER fail_outbox")
+    assert store.jobs.get_meta("outbox_event_cursor") is None  # the cursor did not move without its rows
+    with store.transaction() as conn:
+        conn.execute("DROP TRIGGER fail_outbox")
     assert enqueue(store, settings, T) == 1 and enqueue(store, settings, T) == 0
 
 

@@ -55,10 +55,10 @@ async def test_metrics_page_matches_the_store_and_follows_the_token_rule(worker_
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
     metrics = samples_of(response.text)
     with Store(worker_db, readonly=True) as store:
-        instances = [inst.instance_id for inst in store.instances()]
-        runs = store.latest_runs()
-        beats = store.heartbeats()
-        newest = max(store.newest_sample_ts(i) or 0 for i in instances)
+        instances = [inst.instance_id for inst in store.samples.instances()]
+        runs = store.runs.latest()
+        beats = store.jobs.heartbeats()
+        newest = max(store.samples.newest_ts(i) or 0 for i in instances)
     assert len(predictions) == 3
     for p in predictions:
         iid = p["instance_id"]
@@ -70,12 +70,12 @@ async def test_metrics_page_matches_the_store_and_follows_the_token_rule(worker_
     assert by_label(metrics["headroom_cpu_threshold_percent"])[ALERTING_INSTANCE] == 1.0  # its headroom.toml threshold
     assert ALERTING_INSTANCE in by_label(metrics["headroom_minutes_to_limit"])  # it crosses: minutes are there
     champions = {s.labels["instance_id"]: s.labels["model"] for s in metrics["headroom_champion_info"]}
-    assert champions == {iid: run["champion"] for iid, run in runs.items()}
+    assert champions == {iid: run.champion for iid, run in runs.items()}
     assert set(by_label(metrics["headroom_backtest_mase"])) == set(instances)
     jobs = by_label(metrics["headroom_job_last_success_timestamp_seconds"], label="job")
-    assert set(jobs) == {"ingest", "retrain", "forecast", "digest"} and jobs["forecast"] == beats["forecast"]["finished_at"]
+    assert set(jobs) == {"ingest", "retrain", "forecast", "digest"} and jobs["forecast"] == beats["forecast"].finished_at
     durations = by_label(metrics["headroom_job_last_duration_seconds"], label="job")
-    assert durations["retrain"] == pytest.approx(beats["retrain"]["duration_seconds"])
+    assert durations["retrain"] == pytest.approx(beats["retrain"].duration_seconds)
     [age] = metrics["headroom_data_age_seconds"]
     assert age.value == pytest.approx(time.time() - newest, abs=30)
     assert metrics["headroom_instances"][0].value == 3
@@ -102,9 +102,9 @@ def test_realised_accuracy_is_the_stored_one_of_the_deployed_forecasts(tmp_path:
                 "upper": [55.0, 65.0, 75.0]}
     settings = load_settings(db=tmp_path / "h.db")
     with Store(settings.db) as store:
-        store.upsert_instance("i-a", None, 80.0, t0)
-        store.upsert_samples([("i-a", "cpu", t0 + p, 40.0), ("i-a", "cpu", t0 + 2 * p, 60.0)])  # the third never arrived
-        store.record_forecasts([{**forecast, "instance_id": "i-a", "run_id": 1, "model": "naive", "is_champion": True, "made_at": t0,
+        store.samples.upsert_instance("i-a", None, 80.0, t0)
+        store.samples.upsert([("i-a", "cpu", t0 + p, 40.0), ("i-a", "cpu", t0 + 2 * p, 60.0)])  # the third never arrived
+        store.forecasts.record([{**forecast, "instance_id": "i-a", "run_id": 1, "model": "naive", "is_champion": True, "made_at": t0,
                                  "origin_ts": t0}])
         now = t0 + 2 * 3600
         score_realised(store, settings, now)  # what the worker's forecast job does first

@@ -14,7 +14,7 @@ import pytest
 from forecasting.alerts import evaluate_alerts
 from forecasting.publish import MAX_DATUMS, Figures, Publisher, batches, cycle_figures, datums, instance_figures, publish_cycle
 from forecasting.settings import Settings, load_settings
-from forecasting.store import Store
+from forecasting.store import ForecastRecord, Store
 from tests.fixtures.services import MotoServer
 from tests.fixtures.stores import ROOT
 
@@ -28,13 +28,18 @@ def forecast(iid: str, made_at: int, mean: list[float]) -> dict:
             "lower": [m - 5 for m in mean], "upper": [m + 5 for m in mean]}
 
 
+def stored(row: dict) -> ForecastRecord:
+    """A forecast row as the store reads it back."""
+    return ForecastRecord(forecast_id=1, **{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()})
+
+
 def test_figures_follow_the_forecast_and_the_alert_crossing_rule() -> None:
     now = 1_800_000_000
-    rising = forecast("i-a", now, list(np.linspace(50, 95, 12)))
+    rising = stored(forecast("i-a", now, list(np.linspace(50, 95, 12))))
     f = instance_figures(rising, threshold=80, warning_open=True, now=now)
     assert (f.predicted, f.upper, f.peak, f.warning_open) == (95.0, 100.0, 95.0, True)
     assert f.minutes_to_limit == 40.0  # first step at or above 80 % is step 8: 8 × 5 min from now
-    flat = instance_figures(forecast("i-b", now, [30.0] * 12), threshold=80, warning_open=False, now=now)
+    flat = instance_figures(stored(forecast("i-b", now, [30.0] * 12)), threshold=80, warning_open=False, now=now)
     assert flat.minutes_to_limit is None and flat.peak == 30.0
 
 
@@ -90,11 +95,11 @@ def test_a_cycle_is_published_and_read_back_with_get_metric_data(settings: Setti
     now = int(datetime.now(timezone.utc).timestamp()) // 60 * 60
     with Store(settings.db) as store:
         for iid in (README_INSTANCE, *members):
-            store.upsert_instance(iid, None, 80.0, now - 86_400)
-        store.record_forecasts([forecast(README_INSTANCE, now, list(np.linspace(60, 90, 12))),
+            store.samples.upsert_instance(iid, None, 80.0, now - 86_400)
+        store.forecasts.record([forecast(README_INSTANCE, now, list(np.linspace(60, 90, 12))),
                                 forecast(members[0], now, [40.0] * 11 + [50.0]), forecast(members[1], now, [60.0] * 11 + [70.0]),
                                 {**forecast("i-0ffffffffffffffff", now - 3600, [99.0] * 12)}])  # an old forecast: not published
-        store.upsert_instance("i-0ffffffffffffffff", None, 80.0, now - 86_400)
+        store.samples.upsert_instance("i-0ffffffffffffffff", None, 80.0, now - 86_400)
         evaluate_alerts(store, settings, now)  # README_INSTANCE crosses: a warning opens
         publisher = Publisher()
         said = publish_cycle(store, settings, now, publisher)

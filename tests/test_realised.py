@@ -39,13 +39,13 @@ def test_stored_forecasts_are_scored_once_against_actuals_with_hand_computed_map
     history = [("i-a", "cpu", T0 - 2 * 86_400 + k * P, 10.0 + 4 * k / 288) for k in range(576)]
     actuals = [("i-a", "cpu", T0, 18.0), ("i-a", "cpu", T0 + P, 16.0), ("i-a", "cpu", T0 + 2 * P, 10.0),
                ("i-a", "cpu", T0 + 3 * P, 20.0)]
-    store.upsert_samples(history + actuals)
+    store.samples.upsert(history + actuals)
 
     def forecast(model: str, origin: int, mean: list[float], lower: list[float], upper: list[float], champion: bool) -> dict:
         return {"instance_id": "i-a", "run_id": 1, "model": model, "is_champion": champion, "made_at": origin + 60,
                 "origin_ts": origin, "timestamps": [origin + P, origin + 2 * P], "mean": mean, "lower": lower, "upper": upper}
 
-    store.record_forecasts([
+    store.forecasts.record([
         forecast("naive", T0, [14.0, 14.0], [13.0, 13.0], [15.0, 15.0], True),   # vs 16, 10: errors 2, 4; none inside
         forecast("arima", T0, [15.0, 12.0], [10.0, 5.0], [20.0, 11.0], False),   # errors 1, 2; both inside
         forecast("naive", T0 + P, [16.0, 16.0], [10.0, 10.0], [30.0, 30.0], True),  # vs 10, 20: errors 6, 4; both inside
@@ -67,9 +67,9 @@ def test_stored_forecasts_are_scored_once_against_actuals_with_hand_computed_map
     assert fleet_realised(store, now)["arima"]["points"] == 2
 
     # a second pass scores nothing again; a forecast whose horizon has not passed yet waits
-    store.record_forecasts([forecast("naive", T0 + 3 * P, [20.0, 20.0], [0.0, 0.0], [99.0, 99.0], True)])
+    store.forecasts.record([forecast("naive", T0 + 3 * P, [20.0, 20.0], [0.0, 0.0], [99.0, 99.0], True)])
     again = score_realised(store, settings, now + P)
-    assert again.forecasts == 0 and int(store.get_meta(CURSOR)) == now + P - 2 * P - 15 * 60
+    assert again.forecasts == 0 and int(store.jobs.get_meta(CURSOR)) == now + P - 2 * P - 15 * 60
     assert realised_scores(store, now + P)["i-a"]["naive"]["day"] == naive
     # outside the day (but inside the week) it leaves the day's figure and stays in the week's
     later = now + 2 * 86_400

@@ -87,12 +87,12 @@ def test_each_model_is_fitted_once_and_deployed_as_backtested(tmp_path, monkeypa
 def test_result_goes_straight_into_the_store(trained, tmp_path) -> None:
     _, samples, result, _ = trained
     with Store(tmp_path / "s.db") as store:
-        run_id = store.record_training_run(result.run, result.scores, result.backtest)
-        row = store.latest_runs()["i-0de00000000000001"]
-        assert row["run_id"] == run_id and row["champion"] == result.champion
-        assert row["points"] == len(samples["cpu"][0])
-        assert len(store.scores(run_id=run_id)) == len(FAST)
-        assert len(store.backtest_points(run_id, "naive")) == len([r for r in result.backtest if r[0] == "naive"])
+        run_id = store.runs.record(result.run, result.scores, result.backtest)
+        run = store.runs.latest()["i-0de00000000000001"]
+        assert run.run_id == run_id and run.champion == result.champion
+        assert run.points == len(samples["cpu"][0])
+        assert len(store.runs.scores(run_id=run_id)) == len(FAST)
+        assert len(store.runs.backtest_points(run_id, "naive")) == len([r for r in result.backtest if r[0] == "naive"])
 
 
 def test_progress_is_reported_in_order_up_to_done(trained) -> None:

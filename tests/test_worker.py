@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sqlite3
@@ -81,19 +80,19 @@ def worker(tmp_path: Path, clean_env: Path):
 
 
 def test_a_failing_job_is_logged_recorded_and_not_raised(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
-    worker.store.set_meta("demo_anchor", "not-a-time")  # the demo source cannot be built from this
+    worker.store.jobs.set_meta("demo_anchor", "not-a-time")  # the demo source cannot be built from this
     with caplog.at_level(logging.INFO, logger="headroom.worker"):
         assert worker.run_job("ingest") is False
-    beat = worker.store.heartbeats()["ingest"]
-    assert beat["ok"] == 0 and beat["error"].startswith("ValueError: invalid literal for int()") and beat["detail"] is None
-    assert "\n" not in beat["error"]
+    beat = worker.store.jobs.heartbeats()["ingest"]
+    assert not beat.ok and beat.error.startswith("ValueError: invalid literal for int()") and beat.detail is None
+    assert "\n" not in beat.error
     assert any(r.levelno == logging.ERROR and r.getMessage().startswith("ingest failed after") for r in caplog.records)
-    assert worker.store.sample_count() == 0
+    assert worker.store.samples.count() == 0
 
-    worker.store.set_meta("demo_anchor", str(int(time.time()) // P * P))  # fixed: the next turn works
+    worker.store.jobs.set_meta("demo_anchor", str(int(time.time()) // P * P))  # fixed: the next turn works
     assert worker.run_job("ingest") is True
-    beat = worker.store.heartbeats()["ingest"]
-    assert beat["ok"] == 1 and beat["error"] is None and worker.store.sample_count() == 288 * 2 * 4  # web-1 and api-1, 4 metrics, one day
+    beat = worker.store.jobs.heartbeats()["ingest"]
+    assert beat.ok and beat.error is None and worker.store.samples.count() == 288 * 2 * 4  # web-1 and api-1, 4 metrics, one day
 
 
 def test_a_job_that_raises_anything_still_returns_and_the_cycle_goes_on(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,14 +104,14 @@ def test_a_job_that_raises_anything_still_returns_and_the_cycle_goes_on(worker: 
 
     monkeypatch.setattr(worker, "ingest", broken)
     assert worker.run_once("ingest") is False
-    assert worker.store.heartbeats()["ingest"]["error"] == "OSError: disk on fire"  # one line
+    assert worker.store.jobs.heartbeats()["ingest"].error == "OSError: disk on fire"  # one line
     assert worker.run_once() is False  # the full cycle: the other jobs still get their turn
     assert calls == ["ingest", "ingest"]
-    assert set(worker.store.heartbeats()) == {"ingest", "retrain", "forecast", "digest"}
+    assert set(worker.store.jobs.heartbeats()) == {"ingest", "retrain", "forecast", "digest"}
 
 
 def test_the_loop_keeps_retrying_a_failing_ingest_until_it_works(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
-    worker.store.set_meta("demo_anchor", "broken")
+    worker.store.jobs.set_meta("demo_anchor", "broken")
     caplog.set_level(logging.INFO, logger="headroom.worker")
     loop = threading.Thread(target=worker.run_forever, daemon=True)
     loop.start()
@@ -122,10 +121,10 @@ def test_the_loop_keeps_retrying_a_failing_ingest_until_it_works(worker: Worker,
             time.sleep(0.1)
         assert sum(r.getMessage().startswith("ingest failed") for r in caplog.records) >= 3  # retried at each turn
         assert loop.is_alive()
-        worker.store.set_meta("demo_anchor", str(int(time.time()) // P * P))
-        while worker.store.heartbeats()["ingest"]["ok"] == 0 and time.time() < deadline:
+        worker.store.jobs.set_meta("demo_anchor", str(int(time.time()) // P * P))
+        while not worker.store.jobs.heartbeats()["ingest"].ok and time.time() < deadline:
             time.sleep(0.1)
-        assert worker.store.heartbeats()["ingest"]["ok"] == 1 and worker.store.sample_count() > 0
+        assert worker.store.jobs.heartbeats()["ingest"].ok and worker.store.samples.count() > 0
     finally:
         worker.stop.set()
         loop.join(30)
@@ -178,22 +177,22 @@ def test_a_database_path_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: 
 def test_each_cycle_trains_a_new_instance_at_once_and_leaves_fresh_models_alone(worker: Worker) -> None:
     worker.settings = worker.settings.model_copy(update={"workers": 1})
     assert worker.run_once() is True
-    first = {iid: run["run_id"] for iid, run in worker.store.latest_runs().items()}
-    assert len(first) == 2 and "retrained 2/2" in worker.store.heartbeats()["retrain"]["detail"]
+    first = {iid: run.run_id for iid, run in worker.store.runs.latest().items()}
+    assert len(first) == 2 and "retrained 2/2" in worker.store.jobs.heartbeats()["retrain"].detail
     worker.settings = worker.settings.model_copy(update={"demo_instances": 3})  # a third instance appears
     assert worker.run_once() is True
-    second = {iid: run["run_id"] for iid, run in worker.store.latest_runs().items()}
+    second = {iid: run.run_id for iid, run in worker.store.runs.latest().items()}
     assert len(second) == 3 and {iid: second[iid] for iid in first} == first  # only the newcomer was trained
-    assert "retrained 1/1" in worker.store.heartbeats()["retrain"]["detail"]
-    assert {f["instance_id"] for f in worker.store.latest_forecasts()} == set(second)
+    assert "retrained 1/1" in worker.store.jobs.heartbeats()["retrain"].detail
+    assert {f.instance_id for f in worker.store.forecasts.latest()} == set(second)
 
 
 def garble_champion(store: Store, instance_id: str) -> str:
     """Overwrite the champion's saved files of an instance's latest run with bytes that are no model."""
-    run = store.latest_runs()[instance_id]
-    for path in Path(run["model_dir"], run["champion"]).iterdir():
+    run = store.runs.latest()[instance_id]
+    for path in Path(run.model_dir, run.champion).iterdir():
         path.write_bytes(b"\x00garbled\xff" * 10)
-    return run["champion"]
+    return run.champion
 
 
 def test_a_garbled_champion_degrades_health_is_stood_in_for_and_retrained_at_once(worker: Worker) -> None:
@@ -202,24 +201,24 @@ def test_a_garbled_champion_degrades_health_is_stood_in_for_and_retrained_at_onc
 
     worker.settings = worker.settings.model_copy(update={"workers": 1, "models": ["naive", "linear"], "ingest_every": 5})
     assert worker.run_once() is True
-    runs = worker.store.latest_runs()
+    runs = worker.store.runs.latest()
     broken, healthy = sorted(runs)
     champion = garble_champion(worker.store, broken)
     CACHE.clear()  # as a freshly started worker: the files are read again
 
     assert worker.run_job("forecast") is True  # it ran ...
-    beat = worker.store.heartbeats()["forecast"]
-    assert beat["state"] == "degraded" and beat["ok"] == 0 and f"{broken}: champion {champion} unusable" in beat["error"]
-    assert json.loads(beat["counts"])["stand_ins"] == 1
+    beat = worker.store.jobs.heartbeats()["forecast"]
+    assert beat.state == "degraded" and not beat.ok and f"{broken}: champion {champion} unusable" in beat.error
+    assert beat.counts["stand_ins"] == 1
     health = build_health(worker.store, worker.settings)
     assert health.status == "degraded" and health.jobs["forecast"].state == "degraded"
-    stand_in = worker.store.latest_forecasts(broken)[0]
-    assert stand_in["model"] != champion and worker.store.retrain_requests() == {broken}
+    stand_in = worker.store.forecasts.latest(broken)[0]
+    assert stand_in.model != champion and worker.store.jobs.retrain_requests() == {broken}
 
     assert worker.run_once() is True  # the next cycle retrains it at once, not in retrain_every hours
-    after = worker.store.latest_runs()
-    assert after[broken]["run_id"] > runs[broken]["run_id"] and after[healthy]["run_id"] == runs[healthy]["run_id"]
-    assert worker.store.retrain_requests() == set() and worker.store.heartbeats()["forecast"]["state"] == "ok"
+    after = worker.store.runs.latest()
+    assert after[broken].run_id > runs[broken].run_id and after[healthy].run_id == runs[healthy].run_id
+    assert worker.store.jobs.retrain_requests() == set() and worker.store.jobs.heartbeats()["forecast"].state == "ok"
     assert build_health(worker.store, worker.settings).status == "ok"
 
 
@@ -228,10 +227,10 @@ def test_a_retrain_that_fails_for_one_instance_is_degraded_with_counts(worker: W
 
     worker.settings = worker.settings.model_copy(update={"workers": 1})
     assert worker.run_job("ingest") is True
-    broken = worker.store.instances()[0].instance_id
+    broken = worker.store.samples.instances()[0].instance_id
     worker.settings.models_dir.mkdir(parents=True, exist_ok=True)
     (worker.settings.models_dir / folder_name(broken)).write_text("a file where its model folder should go")
     assert worker.run_job("retrain") is True
-    beat = worker.store.heartbeats()["retrain"]
-    assert (beat["state"], beat["ok"]) == ("degraded", 0) and beat["error"].startswith(f"1 problem(s): {broken}: ")
-    assert json.loads(beat["counts"]) == {"due": 2, "trained": 1, "failed": 1}
+    beat = worker.store.jobs.heartbeats()["retrain"]
+    assert (beat.state, beat.ok) == ("degraded", False) and beat.error.startswith(f"1 problem(s): {broken}: ")
+    assert beat.counts == {"due": 2, "trained": 1, "failed": 1}

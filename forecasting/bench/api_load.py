@@ -53,15 +53,16 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
     rng = np.random.default_rng(7)
     with Store(db) as store:
         run_ingest(store, settings, now)
-        last = store.latest_values("cpu")
-        for inst in store.instances():
+        last = store.samples.latest_values("cpu")
+        for inst in store.samples.instances():
             scores = [_score(rng, model) for model in MODEL_NAMES]
             champion = min(scores, key=lambda s: s["mase"])["model"]
             run = {"instance_id": inst.instance_id, "started_at": now - 900, "finished_at": now - 600,
                    "train_start": now - 86_400, "train_end": now - 900, "points": 288, "champion": champion,
                    "model_dir": f"models/{inst.instance_id}/bench"}
-            store.record_training_run(run, scores, [])
-        runs = store.latest_runs()
+            store.runs.record(run, scores, [])
+        runs = store.runs.latest()
+        stored = 0
         for cycle in range(cycles):
             made = now - (cycles - 1 - cycle) * PERIOD
             rows = []
@@ -69,15 +70,15 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
                 origin, value = last[iid][0] - (cycles - 1 - cycle) * PERIOD, last[iid][1]
                 for model in MODEL_NAMES:
                     mean = np.clip(value + np.cumsum(rng.normal(0, 2, HORIZON)), 0, 100)
-                    rows.append({"instance_id": iid, "run_id": run["run_id"], "model": model,
-                                 "is_champion": model == run["champion"], "made_at": made, "origin_ts": origin,
+                    rows.append({"instance_id": iid, "run_id": run.run_id, "model": model,
+                                 "is_champion": model == run.champion, "made_at": made, "origin_ts": origin,
                                  "timestamps": [origin + PERIOD * k for k in range(1, HORIZON + 1)], "mean": mean,
                                  "lower": np.clip(mean - 8, 0, 100), "upper": np.clip(mean + 8, 0, 100)})
-            store.record_forecasts(rows)
+            store.forecasts.record(rows)
+            stored += len(rows)
         for job in ("ingest", "retrain", "forecast", "digest"):
-            store.record_heartbeat(job, now - 60, 1.5, None, "bench")
-        return {"instances": len(runs), "samples": store.sample_count(),
-                "forecasts": int(store.query("SELECT COUNT(*) FROM forecasts")[0][0])}
+            store.jobs.record_heartbeat(job, now - 60, 1.5, None, "bench")
+        return {"instances": len(runs), "samples": store.samples.count(), "forecasts": stored}
 
 
 def _score(rng: np.random.Generator, model: str) -> dict[str, object]:

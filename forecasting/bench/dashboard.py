@@ -45,9 +45,9 @@ def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -
     with Store(db) as store:
         with store.transaction():
             for info in infos:
-                store.upsert_instance(info.instance_id, info.name, 80.0, now)
-            store.upsert_samples(fetched.rows)
-        last_cpu = store.trailing_series(HORIZON * PERIOD, "cpu")
+                store.samples.upsert_instance(info.instance_id, info.name, 80.0, now)
+            store.samples.upsert(fetched.rows)
+        last_cpu = store.samples.trailing(HORIZON * PERIOD, "cpu")
         forecast_rows = 0
         for info in infos:
             iid = info.instance_id
@@ -57,7 +57,7 @@ def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -
             champion = min(scores, key=lambda s: s["mase"])["model"]
             run = {"instance_id": iid, "started_at": now - 600, "finished_at": now - 300, "train_start": start, "train_end": end,
                    "points": int(hours * 3600 / PERIOD), "champion": champion, "model_dir": None}
-            run_id = store.record_training_run(run, scores, [])
+            run_id = store.runs.record(run, scores, [])
             ts, cpu = last_cpu[iid]
             rows = []
             for batch in range(batches):
@@ -68,11 +68,11 @@ def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -
                     rows.append({"instance_id": iid, "run_id": run_id, "model": model, "is_champion": model == champion,
                                  "made_at": origin + 60, "origin_ts": origin, "timestamps": stamps, "mean": mean.tolist(),
                                  "lower": np.clip(mean - 8, 0, 100).tolist(), "upper": np.clip(mean + 8, 0, 100).tolist()})
-            store.record_forecasts(rows)
+            store.forecasts.record(rows)
             forecast_rows += len(rows)
         for job in ("ingest", "retrain", "forecast", "digest"):
-            store.record_heartbeat(job, now - 120, 1.5, None, "benchmark")
-        return {"instances": len(infos), "samples": store.sample_count(), "forecasts": forecast_rows}
+            store.jobs.record_heartbeat(job, now - 120, 1.5, None, "benchmark")
+        return {"instances": len(infos), "samples": store.samples.count(), "forecasts": forecast_rows}
 
 
 def time_fleet(runs: int, cold: bool) -> list[float]:

@@ -45,7 +45,7 @@ def fill_store(settings: Settings) -> None:
     """Write ``train_days`` of the demo feed for ``demo_instances`` instances into the settings' database."""
     Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
     with Store(settings.db) as store:
-        store.set_meta("demo_anchor", str(NOW - int(settings.train_days * 86_400)))
+        store.jobs.set_meta("demo_anchor", str(NOW - int(settings.train_days * 86_400)))
         run_ingest(store, settings, NOW)
 
 
@@ -110,7 +110,7 @@ def _run(label: str, settings: Settings) -> dict:
     with demo_store(settings) as store:
         fill = time.perf_counter() - clock
         report, seconds, peak_mb = timed_retrain(store, settings)
-        champions = {i: r["champion"] for i, r in store.latest_runs().items()}
+        champions = {i: run.champion for i, run in store.runs.latest().items()}
     print(f"{label}: {report.summary()} (store filled in {fill:.0f} s, not included)", flush=True)
     return {"executor": label, "seconds": seconds, "report": report, "peak_mb": peak_mb, "champions": champions,
             "fleet_model": fleet_facts(settings), "fill_seconds": round(fill, 1)}

@@ -167,7 +167,7 @@ def run(instances: int, hours: float, period: int) -> list[dict[str, Any]]:
                 rows.append({"cycle": label, "instances": report.instances, "calls": report.calls, "required": report.calls_required,
                              "datapoints": report.rows, "errors": len(report.errors), "seconds": seconds, "aws": in_aws, "client": seconds - in_aws, "sent": sent})
                 print(f"{label}: {report.summary()} in {seconds:.1f} s ({in_aws:.1f} s waiting on moto, {sent} HTTP requests)", flush=True)
-            rows.append({"cycle": "stored", "datapoints": store.sample_count()})
+            rows.append({"cycle": "stored", "datapoints": store.samples.count()})
         return rows
     finally:
         server.terminate()

@@ -69,13 +69,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      region="us-east-1")
             started = time.perf_counter()
             with Store(settings.db) as store:
-                store.set_meta("demo_anchor", str(now - int(args.days * 86_400)))
+                store.jobs.set_meta("demo_anchor", str(now - int(args.days * 86_400)))
                 run_ingest(store, settings, now)
                 print(f"setup: {args.instances} demo instances, {args.days:g} days each, in {time.perf_counter() - started:.1f} s", flush=True)
                 started = time.perf_counter()
                 trained = retrain_due(store, settings, now)
                 print(f"training: {trained.summary()} in {time.perf_counter() - started:.1f} s", flush=True)
-                ids = sorted(inst.instance_id for inst in store.instances())
+                ids = sorted(inst.instance_id for inst in store.samples.instances())
                 publisher = seeded_publisher({iid: f"bench-asg-{k % args.groups:03d}" for k, iid in enumerate(ids)} if args.groups else {})
                 cloudwatch = publisher._client("cloudwatch", settings)
                 requests = {"n": 0}

@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -174,7 +175,7 @@ def evaluate_series(name: str, samples: Samples, settings: Settings, args: argpa
     mean, upper, champions = replay_champion(name, samples, settings, origins, args.retrain_every, log)
     policy = AlertPolicy(threshold, settings.alert_margin, grace_cycles=horizon)
     peaks = {
-        "headroom": _peaks(basis_series({"mean": mean, "upper": upper}, BASES[settings.alert_on][-1])),
+        "headroom": _peaks(basis_series(SimpleNamespace(mean=mean, upper=upper), BASES[settings.alert_on][-1])),  # type: ignore[arg-type]
         "linear": _peaks(linear_forecasts(cpu, index, origins, horizon, period)),
         "last_value": last_values(cpu, origins),
     }

@@ -70,7 +70,7 @@ class ParsedExport:
     series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str, int, float]]:
-        """(instance_id, metric, ts, value) rows ready for :meth:`Store.upsert_samples`."""
+        """(instance_id, metric, ts, value) rows ready for ``store.samples.upsert``."""
         return [
             (iid, metric, int(t), float(v))
             for iid, metrics in self.series.items()

@@ -80,7 +80,7 @@ def test_fleet_instance_and_upload_in_a_real_browser(dashboard_url: str, worker_
     from playwright.sync_api import sync_playwright
 
     with Store(worker_db, readonly=True) as store:
-        ids = [inst.instance_id for inst in store.instances()]
+        ids = [inst.instance_id for inst in store.samples.instances()]
     export = tmp_path / "export.json"
     export.write_bytes(demo_export)
     ARTIFACTS.mkdir(exist_ok=True)

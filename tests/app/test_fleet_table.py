@@ -8,7 +8,7 @@ import numpy as np
 
 from app.fleet import LEVELS, build_fleet_table, classify, first_crossing, sparkline
 from app.format import ago_text, duration_text, minutes_to_text
-from forecasting.store import Instance
+from forecasting.store import AlertRecord, ForecastRecord, Instance, TrainingRun
 
 NOW = 1_800_000_000
 
@@ -17,10 +17,18 @@ def _instance(iid: str, threshold: float = 80.0) -> Instance:
     return Instance(iid, f"name-{iid}", threshold, NOW - 86_400, NOW)
 
 
-def _forecast(iid: str, mean: list[float], spread: float = 5.0) -> dict:
-    stamps = [NOW + 300 * (k + 1) for k in range(len(mean))]
-    return {"instance_id": iid, "model": "arima", "timestamps": stamps, "mean": mean,
-            "lower": [m - spread for m in mean], "upper": [m + spread for m in mean]}
+def _forecast(iid: str, mean: list[float], spread: float = 5.0, start: int = NOW + 300) -> ForecastRecord:
+    stamps = tuple(start + 300 * k for k in range(len(mean)))
+    return ForecastRecord(1, iid, 1, "arima", True, NOW, NOW, stamps, tuple(mean), tuple(m - spread for m in mean),
+                          tuple(m + spread for m in mean))
+
+
+def _run(iid: str, champion: str) -> TrainingRun:
+    return TrainingRun(1, iid, NOW - 600, NOW - 300, NOW - 86_400, NOW - 600, 288, champion, f"models/{iid}/1")
+
+
+def _alert(iid: str, crossing_ts: int, basis: str) -> AlertRecord:
+    return AlertRecord(1, iid, "open", NOW, NOW, None, 80.0, crossing_ts, 30.0, 85.0, "arima", basis, 0, None, None, None, None)
 
 
 def _cpu(value: float, points: int = 288) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +69,8 @@ def test_fleet_rows_are_sorted_by_risk_then_time_to_limit() -> None:
         _forecast("over", [90.0] * 12),
         _forecast("alerted", [70.0] * 12),
     ]
-    runs = {"calm": {"champion": "arima"}, "soon": {"champion": "lstm"}}
-    alerts = [{"instance_id": "alerted", "crossing_ts": NOW + 1800, "basis": "upper"}]
+    runs = {"calm": _run("calm", "arima"), "soon": _run("soon", "lstm")}
+    alerts = [_alert("alerted", NOW + 1800, "upper")]
     frame = build_fleet_table(instances, cpu, forecasts, runs, alerts, NOW, margin=5.0)
 
     assert frame["instance_id"].tolist() == ["over", "alerted", "soon", "later", "calm", "new"]
@@ -93,8 +101,7 @@ def test_formatting() -> None:
 
 
 def test_a_crossing_already_due_counts_as_now() -> None:
-    stale = _forecast("late", [70.0, 85.0, 90.0])
-    stale["timestamps"] = [NOW - 900, NOW - 600, NOW - 300]  # made a while ago; its crossing time has passed
+    stale = _forecast("late", [70.0, 85.0, 90.0], start=NOW - 900)  # made a while ago; its crossing time has passed
     frame = build_fleet_table([_instance("late")], {"late": _cpu(72.0)}, [stale], {}, [], NOW)
     assert frame.loc[0, "level"] == "risk" and frame.loc[0, "to_threshold_min"] == 0.0
     assert minutes_to_text(frame.loc[0, "to_threshold_min"]) == "now"

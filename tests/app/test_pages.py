@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,8 @@ def trace_values(trace: dict, axis: str = "y") -> np.ndarray:
 def test_fleet_has_one_row_per_instance_sorted_by_risk(worker_db: Path) -> None:
     at = open_page()
     with Store(worker_db, readonly=True) as store:
-        ids = {inst.instance_id for inst in store.instances()}
-        forecasts = {f["instance_id"] for f in store.latest_forecasts()}
+        ids = {inst.instance_id for inst in store.samples.instances()}
+        forecasts = {f.instance_id for f in store.forecasts.latest()}
     table = at.dataframe[0].value
     assert set(table["instance_id"]) == ids and len(table) == len(ids)
     assert set(table["instance_id"][table["level"] != "unknown"]) == forecasts
@@ -69,8 +70,8 @@ def test_fleet_has_one_row_per_instance_sorted_by_risk(worker_db: Path) -> None:
 
 def test_instance_page_reads_the_instance_from_the_query_string(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
-        batch = next(inst for inst in store.instances() if inst.name == "batch-1")
-        champion = store.latest_runs()[batch.instance_id]["champion"]
+        batch = next(inst for inst in store.samples.instances() if inst.name == "batch-1")
+        champion = store.runs.latest()[batch.instance_id].champion
     at = open_page("pages/instance.py", instance=batch.instance_id)
     assert at.selectbox(key="instance").value == batch.instance_id
     assert at.query_params["instance"] == batch.instance_id
@@ -92,29 +93,28 @@ def test_instance_page_draws_the_forecast_deployed_an_hour_ago_over_what_happene
         source.backup(target)  # the shared store stays as the other tests expect it
     iid = ALERTING_INSTANCE
     with Store(db) as store:
-        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
+        ts, cpu = store.samples.series(iid, metrics=["cpu"])["cpu"]
         newest = int(ts[-1])
         mean = [float(v) + 1.5 for v in cpu[-24:-12]]  # made two hours ago: its twelve steps have all happened
-        latest = store.latest_forecasts(iid, champion_only=False)
-        store.record_forecasts([{"instance_id": iid, "run_id": store.latest_runs()[iid]["run_id"], "model": "arima",
+        latest = store.forecasts.latest(iid, champion_only=False)
+        store.forecasts.record([{"instance_id": iid, "run_id": store.runs.latest()[iid].run_id, "model": "arima",
                                  "is_champion": True, "made_at": newest - 7200, "origin_ts": int(ts[-25]),
                                  "timestamps": [int(t) for t in ts[-24:-12]], "mean": mean, "lower": mean, "upper": mean}])
-        store.record_forecasts([{k: f[k] for k in ("instance_id", "run_id", "model", "is_champion", "made_at", "origin_ts",
-                                                   "timestamps", "mean", "lower", "upper")} for f in latest])  # still the newest
+        store.forecasts.record([asdict(f) for f in latest])  # still the newest
     monkeypatch.setenv("HEADROOM_DB", str(db))
     at = open_page("pages/instance.py", instance=iid)
     spec = figure(at)
     past = next(t for t in spec["data"] if t.get("name") == "earlier forecast (arima)")
     assert np.allclose(trace_values(past), mean) and len(past["x"]) == 12
-    champion = next(f for f in latest if f["is_champion"])
-    assert f"forecast ({champion['model']})" in trace_names(spec)  # the latest deployed forecast is drawn as before
+    champion = next(f for f in latest if f.is_champion)
+    assert f"forecast ({champion.model})" in trace_names(spec)  # the latest deployed forecast is drawn as before
     assert any("The dotted line is the forecast deployed" in c.value for c in at.caption)
 
 
 def test_instance_overlay_and_time_range(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
-        iid = store.instances()[0].instance_id
-        models = {f["model"] for f in store.latest_forecasts(iid, champion_only=False)}
+        iid = store.samples.instances()[0].instance_id
+        models = {f.model for f in store.forecasts.latest(iid, champion_only=False)}
     at = open_page("pages/instance.py", instance=iid)
     before = trace_names(figure(at))
     cpu_points_day = len(figure(at)["data"][0]["x"])
@@ -130,7 +130,7 @@ def test_instance_overlay_and_time_range(worker_db: Path) -> None:
 
 def test_instance_picker_rewrites_the_link(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
-        first, second = [inst.instance_id for inst in store.instances()[:2]]
+        first, second = [inst.instance_id for inst in store.samples.instances()[:2]]
     at = open_page("pages/instance.py", instance=first)
     at.selectbox(key="instance").select(second).run()
     assert not at.exception
@@ -147,14 +147,14 @@ def test_unknown_instance_in_the_link_warns_and_shows_another() -> None:
 
 def test_models_page_shows_scores_backtest_and_champion_history(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
-        scores = store.scores()
-        runs = store.latest_runs()
+        scores = store.runs.scores()
+        runs = store.runs.latest()
     at = open_page("pages/models.py")
     table = at.dataframe[0].value
     assert len(table) == len(scores)
-    assert set(table["model"]) == {row["model"] for row in scores}
+    assert set(table["model"]) == {score.model for score in scores}
     champions = table[table["champion"]]
-    assert {(r.instance_id, r.model) for r in champions.itertuples()} == {(i, r["champion"]) for i, r in runs.items() if r["champion"]}
+    assert {(r.instance_id, r.model) for r in champions.itertuples()} == {(i, run.champion) for i, run in runs.items() if run.champion}
     assert len(at.get("plotly_chart")) == 4  # fleet scores, instance scores, backtest, champion history
     backtest = figure(at, 2)
     assert trace_names(backtest)[0] == "actual" and len(backtest["data"]) > 1
@@ -176,12 +176,12 @@ def test_models_page_shows_the_realised_accuracy_of_stored_forecasts(worker_db: 
         source.backup(target)  # the shared store stays as the other tests expect it
     iid, now = ALERTING_INSTANCE, int(time.time())
     with Store(db) as store:
-        ts, cpu = store.samples(iid, metrics=["cpu"])["cpu"]
-        store.record_forecasts([{"instance_id": iid, "run_id": store.latest_runs()[iid]["run_id"], "model": "seasonal_naive",
+        ts, cpu = store.samples.series(iid, metrics=["cpu"])["cpu"]
+        store.forecasts.record([{"instance_id": iid, "run_id": store.runs.latest()[iid].run_id, "model": "seasonal_naive",
                                  "is_champion": True, "made_at": now - 7200, "origin_ts": int(ts[-13]),
                                  "timestamps": [int(t) for t in ts[-12:]], "mean": [float(cpu[-13])] * 12,
                                  "lower": [0.0] * 12, "upper": [100.0] * 12}])
-        store.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
+        store.jobs.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
         score_realised(store, load_settings(db=db), now)
         expected = realised_scores(store, now, iid)[iid]
     monkeypatch.setenv("HEADROOM_DB", str(db))
@@ -203,7 +203,7 @@ def test_models_page_says_when_no_forecast_has_been_scored_yet(worker_db: Path) 
 
 def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
-        opened = store.alerts(state="open")
+        opened = store.alerts.open()
     at = open_page("pages/alerts.py")
     assert [s.value for s in at.subheader][0] == f"Open ({len(opened)})"
     table = at.dataframe[0].value  # the open alerts come first
@@ -214,7 +214,7 @@ def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(work
 
 def test_alerts_page_without_alerts_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store(tmp_path / "no-alerts.db") as store:
-        store.upsert_samples([("i-a", "cpu", 1_760_000_000, 10.0)])
+        store.samples.upsert([("i-a", "cpu", 1_760_000_000, 10.0)])
     monkeypatch.setenv("HEADROOM_DB", str(tmp_path / "no-alerts.db"))
     at = open_page("pages/alerts.py")
     assert "No alerts" in at.success[0].value
@@ -308,10 +308,10 @@ def test_upload_validate_then_predict_with_progress_and_downloads(demo_export: b
     line = next(t for t in spec["data"] if t.get("name") == "forecast (lstm)")
     assert len(trace_values(line)) == 6 and np.all((trace_values(line) >= 0) & (trace_values(line) <= 100))
     result = at.session_state["upload_result"]["forecast"]
-    assert result["model"] == "lstm" and len(result["timestamps"]) == 6
-    assert np.all(np.diff(result["timestamps"]) == 300)
+    assert result.model == "lstm" and len(result.timestamps) == 6
+    assert np.all(np.diff(result.timestamps) == 300)
     csv_lines = forecast_csv(result).splitlines()
     assert csv_lines[0] == "timestamp,model,mean,lower,upper" and len(csv_lines) == 7
-    assert json.loads(forecast_json(result, "i-0123456789abcdef0"))["forecast"][5]["mean"] == result["mean"][5]
+    assert json.loads(forecast_json(result, "i-0123456789abcdef0"))["forecast"][5]["mean"] == result.mean[5]
     downloads = [b.proto.label for b in at.get("download_button")]
     assert downloads == ["Download CSV", "Download JSON"]
