@@ -100,13 +100,13 @@ def _set() -> threading.Event:
 def test_a_stop_between_results_cancels_the_queued_instances(tmp_path: Path, clean_env: Path) -> None:
     settings, store = fleet_store(tmp_path, instances=5, workers=1)
     stop = threading.Event()
-    record = store.record_training_run
+    record = store.runs.record
 
     def record_then_stop(*args: object) -> int:
         stop.set()  # as SIGTERM would, right after the first result
         return record(*args)  # type: ignore[arg-type]
 
-    store.record_training_run = record_then_stop  # type: ignore[method-assign]
+    store.runs.record = record_then_stop  # type: ignore[method-assign]
     report = retrain_due(store, settings, NOW, stop=stop)
     assert report.stopped and 1 <= len(report.trained) < 5 and not report.failed
     assert len(store.runs.latest()) == len(report.trained)

@@ -38,7 +38,7 @@ def test_memory_does_not_grow_with_the_fleet(tmp_path: Path) -> None:
 
     settings = load_settings(db=tmp_path / "h.db")
     series = ((f"i-{k}", demo_samples(3, index=k % 6, metrics=("cpu",)), NOW) for k in range(40))  # read lazily, one by one
-    equations = fit_fleet(((i, s, int(s.cpu[0][-1])) for i, s, _ in series), settings)
+    equations = fit_fleet(((i, s, int(s["cpu"][0][-1])) for i, s, _ in series), settings)
     assert equations.instances == 40 and equations.rows <= 40 * WINDOWS_PER_INSTANCE
     assert equations.xtx.nbytes + equations.xty.nbytes < 20_000  # what is kept is the normal equations, not the windows
 

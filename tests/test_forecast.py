@@ -43,7 +43,7 @@ def trained_store(trained, tmp_path):
         now = int(samples["cpu"][0][-1])
         store.samples.upsert_instance(iid, None, 80.0, now)
         store.samples.upsert((iid, m, int(t), float(v)) for m, (ts, vs) in samples.items() for t, v in zip(ts, vs, strict=True))
-        run = {**result.run, "model_dir": result.run.model_dir.replace(str(models_dir), str(settings.models_dir))}
+        run = {**result.run, "model_dir": result.run["model_dir"].replace(str(models_dir), str(settings.models_dir))}
         store.runs.record(run, result.scores, result.backtest)
     yield settings, store, now
     store.close()

@@ -207,7 +207,7 @@ def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(work
     at = open_page("pages/alerts.py")
     assert [s.value for s in at.subheader][0] == f"Open ({len(opened)})"
     table = at.dataframe[0].value  # the open alerts come first
-    assert set(table["instance_id"]) == {a["instance_id"] for a in opened} and ALERTING_INSTANCE in set(table["instance_id"])
+    assert set(table["instance_id"]) == {a.instance_id for a in opened} and ALERTING_INSTANCE in set(table["instance_id"])
     assert (table["threshold"] > 0).all() and table["model"].notna().all()
     assert "Email is off" in at.info[0].value and at.button(key="test_mail").label == "Send test email"
 
