@@ -247,10 +247,6 @@ class Database:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
-    def integrity_ok(self) -> bool:
-        """True when ``PRAGMA integrity_check`` reports ok."""
-        return self.query("PRAGMA integrity_check")[0][0] == "ok"
-
 
 def columns(row_type: type) -> str:
     """The column list of a typed row (its field names, in order), for a ``SELECT`` that builds it positionally."""

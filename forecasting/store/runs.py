@@ -118,14 +118,10 @@ class Runs:
                                  "(SELECT MAX(run_id) FROM training_runs GROUP BY instance_id) ORDER BY instance_id, model")
         return [Score(*row) for row in rows]
 
-    def backtest_points(self, run_id: int, model: str | None = None) -> list[BacktestPoint]:
-        """The backtest of one run (of one model), by model, origin and step."""
-        sql = f"SELECT {columns(BacktestPoint)} FROM backtest_points WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if model is not None:
-            sql += " AND model = ?"
-            params.append(model)
-        return [BacktestPoint(*row) for row in self.db.query(sql + " ORDER BY model, origin_ts, ts", params)]
+    def backtest_points(self, run_id: int) -> list[BacktestPoint]:
+        """The backtest of one run, by model, origin and step."""
+        rows = self.db.query(f"SELECT {columns(BacktestPoint)} FROM backtest_points WHERE run_id = ? ORDER BY model, origin_ts, ts", (run_id,))
+        return [BacktestPoint(*row) for row in rows]
 
 
 def _all_finite(values: Iterable[Any]) -> bool:

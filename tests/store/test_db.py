@@ -30,7 +30,7 @@ def test_wal_mode_and_schema_version(store: Store) -> None:
     assert {"samples", "instances", "training_runs", "model_scores", "backtest_points", "forecasts", "alerts", "alert_events", "heartbeats", "meta"} <= tables
     columns = [(r["name"], r["type"], r["pk"]) for r in store.db.query("PRAGMA table_info(samples)")]
     assert columns == [("instance_id", "TEXT", 1), ("metric", "TEXT", 2), ("ts", "INTEGER", 3), ("value", "REAL", 0)]
-    assert store.db.integrity_ok()
+    assert store.db.query("PRAGMA integrity_check")[0][0] == "ok"
 
 
 def test_migrating_again_is_a_no_op(tmp_path: Path) -> None:
@@ -149,4 +149,4 @@ def test_processes_opening_a_new_file_together_migrate_it_once(tmp_path: Path) -
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     with Store(db, readonly=True) as reader:
-        assert reader.schema_version == len(MIGRATIONS) and reader.db.integrity_ok()
+        assert reader.schema_version == len(MIGRATIONS) and reader.db.query("PRAGMA integrity_check")[0][0] == "ok"

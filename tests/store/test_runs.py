@@ -28,8 +28,8 @@ def test_training_runs_store_nan_scores_as_null_and_read_back_typed(store: Store
     assert by_model["lstm"] == Score(run_id, "i-a", "lstm", "skipped", "too little history", *[None] * 7)
     assert by_model["naive"] == Score(run_id, "i-a", "naive", "ok", None, 5.5, 5.0, 1.2, 3.0, 0.9, 0.01, 0.001)
     assert store.db.query("SELECT COUNT(*) FROM model_scores WHERE mape != mape")[0][0] == 0  # no NaN stored anywhere
-    assert store.runs.backtest_points(run_id, "naive")[0] == BacktestPoint(run_id, "naive", T0 - 3600, T0 - 3300, 10.0, 11.0, 9.0, 13.0)
-    assert [p.ts for p in store.runs.backtest_points(run_id, "naive")] == [T0 - 3300 + 300 * k for k in range(3)]
+    assert store.runs.backtest_points(run_id)[0] == BacktestPoint(run_id, "naive", T0 - 3600, T0 - 3300, 10.0, 11.0, 9.0, 13.0)
+    assert [p.ts for p in store.runs.backtest_points(run_id)] == [T0 - 3300 + 300 * k for k in range(3)]
     second = store.runs.record(a_run(champion="linear"), scores[:1], [])
     assert store.runs.latest() == {"i-a": TrainingRun(second, "i-a", T0, T0 + 30, T0 - 86_400, T0, 288, "linear", "models/i-a/1")}
     assert [run.run_id for run in store.runs.history("i-a")] == [second, run_id]
