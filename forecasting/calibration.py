@@ -157,8 +157,8 @@ def recent_bounds(calibration: Calibration, cpu: np.ndarray, mean: np.ndarray, r
     targets = past[:, None] + np.arange(1, steps + 1)
     actual = np.where(targets < len(cpu), cpu[np.minimum(targets, len(cpu) - 1)], np.nan)
     ratios = (actual - np.asarray(past_mean, dtype=float)[:, :steps]) / calibration.scales(cpu, past)[:, None]
-    stored = np.full((len(calibration.ratios), steps), np.nan)
-    known = np.asarray(calibration.ratios, dtype=float)[:, :steps]
+    known = np.atleast_2d(np.asarray(calibration.ratios, dtype=float))[:, :steps]
+    stored = np.full((len(known), steps), np.nan)
     stored[:, : known.shape[1]] = known
     scales = calibration.scales(cpu, rows)
     lower, upper = np.empty_like(mean), np.empty_like(mean)

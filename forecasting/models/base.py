@@ -53,7 +53,7 @@ class ForecastModel(ABC):
     """Base class: subclasses implement ``fit``, ``predict_mean`` and their JSON state (+ extra files)."""
 
     name: ClassVar[str]
-    min_points: ClassVar[int] = 2  # least history (grid rows with CPU) needed to fit
+    min_points: int = 2  # least history (grid rows with CPU) needed to fit; an instance may raise it
 
     def __init__(self, period: int = 300, horizon: int = 12) -> None:
         self.period = period

@@ -68,7 +68,7 @@ class NaiveModel(BaselineModel):
     """Every step equals the last CPU value seen."""
 
     name: ClassVar[str] = "naive"
-    min_points: ClassVar[int] = 1
+    min_points: int = 1
 
     def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
         return np.full(horizon, last_value(history, self.name))
@@ -114,7 +114,7 @@ class LinearModel(BaselineModel):
     """Least-squares line through the last hour of CPU, extrapolated from the origin (``predict_linear``)."""
 
     name: ClassVar[str] = "linear"
-    min_points: ClassVar[int] = 2
+    min_points: int = 2
 
     def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
         return linear_extrapolation(history["cpu"], horizon, self.period, self.name)
