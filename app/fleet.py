@@ -94,8 +94,8 @@ def build_fleet_table(
     """One row per instance, worst first: level, then sooner crossing, then higher peak relative to the limit."""
     by_instance = {f.instance_id: f for f in forecasts}
     alerts: dict[str, AlertRecord] = {}
-    for alert in open_alerts:
-        alerts.setdefault(alert.instance_id, alert)
+    for opened in open_alerts:
+        alerts.setdefault(opened.instance_id, opened)
     rows = []
     for inst in instances:
         iid = inst.instance_id

@@ -212,7 +212,7 @@ def step_alert(change: AlertChange, forecast: ForecastRecord | None, threshold: 
     row = change.row
     crossing = find_crossing(forecast, threshold, settings.alert_on, now) if forecast else None
     if row["state"] == "cleared":  # only pending ones (within the grace period) are stepped
-        if crossing is not None and row["outcome"] is None and now < int(row["cleared_at"]) + grace:
+        if forecast is not None and crossing is not None and row["outcome"] is None and now < int(row["cleared_at"]) + grace:
             change.set(state="open", cleared_at=None, below_count=0, updated_at=now)
             _update_crossing(change, crossing, threshold, forecast.model)
             change.events.append(("reopened", describe(crossing, threshold, forecast.model)))

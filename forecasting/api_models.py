@@ -343,8 +343,8 @@ def build_instances(store: Store) -> InstanceList:
     """Every monitored instance with its newest sample, champion and open alert."""
     runs = store.runs.latest()
     open_alerts: dict[str, AlertRecord] = {}
-    for alert in store.alerts.open():
-        open_alerts.setdefault(alert.instance_id, alert)  # newest first
+    for opened in store.alerts.open():
+        open_alerts.setdefault(opened.instance_id, opened)  # newest first
     out = []
     for inst in store.samples.instances():
         run, alert = runs.get(inst.instance_id), open_alerts.get(inst.instance_id)

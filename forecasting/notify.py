@@ -249,7 +249,7 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
         cpu = store.samples.series(iid, start=now - CHART_HOURS * 3600, end=now, metrics=["cpu"]).get("cpu", ([], []))
         images[f"chart-{len(images)}"] = forecast_chart(cpu, forecasts.get(iid), fleet_threshold(store, iid, settings),
                                                         alert.crossing_ts if alert else None, title=iid)
-    sections = [
+    sections: list[tuple[str, list[str], Sequence[Sequence[Any]]]] = [
         ("Fleet", ["instance", "name", "CPU now %", "threshold %", "forecast peak %", "champion", "state"], fleet),
         ("Open alerts", ["instance", "opened", "predicted crossing", "peak %", "model", "basis", "emailed"], alerts_rows),
         ("Model scores (latest run of each instance)", ["model", "champion of", "instances", "median MASE", "median MAPE %", "median coverage"], score_rows),

@@ -76,8 +76,8 @@ class StoreCollector(Collector):
             if run.champion:
                 champion.add_metric([iid], {"model": run.champion})
         for score in store.runs.scores():
-            run = runs.get(score.instance_id)
-            if run is not None and score.model == run.champion and score.mase is not None:
+            latest = runs.get(score.instance_id)
+            if latest is not None and score.model == latest.champion and score.mase is not None:
                 mase.add_metric([score.instance_id, score.model], float(score.mase))
         try:
             stored = realised_scores(store, now)  # the realised accuracy the worker stores (forecasting/scoring.py)

@@ -57,10 +57,9 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
         for inst in store.samples.instances():
             scores = [_score(rng, model) for model in MODEL_NAMES]
             champion = min(scores, key=lambda s: s["mase"])["model"]
-            run = {"instance_id": inst.instance_id, "started_at": now - 900, "finished_at": now - 600,
-                   "train_start": now - 86_400, "train_end": now - 900, "points": 288, "champion": champion,
-                   "model_dir": f"models/{inst.instance_id}/bench"}
-            store.runs.record(run, scores, [])
+            store.runs.record({"instance_id": inst.instance_id, "started_at": now - 900, "finished_at": now - 600,
+                               "train_start": now - 86_400, "train_end": now - 900, "points": 288, "champion": champion,
+                               "model_dir": f"models/{inst.instance_id}/bench"}, scores, [])
         runs = store.runs.latest()
         stored = 0
         for cycle in range(cycles):
@@ -271,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         server = start_server(db, port, args.workers)
         try:
-            ids = [inst.instance_id for inst in Store(db, readonly=True).instances()]
+            with Store(db, readonly=True) as store:
+                ids = [inst.instance_id for inst in store.samples.instances()]
             random.Random(3).shuffle(ids)
             base = f"http://127.0.0.1:{port}"
             asyncio.run(load(base, "warm-up", [f"/predictions?instance={i}" for i in ids], args.clients, 500, args.client))

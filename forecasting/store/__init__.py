@@ -22,8 +22,18 @@ from forecasting.store.jobs import Heartbeat, Jobs
 from forecasting.store.runs import BacktestPoint, Runs, Score, TrainingRun
 from forecasting.store.samples import Instance, Samples
 
-__all__ = ["MIGRATIONS", "AlertEvent", "AlertRecord", "BacktestPoint", "ForecastRecord", "Heartbeat", "Instance", "Score",
-           "Store", "TrainingRun"]
+__all__ = [
+    "MIGRATIONS",
+    "AlertEvent",
+    "AlertRecord",
+    "BacktestPoint",
+    "ForecastRecord",
+    "Heartbeat",
+    "Instance",
+    "Score",
+    "Store",
+    "TrainingRun",
+]
 
 
 class Store:

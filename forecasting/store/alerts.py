@@ -95,9 +95,11 @@ class Alerts:
         """Insert one alert (the ``ALERT_COLUMNS`` of ``values``; others are ignored); returns its alert_id."""
         names = [name for name in ALERT_COLUMNS if name in values]
         with self.db.transaction() as conn:
-            cur = conn.execute(f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                               [values[name] for name in names])
-        return int(cur.lastrowid)
+            cur = conn.execute(
+                f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [values[name] for name in names],
+            )
+        return int(cur.lastrowid or 0)
 
     def update(self, alert_id: int, values: dict[str, Any]) -> None:
         """Set some columns of one alert (a name that is not an ``ALERT_COLUMNS`` one is refused)."""
@@ -107,10 +109,14 @@ class Alerts:
         if not values:
             return
         with self.db.transaction() as conn:
-            conn.execute(f"UPDATE alerts SET {', '.join(f'{name} = ?' for name in values)} WHERE alert_id = ?",
-                         [*values.values(), alert_id])
+            conn.execute(
+                f"UPDATE alerts SET {', '.join(f'{name} = ?' for name in values)} WHERE alert_id = ?",
+                [*values.values(), alert_id],
+            )
 
     def add_event(self, alert_id: int, ts: int, kind: str, detail: str | None = None) -> None:
         """Append one state change of an alert to ``alert_events``."""
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO alert_events (alert_id, ts, kind, detail) VALUES (?, ?, ?, ?)", (alert_id, int(ts), kind, detail))
+            conn.execute(
+                "INSERT INTO alert_events (alert_id, ts, kind, detail) VALUES (?, ?, ?, ?)", (alert_id, int(ts), kind, detail)
+            )

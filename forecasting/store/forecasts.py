@@ -55,7 +55,14 @@ class Forecasts:
             conn.executemany(
                 "INSERT INTO forecasts (instance_id, run_id, model, is_champion, made_at, origin_ts, timestamps, mean, lower, upper) "
                 "VALUES (:instance_id, :run_id, :model, :is_champion, :made_at, :origin_ts, :timestamps, :mean, :lower, :upper)",
-                [{**r, "is_champion": int(bool(r["is_champion"])), **{k: json.dumps([_round(x) for x in r[k]]) for k in ARRAYS}} for r in rows],
+                [
+                    {
+                        **r,
+                        "is_champion": int(bool(r["is_champion"])),
+                        **{k: json.dumps([_round(x) for x in r[k]]) for k in ARRAYS},
+                    }
+                    for r in rows
+                ],
             )
 
     def latest(self, instance_id: str | None = None, champion_only: bool = True) -> list[ForecastRecord]:
@@ -66,14 +73,19 @@ class Forecasts:
             where += " AND instance_id = ?"
             params.append(instance_id)
         group = "instance_id" if champion_only else "instance_id, model"
-        rows = self.db.query(f"{SELECT} WHERE forecast_id IN (SELECT MAX(forecast_id) FROM forecasts {where} GROUP BY {group}) "
-                             "ORDER BY instance_id, model", params)
+        rows = self.db.query(
+            f"{SELECT} WHERE forecast_id IN (SELECT MAX(forecast_id) FROM forecasts {where} GROUP BY {group}) "
+            "ORDER BY instance_id, model",
+            params,
+        )
         return [ForecastRecord.from_row(r) for r in rows]
 
     def champion_before(self, instance_id: str, made_by: int) -> ForecastRecord | None:
         """The newest champion forecast of an instance made at or before ``made_by``, or None."""
-        rows = self.db.query(f"{SELECT} WHERE instance_id = ? AND is_champion = 1 AND made_at <= ? ORDER BY forecast_id DESC LIMIT 1",
-                             (instance_id, int(made_by)))
+        rows = self.db.query(
+            f"{SELECT} WHERE instance_id = ? AND is_champion = 1 AND made_at <= ? ORDER BY forecast_id DESC LIMIT 1",
+            (instance_id, int(made_by)),
+        )
         return ForecastRecord.from_row(rows[0]) if rows else None
 
     def made_between(self, after: int, until: int) -> list[ForecastRecord]:
@@ -83,8 +95,10 @@ class Forecasts:
 
     def champion_times(self) -> dict[str, int]:
         """When each instance's latest champion forecast was made (index walk, as ``latest``)."""
-        rows = self.db.query("SELECT instance_id, made_at FROM forecasts WHERE forecast_id IN "
-                             "(SELECT MAX(forecast_id) FROM forecasts WHERE is_champion = 1 GROUP BY instance_id)")
+        rows = self.db.query(
+            "SELECT instance_id, made_at FROM forecasts WHERE forecast_id IN "
+            "(SELECT MAX(forecast_id) FROM forecasts WHERE is_champion = 1 GROUP BY instance_id)"
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     def prune(self, keep_after: int) -> int:

@@ -37,8 +37,16 @@ class Jobs:
         self.db = db
 
     # ---- heartbeats --------------------------------------------------------
-    def record_heartbeat(self, job: str, started_at: float, duration: float, error: str | None, detail: str | None = None,
-                         state: str | None = None, counts: dict[str, int] | None = None) -> None:
+    def record_heartbeat(
+        self,
+        job: str,
+        started_at: float,
+        duration: float,
+        error: str | None,
+        detail: str | None = None,
+        state: str | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         """Remember the last run of a worker job.
 
         ``state`` is 'ok', 'degraded' (it ran, but part of it failed: ``error`` says what first) or 'failed';
@@ -52,8 +60,17 @@ class Jobs:
                 "ON CONFLICT(job) DO UPDATE SET started_at = excluded.started_at, finished_at = excluded.finished_at, "
                 "duration_seconds = excluded.duration_seconds, ok = excluded.ok, error = excluded.error, detail = excluded.detail, "
                 "state = excluded.state, counts = excluded.counts",
-                (job, int(started_at), int(started_at + duration), round(duration, 3), int(state == "ok"), error, detail,
-                 state, json.dumps(counts or {})),
+                (
+                    job,
+                    int(started_at),
+                    int(started_at + duration),
+                    round(duration, 3),
+                    int(state == "ok"),
+                    error,
+                    detail,
+                    state,
+                    json.dumps(counts or {}),
+                ),
             )
 
     def heartbeats(self) -> dict[str, Heartbeat]:
@@ -61,11 +78,22 @@ class Jobs:
 
         Rows written before jobs had a state (schema version 2) read as 'ok' or 'failed' from their ``ok`` flag.
         """
-        rows = self.db.query("SELECT job, started_at, finished_at, duration_seconds, ok, error, detail, state, counts "
-                             "FROM heartbeats ORDER BY job")
-        return {job: Heartbeat(job, started, finished, duration, state or ("ok" if ok else "failed"), error, detail,
-                               json.loads(counts) if counts else {})
-                for job, started, finished, duration, ok, error, detail, state, counts in rows}
+        rows = self.db.query(
+            "SELECT job, started_at, finished_at, duration_seconds, ok, error, detail, state, counts FROM heartbeats ORDER BY job"
+        )
+        return {
+            job: Heartbeat(
+                job,
+                started,
+                finished,
+                duration,
+                state or ("ok" if ok else "failed"),
+                error,
+                detail,
+                json.loads(counts) if counts else {},
+            )
+            for job, started, finished, duration, ok, error, detail, state, counts in rows
+        }
 
     # ---- meta --------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -76,7 +104,9 @@ class Jobs:
     def set_meta(self, key: str, value: str) -> None:
         """Set a small persistent value."""
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)
+            )
 
     # ---- the retrain queue -------------------------------------------------
     def retrain_requests(self) -> set[str]:

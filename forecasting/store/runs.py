@@ -69,7 +69,9 @@ class Runs:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def record(self, run: dict[str, Any], scores: list[dict[str, Any]], backtest: list[tuple[str, int, int, float, float, float, float]]) -> int:
+    def record(
+        self, run: dict[str, Any], scores: list[dict[str, Any]], backtest: list[tuple[str, int, int, float, float, float, float]]
+    ) -> int:
         """Store one training run with its model scores and backtest points, atomically; returns run_id.
 
         ``run`` keys: instance_id, started_at, finished_at, train_start, train_end, points, champion, model_dir.
@@ -81,7 +83,7 @@ class Runs:
                 "VALUES (:instance_id, :started_at, :finished_at, :train_start, :train_end, :points, :champion, :model_dir)",
                 run,
             )
-            run_id = int(cur.lastrowid)
+            run_id = int(cur.lastrowid or 0)
             conn.executemany(
                 f"INSERT INTO model_scores (run_id, instance_id, {', '.join(SCORE_FIELDS)}) VALUES (?, ?, {', '.join('?' * len(SCORE_FIELDS))})",
                 [(run_id, run["instance_id"], *(_finite_or_none(s.get(f)) for f in SCORE_FIELDS)) for s in scores],
@@ -99,14 +101,18 @@ class Runs:
 
     def latest(self) -> dict[str, TrainingRun]:
         """The newest training run of every instance."""
-        rows = self.db.query(f"SELECT {columns(TrainingRun)} FROM training_runs WHERE run_id IN "
-                             "(SELECT MAX(run_id) FROM training_runs GROUP BY instance_id)")
+        rows = self.db.query(
+            f"SELECT {columns(TrainingRun)} FROM training_runs WHERE run_id IN "
+            "(SELECT MAX(run_id) FROM training_runs GROUP BY instance_id)"
+        )
         return {run.instance_id: run for run in (TrainingRun(*row) for row in rows)}
 
     def history(self, instance_id: str, limit: int = 100) -> list[TrainingRun]:
         """Training runs of one instance, newest first (the champion's history)."""
-        rows = self.db.query(f"SELECT {columns(TrainingRun)} FROM training_runs WHERE instance_id = ? ORDER BY run_id DESC LIMIT ?",
-                             (instance_id, limit))
+        rows = self.db.query(
+            f"SELECT {columns(TrainingRun)} FROM training_runs WHERE instance_id = ? ORDER BY run_id DESC LIMIT ?",
+            (instance_id, limit),
+        )
         return [TrainingRun(*row) for row in rows]
 
     def scores(self, run_id: int | None = None) -> list[Score]:
@@ -114,13 +120,17 @@ class Runs:
         if run_id is not None:
             rows = self.db.query(f"SELECT {columns(Score)} FROM model_scores WHERE run_id = ? ORDER BY model", (run_id,))
         else:
-            rows = self.db.query(f"SELECT {columns(Score)} FROM model_scores WHERE run_id IN "
-                                 "(SELECT MAX(run_id) FROM training_runs GROUP BY instance_id) ORDER BY instance_id, model")
+            rows = self.db.query(
+                f"SELECT {columns(Score)} FROM model_scores WHERE run_id IN "
+                "(SELECT MAX(run_id) FROM training_runs GROUP BY instance_id) ORDER BY instance_id, model"
+            )
         return [Score(*row) for row in rows]
 
     def backtest_points(self, run_id: int) -> list[BacktestPoint]:
         """The backtest of one run, by model, origin and step."""
-        rows = self.db.query(f"SELECT {columns(BacktestPoint)} FROM backtest_points WHERE run_id = ? ORDER BY model, origin_ts, ts", (run_id,))
+        rows = self.db.query(
+            f"SELECT {columns(BacktestPoint)} FROM backtest_points WHERE run_id = ? ORDER BY model, origin_ts, ts", (run_id,)
+        )
         return [BacktestPoint(*row) for row in rows]
 
 

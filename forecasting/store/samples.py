@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -75,8 +76,9 @@ class Samples:
         return Instance(*rows[0]) if rows else None
 
     # ---- series ----------------------------------------------------------
-    def series(self, instance_id: str, start: int | None = None, end: int | None = None,
-               metrics: Iterable[str] | None = None) -> dict[str, Series]:
+    def series(
+        self, instance_id: str, start: int | None = None, end: int | None = None, metrics: Iterable[str] | None = None
+    ) -> dict[str, Series]:
         """Samples of one instance as {metric: (timestamps, values)}, oldest first, ``start <= ts <= end``."""
         sql = "SELECT metric, ts, value FROM samples WHERE instance_id = ? AND ts >= ? AND ts <= ?"
         params: list[Any] = [instance_id, start if start is not None else -(2**62), end if end is not None else 2**62]
@@ -110,7 +112,7 @@ class Samples:
         ts = np.asarray(stamps, dtype=np.int64)
         vals = np.asarray(values, dtype=float)
         cuts = [0, *(k for k in range(1, len(ids)) if ids[k] != ids[k - 1]), len(ids)]
-        return {ids[a]: (ts[a:b], vals[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)}
+        return {ids[a]: (ts[a:b], vals[a:b]) for a, b in pairwise(cuts)}
 
     def latest_values(self, metric: str = "cpu") -> dict[str, tuple[int, float]]:
         """The newest (ts, value) of one metric for every instance."""

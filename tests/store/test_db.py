@@ -27,7 +27,18 @@ def test_wal_mode_and_schema_version(store: Store) -> None:
         assert plain.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
     tables = {r[0] for r in store.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"samples", "instances", "training_runs", "model_scores", "backtest_points", "forecasts", "alerts", "alert_events", "heartbeats", "meta"} <= tables
+    assert {
+        "samples",
+        "instances",
+        "training_runs",
+        "model_scores",
+        "backtest_points",
+        "forecasts",
+        "alerts",
+        "alert_events",
+        "heartbeats",
+        "meta",
+    } <= tables
     columns = [(r["name"], r["type"], r["pk"]) for r in store.db.query("PRAGMA table_info(samples)")]
     assert columns == [("instance_id", "TEXT", 1), ("metric", "TEXT", 2), ("ts", "INTEGER", 3), ("value", "REAL", 0)]
     assert store.db.query("PRAGMA integrity_check")[0][0] == "ok"
@@ -69,13 +80,12 @@ def test_paths_with_uri_characters_open_the_named_file(tmp_path: Path, name: str
 def test_a_transaction_that_raises_leaves_nothing(store: Store) -> None:
     store.samples.upsert(cpu_rows("i-a", 2))
     store.jobs.set_meta("k", "before")
-    with pytest.raises(RuntimeError, match="boom"):
-        with store.transaction():
-            store.samples.upsert(cpu_rows("i-b", 100))
-            store.samples.upsert_instance("i-b", "web", 80, T0)
-            store.jobs.set_meta("k", "after")  # a repository's own transaction joins the outer one
-            assert store.samples.count() == 102  # visible inside
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), store.transaction():
+        store.samples.upsert(cpu_rows("i-b", 100))
+        store.samples.upsert_instance("i-b", "web", 80, T0)
+        store.jobs.set_meta("k", "after")  # a repository's own transaction joins the outer one
+        assert store.samples.count() == 102  # visible inside
+        raise RuntimeError("boom")
     assert store.samples.count() == 2 and store.samples.instances() == [] and store.jobs.get_meta("k") == "before"
     with store.transaction():  # the store is usable afterwards
         store.samples.upsert(cpu_rows("i-c", 1))
@@ -85,11 +95,10 @@ def test_a_transaction_that_raises_leaves_nothing(store: Store) -> None:
 def test_a_failed_nested_transaction_undoes_only_its_own_writes(store: Store) -> None:
     with store.transaction():
         store.samples.upsert(cpu_rows("i-a", 3))
-        with pytest.raises(RuntimeError, match="inner"):
-            with store.transaction():
-                store.samples.upsert(cpu_rows("i-b", 4))
-                store.jobs.set_meta("k", "inner")
-                raise RuntimeError("inner")
+        with pytest.raises(RuntimeError, match="inner"), store.transaction():
+            store.samples.upsert(cpu_rows("i-b", 4))
+            store.jobs.set_meta("k", "inner")
+            raise RuntimeError("inner")
         store.jobs.set_meta("k", "outer")
     assert store.samples.count() == 3 and store.jobs.get_meta("k") == "outer"
     assert set(store.samples.newest_per_series()) == {("i-a", "cpu")}
@@ -100,12 +109,41 @@ def test_repositories_share_one_connection_and_its_transaction(tmp_path: Path) -
     with Store(db) as store, Store(db, readonly=True) as reader:
         with store.transaction():
             store.samples.upsert_instance("i-a", None, 80, T0)
-            store.runs.record({"instance_id": "i-a", "started_at": T0, "finished_at": T0, "train_start": None, "train_end": None,
-                               "points": 0, "champion": None, "model_dir": None}, [], [])
-            store.alerts.add_event(store.alerts.insert({"instance_id": "i-a", "state": "open", "opened_at": T0, "updated_at": T0,
-                                                        "threshold": 80.0, "crossing_ts": T0, "lead_minutes": 0.0, "peak": 90.0,
-                                                        "model": "naive", "basis": "mean"}), T0, "opened")
-            assert reader.samples.instances() == [] and reader.runs.latest() == {} and reader.alerts.open() == []  # nothing until commit
+            store.runs.record(
+                {
+                    "instance_id": "i-a",
+                    "started_at": T0,
+                    "finished_at": T0,
+                    "train_start": None,
+                    "train_end": None,
+                    "points": 0,
+                    "champion": None,
+                    "model_dir": None,
+                },
+                [],
+                [],
+            )
+            store.alerts.add_event(
+                store.alerts.insert(
+                    {
+                        "instance_id": "i-a",
+                        "state": "open",
+                        "opened_at": T0,
+                        "updated_at": T0,
+                        "threshold": 80.0,
+                        "crossing_ts": T0,
+                        "lead_minutes": 0.0,
+                        "peak": 90.0,
+                        "model": "naive",
+                        "basis": "mean",
+                    }
+                ),
+                T0,
+                "opened",
+            )
+            assert (
+                reader.samples.instances() == [] and reader.runs.latest() == {} and reader.alerts.open() == []
+            )  # nothing until commit
         assert [i.instance_id for i in reader.samples.instances()] == ["i-a"] and list(reader.runs.latest()) == ["i-a"]
         assert [e.kind for e in reader.alerts.events(reader.alerts.open()[0].alert_id)] == ["opened"]
 

@@ -27,7 +27,9 @@ def test_heartbeats_record_the_last_run_of_each_job(store: Store) -> None:
     assert not beats["ingest"].ok and not beats["retrain"].ok
     store.jobs.record_heartbeat("ingest", T0 + 600, 1.23456, None, "ok")
     assert (store.jobs.heartbeats()["ingest"].ok, store.jobs.heartbeats()["ingest"].duration_seconds) == (True, 1.235)
-    store.jobs.record_heartbeat("retrain", T0 + 600, 3.0, "1 problem(s): i-1: boom", "retrained 1/2", "degraded", {"trained": 1, "failed": 1})
+    store.jobs.record_heartbeat(
+        "retrain", T0 + 600, 3.0, "1 problem(s): i-1: boom", "retrained 1/2", "degraded", {"trained": 1, "failed": 1}
+    )
     degraded = store.jobs.heartbeats()["retrain"]
     assert (degraded.ok, degraded.state, degraded.counts) == (False, "degraded", {"trained": 1, "failed": 1})
     assert store.db.query("SELECT ok FROM heartbeats WHERE job = 'ingest'")[0][0] == 1  # the column users query stays 0/1
@@ -35,8 +37,11 @@ def test_heartbeats_record_the_last_run_of_each_job(store: Store) -> None:
 
 def test_heartbeats_written_before_jobs_had_a_state_read_from_their_ok_flag(store: Store) -> None:
     with store.transaction() as conn:  # as a version-2 worker left them: no state, no counts
-        conn.executemany("INSERT INTO heartbeats (job, started_at, finished_at, duration_seconds, ok, error, detail) "
-                         "VALUES (?, ?, ?, 1.0, ?, ?, NULL)", [("ingest", T0, T0 + 1, 1, None), ("retrain", T0, T0 + 1, 0, "boom")])
+        conn.executemany(
+            "INSERT INTO heartbeats (job, started_at, finished_at, duration_seconds, ok, error, detail) "
+            "VALUES (?, ?, ?, 1.0, ?, ?, NULL)",
+            [("ingest", T0, T0 + 1, 1, None), ("retrain", T0, T0 + 1, 0, "boom")],
+        )
     beats = store.jobs.heartbeats()
     assert (beats["ingest"].state, beats["ingest"].ok, beats["ingest"].counts) == ("ok", True, {})
     assert (beats["retrain"].state, beats["retrain"].ok, beats["retrain"].error) == ("failed", False, "boom")

@@ -13,14 +13,39 @@ from tests.store import T0
 
 
 def a_run(instance: str = "i-a", champion: str | None = "naive") -> dict:
-    return {"instance_id": instance, "started_at": T0, "finished_at": T0 + 30, "train_start": T0 - 86_400, "train_end": T0,
-            "points": 288, "champion": champion, "model_dir": f"models/{instance}/1"}
+    return {
+        "instance_id": instance,
+        "started_at": T0,
+        "finished_at": T0 + 30,
+        "train_start": T0 - 86_400,
+        "train_end": T0,
+        "points": 288,
+        "champion": champion,
+        "model_dir": f"models/{instance}/1",
+    }
 
 
 def test_training_runs_store_nan_scores_as_null_and_read_back_typed(store: Store) -> None:
     scores = [
-        {"model": "naive", "status": "ok", "mape": 5.5, "smape": np.float64(5.0), "mase": 1.2, "rmse": 3.0, "coverage": 0.9, "fit_seconds": 0.01, "predict_seconds": 0.001},
-        {"model": "lstm", "status": "skipped", "reason": "too little history", "mape": math.nan, "mase": np.float64("nan"), "rmse": math.inf},
+        {
+            "model": "naive",
+            "status": "ok",
+            "mape": 5.5,
+            "smape": np.float64(5.0),
+            "mase": 1.2,
+            "rmse": 3.0,
+            "coverage": 0.9,
+            "fit_seconds": 0.01,
+            "predict_seconds": 0.001,
+        },
+        {
+            "model": "lstm",
+            "status": "skipped",
+            "reason": "too little history",
+            "mape": math.nan,
+            "mase": np.float64("nan"),
+            "rmse": math.inf,
+        },
     ]
     backtest = [("naive", T0 - 3600, T0 - 3300 + 300 * k, 10.0, 11.0, 9.0, 13.0) for k in range(3)]
     run_id = store.runs.record(a_run(), scores, backtest)
@@ -41,7 +66,12 @@ def test_scores_of_every_instances_latest_run_come_by_instance_then_model(store:
     ok = [{"model": m, "status": "ok", "mase": 1.0} for m in ("naive", "arima")]
     store.runs.record(a_run("i-b"), ok, [])
     store.runs.record(a_run("i-a"), ok, [])
-    assert [(s.instance_id, s.model) for s in store.runs.scores()] == [("i-a", "arima"), ("i-a", "naive"), ("i-b", "arima"), ("i-b", "naive")]
+    assert [(s.instance_id, s.model) for s in store.runs.scores()] == [
+        ("i-a", "arima"),
+        ("i-a", "naive"),
+        ("i-b", "arima"),
+        ("i-b", "naive"),
+    ]
 
 
 def test_a_training_run_with_a_bad_row_is_not_half_stored(store: Store) -> None:
@@ -53,7 +83,11 @@ def test_a_training_run_with_a_bad_row_is_not_half_stored(store: Store) -> None:
 
 
 def test_nan_backtest_points_are_left_out_and_the_run_kept(store: Store) -> None:
-    points = [("naive", T0, T0 + 300, 1.0, 1.0, 0.0, 2.0), ("naive", T0, T0 + 600, None, 1.0, 0.0, 2.0), ("naive", T0, T0 + 900, 1.0, math.nan, 0.0, 2.0)]
+    points = [
+        ("naive", T0, T0 + 300, 1.0, 1.0, 0.0, 2.0),
+        ("naive", T0, T0 + 600, None, 1.0, 0.0, 2.0),
+        ("naive", T0, T0 + 900, 1.0, math.nan, 0.0, 2.0),
+    ]
     run_id = store.runs.record(a_run(), [{"model": "naive", "status": "ok"}], points)
     assert [p.ts for p in store.runs.backtest_points(run_id)] == [T0 + 300]
 

@@ -40,9 +40,14 @@ def test_non_finite_values_are_dropped_and_the_rest_written(store: Store) -> Non
 
 
 def test_series_latest_values_and_newest_timestamps(store: Store) -> None:
-    store.samples.upsert(cpu_rows("i-a", 6) + [("i-a", "memory", T0 + 300 * k, 50.0 + k) for k in range(6)] + cpu_rows("i-b", 3, value=70))
+    store.samples.upsert(
+        cpu_rows("i-a", 6) + [("i-a", "memory", T0 + 300 * k, 50.0 + k) for k in range(6)] + cpu_rows("i-b", 3, value=70)
+    )
     window = store.samples.series("i-a", start=T0 + 600, end=T0 + 1200)
-    assert {m: ts.tolist() for m, (ts, _) in window.items()} == {"cpu": [T0 + 600, T0 + 900, T0 + 1200], "memory": [T0 + 600, T0 + 900, T0 + 1200]}
+    assert {m: ts.tolist() for m, (ts, _) in window.items()} == {
+        "cpu": [T0 + 600, T0 + 900, T0 + 1200],
+        "memory": [T0 + 600, T0 + 900, T0 + 1200],
+    }
     assert window["cpu"][0].dtype == np.int64 and window["cpu"][1].dtype == float
     assert list(store.samples.series("i-a", metrics=["memory"])) == ["memory"]
     assert store.samples.series("i-none") == {}
