@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from app.fleet import build_fleet_table
+from forecasting.clock import DAY, HOUR
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings, SettingsError, load_settings
 from forecasting.store import AlertRecord, ForecastRecord, Heartbeat, Instance, Store, TrainingRun
@@ -28,8 +29,7 @@ CACHE_TTL = 15
 """Seconds a cached read stays fresh: short, as the worker writes every few minutes."""
 REFRESH_SECONDS = 30
 """How often live fragments (Fleet, Instance, Alerts) re-run themselves."""
-DAY = 86_400
-PAST_FORECAST_SECONDS = 3600
+PAST_FORECAST_SECONDS = HOUR
 """The Instance page draws the deployed forecast made this long (or more) before the newest sample over the actuals."""
 
 
@@ -77,10 +77,10 @@ def _frame(rows: Sequence[Any]) -> pd.DataFrame:
 
 # ---- fleet ---------------------------------------------------------------
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
-def load_fleet(db: str | None, margin: float) -> pd.DataFrame:
-    """The Fleet table (see :func:`app.fleet.build_fleet_table`) for the database at ``db``."""
+def load_fleet(db: str | None, alert_on: str, margin: float) -> pd.DataFrame:
+    """The Fleet table (see :func:`app.fleet.build_fleet_table`) for the database at ``db``, by the alert rule's settings."""
     if not _ready(db):
-        return build_fleet_table([], {}, [], {}, [], int(time.time()), margin)
+        return build_fleet_table([], {}, [], {}, [], int(time.time()), alert_on, margin)
     s = store(db)
     return build_fleet_table(
         s.samples.instances(),
@@ -89,6 +89,7 @@ def load_fleet(db: str | None, margin: float) -> pd.DataFrame:
         s.runs.latest(),
         s.alerts.open(),
         int(time.time()),
+        alert_on,
         margin,
     )
 
@@ -133,7 +134,7 @@ def load_instance(db: str, instance_id: str, hours: float) -> InstanceView | Non
     newest = s.samples.newest_ts(instance_id)
     samples: dict[str, Series] = {}
     if newest is not None:
-        samples = s.samples.series(instance_id, start=newest - int(hours * 3600), end=newest)
+        samples = s.samples.series(instance_id, start=newest - int(hours * HOUR), end=newest)
     runs = s.runs.history(instance_id, limit=1)
     return InstanceView(
         instance=inst,

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecasting.backtest import mase_scale
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY, HOUR
+from forecasting.features import to_frame
 from forecasting.ingest import LATE_DATA_SECONDS
 from forecasting.realised import FIELDS, ErrorSums, score_forecast, total
 from forecasting.settings import Settings
@@ -72,7 +73,7 @@ def score_realised(store: Store, settings: Settings, now: int) -> ScoringReport:
         for f in forecasts:
             scored = score_forecast(*(np.asarray(series, dtype=float) for series in (f.timestamps, f.mean, f.lower, f.upper)),
                                     ts, cpu, scale)
-            hour = f.made_at // 3600 * 3600
+            hour = f.made_at // HOUR * HOUR
             for model in (f.model, "auto") if f.is_champion else (f.model,):
                 count, previous = sums.get((instance_id, model, hour), (0, ErrorSums()))
                 sums[(instance_id, model, hour)] = (count + 1, previous + scored)
