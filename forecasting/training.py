@@ -80,7 +80,9 @@ def _finite(value: Any) -> float | None:
 
 
 def prepare_frame(samples: Samples, settings: Settings, now: int | None = None) -> pd.DataFrame:
-    """Samples → the training frame: nothing after ``now``, the last ``train_days``, no empty CPU rows at either end."""
+    """Samples → the training frame: configured metrics only, nothing after ``now``, the last ``train_days``, no empty
+    CPU rows at either end."""
+    samples = {m: series for m, series in samples.items() if m in settings.metrics}  # a metric turned off stops at once
     if now is not None:
         samples = {m: (np.asarray(ts)[np.asarray(ts) <= now], np.asarray(v)[np.asarray(ts) <= now]) for m, (ts, v) in samples.items()}
     frame = to_frame(samples, settings.period)

@@ -74,7 +74,8 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     if run is None:
         ui.no_models_help()
     past = view["past"]
-    figure = charts.instance_figure(samples, forecasts, threshold, (run or {}).get("champion"), show_all, crossing, past)
+    figure = charts.instance_figure(samples, forecasts, threshold, (run or {}).get("champion"), show_all, crossing, past,
+                                    config.metrics)
     st.plotly_chart(figure, key="instance_chart", config={"displaylogo": False})
     if champion:
         st.caption(f"Forecast by {champion['model']} made {ago_text(champion['made_at'], now)} from data up to "

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from forecasting.metrics import default_metrics
+
 Kind = Literal["baseline", "statistical", "neural", "fleet", "combination"]
 
 
@@ -35,7 +37,7 @@ class ModelFamily:
         return self.kind == "combination"
 
 
-_ALL_METRICS = ("cpu", "memory", "network_in", "network_out")
+_ALL_METRICS = tuple(default_metrics())  # and any other metric HEADROOM_METRICS turns on (forecasting.metrics)
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (
