@@ -64,8 +64,11 @@ class Metric:
     def names(self) -> set[str]:
         """Every name an export may give this metric, normalised (lower case, ``_`` between words)."""
         cloudwatch = [self.name, *(metric_name for _, _, metric_name in self.variants)]
-        return {normalise(n) for n in (self.key, *self.aliases)} | {normalise(n) for n in cloudwatch} | {
-            snake_case(n) for n in cloudwatch}
+        return (
+            {normalise(n) for n in (self.key, *self.aliases)}
+            | {normalise(n) for n in cloudwatch}
+            | {snake_case(n) for n in cloudwatch}
+        )
 
     def plausible(self, value: float) -> bool:
         """Finite and within the range give or take the tolerance."""
@@ -106,18 +109,71 @@ PERCENT_TOLERANCE = 1.0
 METRICS: dict[str, Metric] = {
     metric.key: metric
     for metric in (
-        Metric("cpu", "AWS/EC2", "CPUUtilization", "Average", unit="Percent", label="CPU", symbol="%", required=True,
-               high=100.0, tolerance=PERCENT_TOLERANCE, aliases=("cpu_percent", "value")),
-        Metric("memory", "CWAgent", "mem_used_percent", "Average", unit="Percent", label="memory", symbol="%", discover=True,
-               high=100.0, tolerance=PERCENT_TOLERANCE, aliases=("mem",), variants=(("legacy", "System/Linux", "MemoryUtilization"),)),
-        Metric("network_in", "AWS/EC2", "NetworkIn", "Sum", unit="Bytes", label="network in", symbol="bytes",
-               panel="network bytes", scaling="log1p", aliases=("net_in",)),
-        Metric("network_out", "AWS/EC2", "NetworkOut", "Sum", unit="Bytes", label="network out", symbol="bytes",
-               panel="network bytes", scaling="log1p", aliases=("net_out",)),
+        Metric(
+            "cpu",
+            "AWS/EC2",
+            "CPUUtilization",
+            "Average",
+            unit="Percent",
+            label="CPU",
+            symbol="%",
+            required=True,
+            high=100.0,
+            tolerance=PERCENT_TOLERANCE,
+            aliases=("cpu_percent", "value"),
+        ),
+        Metric(
+            "memory",
+            "CWAgent",
+            "mem_used_percent",
+            "Average",
+            unit="Percent",
+            label="memory",
+            symbol="%",
+            discover=True,
+            high=100.0,
+            tolerance=PERCENT_TOLERANCE,
+            aliases=("mem",),
+            variants=(("legacy", "System/Linux", "MemoryUtilization"),),
+        ),
+        Metric(
+            "network_in",
+            "AWS/EC2",
+            "NetworkIn",
+            "Sum",
+            unit="Bytes",
+            label="network in",
+            symbol="bytes",
+            panel="network bytes",
+            scaling="log1p",
+            aliases=("net_in",),
+        ),
+        Metric(
+            "network_out",
+            "AWS/EC2",
+            "NetworkOut",
+            "Sum",
+            unit="Bytes",
+            label="network out",
+            symbol="bytes",
+            panel="network bytes",
+            scaling="log1p",
+            aliases=("net_out",),
+        ),
         # Off by default: turning it on adds a query per burstable instance and a chart panel, and feeds LSTM/TCN one more
         # input. Only T-family instances publish it, so it is discovered with ListMetrics like memory.
-        Metric("cpu_credits", "AWS/EC2", "CPUCreditBalance", "Average", unit="Count", label="CPU credits", symbol="credits",
-               panel="CPU credits", default=False, discover=True),
+        Metric(
+            "cpu_credits",
+            "AWS/EC2",
+            "CPUCreditBalance",
+            "Average",
+            unit="Count",
+            label="CPU credits",
+            symbol="credits",
+            panel="CPU credits",
+            default=False,
+            discover=True,
+        ),
     )
 }
 """Every declared metric by key, in the order charts and messages list them (the target first)."""

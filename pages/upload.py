@@ -13,8 +13,16 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, data, nav, ui
-from app.upload import (VALIDATE_CHOICES, backtest_frame, describe, forecast_csv, forecast_dict, forecast_json,
-                        scores_frame, validate_models)
+from app.upload import (
+    VALIDATE_CHOICES,
+    backtest_frame,
+    describe,
+    forecast_csv,
+    forecast_dict,
+    forecast_json,
+    scores_frame,
+    validate_models,
+)
 from forecasting.metrics import METRICS, TARGET
 from forecasting.models import MODEL_NAMES
 from forecasting.sources.export import ExportError, ParsedExport, parse_export

@@ -27,8 +27,17 @@ from forecasting.store import Store
 from tests.test_features import demo_samples
 
 P = 300
-EBS_READ = Metric("ebs_read", "AWS/EC2", "EBSReadBytes", "Sum", unit="Bytes", label="EBS read", symbol="bytes",
-                  scaling="log1p", aliases=("disk_read",))
+EBS_READ = Metric(
+    "ebs_read",
+    "AWS/EC2",
+    "EBSReadBytes",
+    "Sum",
+    unit="Bytes",
+    label="EBS read",
+    symbol="bytes",
+    scaling="log1p",
+    aliases=("disk_read",),
+)
 """The metric these tests add: everything Headroom needs to know about it, in one declaration."""
 
 
@@ -41,8 +50,15 @@ def ebs_read() -> Iterator[Metric]:
 
 
 def cw_settings(tmp_path: Path, metrics: list[str]) -> Settings:
-    return load_settings(source="cloudwatch", db=tmp_path / "headroom.db", train_days=0.25, instances=[], instance_tag=None,
-                         thresholds={}, metrics=metrics)
+    return load_settings(
+        source="cloudwatch",
+        db=tmp_path / "headroom.db",
+        train_days=0.25,
+        instances=[],
+        instance_tag=None,
+        thresholds={},
+        metrics=metrics,
+    )
 
 
 def stored(db: Path) -> dict[tuple[str, str], dict[int, float]]:
@@ -59,7 +75,13 @@ def test_the_built_in_declarations() -> None:
     assert list(METRICS)[:4] == ["cpu", "memory", "network_in", "network_out"] == default_metrics()
     assert [m.key for m in METRICS.values() if m.required] == ["cpu"]
     cpu, memory, net_in = metric("cpu"), metric("memory"), metric("network_in")
-    assert (cpu.namespace, cpu.name, cpu.statistic, cpu.unit, cpu.axis) == ("AWS/EC2", "CPUUtilization", "Average", "Percent", "CPU %")
+    assert (cpu.namespace, cpu.name, cpu.statistic, cpu.unit, cpu.axis) == (
+        "AWS/EC2",
+        "CPUUtilization",
+        "Average",
+        "Percent",
+        "CPU %",
+    )
     assert memory.cloudwatch_name("cwagent") == ("CWAgent", "mem_used_percent")
     assert memory.cloudwatch_name("legacy") == ("System/Linux", "MemoryUtilization")
     assert net_in.axis == metric("network_out").axis == "network bytes"  # one panel for both directions
@@ -101,8 +123,9 @@ def test_a_declared_metric_flows_from_cloudwatch_to_the_store_and_the_features(a
         samples = store.samples(ids[0])
     assert report.errors == []
     queries = [q["MetricStat"] for q in sent[0]["MetricDataQueries"] if q["MetricStat"]["Metric"]["MetricName"] == "EBSReadBytes"]
-    assert sorted((q["Metric"]["Namespace"], q["Stat"], q["Metric"]["Dimensions"][0]["Value"]) for q in queries) == sorted([
-        ("AWS/EC2", "Sum", ids[0]), ("AWS/EC2", "Sum", ids[1])])  # not discovered: asked of every instance
+    assert sorted((q["Metric"]["Namespace"], q["Stat"], q["Metric"]["Dimensions"][0]["Value"]) for q in queries) == sorted(
+        [("AWS/EC2", "Sum", ids[0]), ("AWS/EC2", "Sum", ids[1])]
+    )  # not discovered: asked of every instance
     data = stored(settings.db)
     assert data[(ids[0], "ebs_read")] == reads and (ids[1], "ebs_read") not in data
     frame = to_frame(samples, P)
@@ -119,10 +142,18 @@ def test_a_declared_metric_flows_from_cloudwatch_to_the_store_and_the_features(a
 def test_a_declared_metric_is_read_from_exports_and_charted(ebs_read: Metric) -> None:
     t0 = 1_760_000_100
     stamps = ["2025-10-09T08:55:00Z", "2025-10-09T09:00:00Z"]
-    doc = {"MetricDataResults": [
-        {"Id": "cpu", "Label": "CPUUtilization", "Timestamps": stamps, "Values": [10.0, 12.0], "StatusCode": "Complete"},
-        {"Id": "m2", "Label": "i-0abc1234def567890 EBSReadBytes", "Timestamps": stamps, "Values": [5.0, 6.0], "StatusCode": "Complete"},
-    ]}
+    doc = {
+        "MetricDataResults": [
+            {"Id": "cpu", "Label": "CPUUtilization", "Timestamps": stamps, "Values": [10.0, 12.0], "StatusCode": "Complete"},
+            {
+                "Id": "m2",
+                "Label": "i-0abc1234def567890 EBSReadBytes",
+                "Timestamps": stamps,
+                "Values": [5.0, 6.0],
+                "StatusCode": "Complete",
+            },
+        ]
+    }
     parsed = parse_export(json.dumps(doc), instance="i-0abc1234def567890")
     assert parsed.series["i-0abc1234def567890"]["ebs_read"][1].tolist() == [5.0, 6.0]
     csv = parse_export("timestamp,cpu,disk_read\n1760000100,10,7\n", instance="i-0abc1234def567890")
@@ -181,8 +212,19 @@ def test_neural_models_train_without_an_input_and_predict_when_one_goes_missing(
     from forecasting.models.neural import LstmModel, TcnModel
     from forecasting.settings import ModelParams
 
-    tiny = ModelParams(lookback=12, units=4, layers=1, dilations=[1, 2], kernel_size=2, epochs=2, batch_size=32,
-                       learning_rate=0.01, patience=1, max_windows=300, seed=3)
+    tiny = ModelParams(
+        lookback=12,
+        units=4,
+        layers=1,
+        dilations=[1, 2],
+        kernel_size=2,
+        epochs=2,
+        batch_size=32,
+        learning_rate=0.01,
+        patience=1,
+        max_windows=300,
+        seed=3,
+    )
     model_class = {"lstm": LstmModel, "tcn": TcnModel}[family]
     no_memory = to_frame(demo_samples(2.2, index=4), P)  # the cache: no memory column at all
     fitted = model_class(period=P, horizon=6, params=tiny).fit(no_memory)

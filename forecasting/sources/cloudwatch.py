@@ -277,6 +277,6 @@ class CloudWatchSource:
         for query_id, status in last_status.items():
             if status == "PartialData":  # no page left, yet CloudWatch says more exists
                 problems.setdefault(query_id, set()).add("PartialData after the last page")
-        for query_id, notes in sorted(problems.items()):
+        for query_id, found in sorted(problems.items()):
             request = by_id[query_id]
-            result.errors.append(f"{request.instance_id} {request.metric}: {'; '.join(sorted(notes))}")
+            result.errors.append(f"{request.instance_id} {request.metric}: {'; '.join(sorted(found))}")

@@ -317,8 +317,8 @@ def parse_csv_export(text: str, instance: str = "upload", name: str = "export") 
     if ts_col is None:
         raise ExportError(f"{name}: no timestamp column (expected one of {', '.join(TIMESTAMP_COLUMNS)})")
     iid_col = lowered.index("instance_id") if "instance_id" in lowered else None
-    columns = {i: metric_key(h) for i, h in enumerate(header) if i not in (ts_col, iid_col)}
-    columns = {i: m for i, m in columns.items() if m is not None}
+    named = {i: metric_key(h) for i, h in enumerate(header) if i not in (ts_col, iid_col)}
+    columns = {i: key for i, key in named.items() if key is not None}
     for metric in set(columns.values()):
         same = [header[i] for i, m in columns.items() if m == metric]
         if len(same) > 1:
