@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecasting.clock import HOUR
 from forecasting.metrics import METRICS, TARGET
 from forecasting.models import BASELINES
 
@@ -92,7 +93,7 @@ def forecast_json(forecast: dict[str, Any], instance_id: str) -> str:
 def describe(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     """One line about an uploaded series: metrics, points, time span (and the declared metrics it lacks)."""
     ts = series[TARGET][0]
-    span_h = (int(ts[-1]) - int(ts[0])) / 3600 if len(ts) > 1 else 0.0
+    span_h = (int(ts[-1]) - int(ts[0])) / HOUR if len(ts) > 1 else 0.0
     metrics = ", ".join(key for key in METRICS if key in series)
     missing = [key for key, metric in METRICS.items() if metric.default and key not in series]
     return (f"{len(ts)} CPU points over {span_h:.1f} h ({_iso(int(ts[0]))} → {_iso(int(ts[-1]))}); metrics: {metrics}"

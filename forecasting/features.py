@@ -12,13 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecasting.clock import DAY, WEEK
 from forecasting.metrics import METRICS, TARGET, inputs
 
 MAX_FILLED_GAP_SECONDS = 30 * 60
 """Gaps up to 30 min are interpolated; longer ones stay NaN, and windows never cross them."""
 
-DAY = 86_400
-WEEK = 7 * DAY
 MIN_INPUT_COVERAGE = 0.9
 """An input metric becomes a model column only where it has values on at least this share of the rows with CPU."""
 

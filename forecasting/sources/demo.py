@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecasting.clock import DAY
 from forecasting.metrics import default_metrics
 from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest
 
-DAY = 86_400
-WEEK = 7 * DAY
 SIMULATED = ("cpu", "memory", "network_in", "network_out")
 """The metrics the demo has a simulation for (see :meth:`DemoSource.values`); others it never publishes."""
 
