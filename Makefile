@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # HEADROOM_API_HOST, HEADROOM_API_WORKERS);
 # everything else, the database included, from the settings (environment or headroom.toml).
 
-.PHONY: run test worker dashboard api install install-dev browser clean bench
+.PHONY: run test lint worker dashboard api install install-dev browser clean bench
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ dashboard: install
 
 api: install
 	$(PY) -m forecasting api --workers $${HEADROOM_API_WORKERS:-2}
+
+# Lint, format and type checks (configured in pyproject.toml); `make test` runs them first.
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: install-dev browser
 	$(PY) -m pytest

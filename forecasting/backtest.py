@@ -232,12 +232,14 @@ def choose_deployed(backtests: dict[str, ModelBacktest]) -> str | None:
     combined = next((b for b in backtests.values() if FAMILIES.get(b.model) and FAMILIES[b.model].combines), None)
     if combined is None:
         return choose_champion([{"model": n, "status": "ok", "mase": b.scores.get("mase")} for n, b in backtests.items()])
-    halves = {name: (b.choosing_mase, b.calibrating_mase) for name, b in backtests.items()}
-    target = halves[combined.model]
+    halves = {name: (b.choosing_mase, b.calibrating_mase) for name, b in backtests.items()
+              if b.choosing_mase is not None and b.calibrating_mase is not None}
+    if combined.model not in halves:
+        return combined.model
+    first_target, second_target = halves[combined.model]
     rank = {name: i for i, name in enumerate(FAMILIES)}
     clear = [name for name, (first, second) in halves.items()
-             if name != combined.model and None not in (first, second, *target)
-             and first < (1 - CLEAR_EDGE) * target[0] and second < (1 - CLEAR_EDGE) * target[1]]
+             if name != combined.model and first < (1 - CLEAR_EDGE) * first_target and second < (1 - CLEAR_EDGE) * second_target]
     if not clear:
         return combined.model
-    return min(clear, key=lambda name: (sum(halves[name]), rank.get(name, len(rank))))  # type: ignore[arg-type]
+    return min(clear, key=lambda name: (sum(halves[name]), rank.get(name, len(rank))))

@@ -6,7 +6,18 @@ and too narrow in the busy part (coverage far below nominal right when it matter
 residual is divided by the *local scale* at its origin (the mean absolute 5-minute change of CPU
 over the ``SCALE_WINDOW`` steps up to it, never below a floor), the conformal quantiles are
 taken of those ratios per horizon step, and a forecast's bounds are ``mean + quantile × its own
-local scale`` (locally weighted split conformal, Lei et al. 2018). Every function is pure.
+local scale`` (locally weighted split conformal, Lei et al. 2018).
+
+Conformal coverage assumes tomorrow's errors look like the calibration day's. CPU traces break
+that (a deploy, a misconfigured scaling group, a new batch job), and a model trained two days ago
+keeps its old interval until the next retrain. So a deployed model also recalibrates as it goes
+(:func:`recent_bounds`): its own forecasts from the origins of the last ``RECENT_ROWS`` steps
+whose outcome is already known are scored against what happened, and their scaled residuals join
+the stored calibration set before the quantiles are taken. Right after training the recent origins
+are the calibration day itself; as days pass they are genuinely new, out-of-sample errors of the
+very model that is forecasting, so the interval follows a regime change within hours instead of
+waiting for a retrain (conformal prediction under drift with a recent window, Barber et al. 2023).
+Every function is pure.
 """
 
 from __future__ import annotations
@@ -27,6 +38,10 @@ FLOOR_SHARE = 0.25
 """The scale never drops below this share of its median over the calibration origins (a flat hour is no promise)."""
 MIN_FLOOR = 0.01
 """Absolute floor of the scale, CPU points, so a constant series still gets finite ratios."""
+RECENT_ROWS = 288
+"""How far back (steps; one day at 5 min) a deployed model's own recent errors are used."""
+RECENT_EVERY = 3
+"""One recent origin every this many steps (15 min at 5 min, like the backtest's origins)."""
 
 
 def local_scale(cpu: np.ndarray, rows: np.ndarray, window: int = SCALE_WINDOW) -> np.ndarray:
@@ -81,6 +96,7 @@ class Calibration:
     offsets: np.ndarray  # [horizon, 2]: lower ≤ 0 ≤ upper
     floor: float = 1.0  # smallest local scale used, CPU points
     adaptive: bool = True
+    ratios: np.ndarray | None = None  # [origins, steps]: the scaled residuals the offsets came from
 
     def scales(self, cpu: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The scale each origin's offsets are multiplied by (1 for a fixed interval)."""
@@ -100,11 +116,60 @@ class Calibration:
         return np.clip(mean + scale * chosen[:, 0], 0.0, 100.0), np.clip(mean + scale * chosen[:, 1], 0.0, 100.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"offsets": np.asarray(self.offsets, dtype=float).tolist(), "floor": float(self.floor), "adaptive": self.adaptive}
+        out: dict[str, Any] = {"offsets": np.asarray(self.offsets, dtype=float).tolist(), "floor": float(self.floor),
+                               "adaptive": self.adaptive}
+        if self.ratios is not None:  # NaN (no actual) is stored as null
+            rounded = np.round(np.asarray(self.ratios, dtype=float), 4)
+            out["ratios"] = [[v if np.isfinite(v) else None for v in row] for row in rounded.tolist()]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        return cls(np.asarray(data["offsets"], dtype=float), float(data.get("floor", 1.0)), bool(data.get("adaptive", True)))
+        ratios = data.get("ratios")
+        return cls(np.asarray(data["offsets"], dtype=float), float(data.get("floor", 1.0)), bool(data.get("adaptive", True)),
+                   None if ratios is None else np.array(ratios, dtype=float))
+
+
+def recent_origins(rows: np.ndarray, window: int = RECENT_ROWS, every: int = RECENT_EVERY) -> np.ndarray:
+    """The past origins whose errors recalibrate forecasts from ``rows``: every ``every`` steps, up to ``window`` before."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.empty(0, dtype=np.int64)
+    first = max(0, int(rows.min()) - window)
+    return np.arange(first - first % every, int(rows.max()), every, dtype=np.int64)
+
+
+def recent_bounds(calibration: Calibration, cpu: np.ndarray, mean: np.ndarray, rows: np.ndarray,
+                  past: np.ndarray, past_mean: np.ndarray, window: int = RECENT_ROWS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of forecasts ``mean`` [rows, steps] recalibrated with the model's own recent errors.
+
+    ``past_mean`` are the same model's forecasts from the ``past`` origins (``recent_origins``).
+    For the forecast from row ``r``, a past forecast counts at step ``s`` only if its origin lies
+    in the ``window`` steps before ``r`` and its target ``origin + s`` is at or before ``r``
+    (already observed then). Those scaled residuals join the stored ones (``calibration.ratios``)
+    and the per-step conformal quantiles are taken of the union.
+    """
+    cpu = np.asarray(cpu, dtype=float)
+    rows, past = np.asarray(rows, dtype=np.int64), np.asarray(past, dtype=np.int64)
+    mean = np.atleast_2d(np.asarray(mean, dtype=float))
+    steps = mean.shape[1]
+    targets = past[:, None] + np.arange(1, steps + 1)
+    actual = np.where(targets < len(cpu), cpu[np.minimum(targets, len(cpu) - 1)], np.nan)
+    ratios = (actual - np.asarray(past_mean, dtype=float)[:, :steps]) / calibration.scales(cpu, past)[:, None]
+    known = np.atleast_2d(np.asarray(calibration.ratios, dtype=float))[:, :steps]
+    stored = np.full((len(known), steps), np.nan)
+    stored[:, : known.shape[1]] = known
+    scales = calibration.scales(cpu, rows)
+    lower, upper = np.empty_like(mean), np.empty_like(mean)
+    for i, row in enumerate(rows):
+        near = (past >= row - window) & (past < row)
+        recent = np.where(targets[near] <= row, ratios[near], np.nan)
+        offsets = conformal_offsets(np.vstack([stored, recent]))
+        one = Calibration(offsets, calibration.floor)
+        low, high = one.bounds(mean[i: i + 1], scales[i: i + 1])
+        lower[i], upper[i] = low[0], high[0]
+    return lower, upper
 
 
 def calibrate(residuals: np.ndarray, scales: np.ndarray, confidence: float = CONFIDENCE) -> Calibration:
@@ -112,7 +177,8 @@ def calibrate(residuals: np.ndarray, scales: np.ndarray, confidence: float = CON
     scales = np.asarray(scales, dtype=float)
     seen = scales[np.isfinite(scales)]
     floor = max(FLOOR_SHARE * float(np.median(seen)), MIN_FLOOR) if len(seen) else 1.0
-    return Calibration(conformal_offsets(np.asarray(residuals, dtype=float) / floored(scales, floor)[:, None], confidence), floor)
+    ratios = np.asarray(residuals, dtype=float) / floored(scales, floor)[:, None]
+    return Calibration(conformal_offsets(ratios, confidence), floor, ratios=ratios)
 
 
 def cross_fitted_bounds(actual: np.ndarray, mean: np.ndarray, scales: np.ndarray,

@@ -48,7 +48,7 @@ def fleet_dir(settings: Settings) -> Path:
 
 def learnable_rows(samples: Samples, settings: Settings, now: int) -> tuple[np.ndarray, int]:
     """CPU of the frame ``train_instance`` would build at ``now``, and its backtest split (rows before it may be learned)."""
-    frame = prepare_frame(samples, settings, now)
+    frame = prepare_frame(samples, settings.period, settings.train_days, now)
     if len(frame) == 0:
         return np.empty(0), 0
     plan = plan_backtest(frame, settings.period, settings.horizon, settings.backtest_days)

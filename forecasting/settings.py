@@ -273,7 +273,7 @@ def _one_line(error: ValidationError) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Read and validate settings; raise SettingsError with one clear line on a bad value."""
     try:
-        return Settings(**overrides)
+        return Settings(**overrides)  # type: ignore[arg-type]  # each value is validated by pydantic here
     except SettingsError:
         raise
     except ValidationError as error:

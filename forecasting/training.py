@@ -59,7 +59,7 @@ class TrainingResult:
 
 @dataclass
 class _Outcome:
-    """One model's result inside a run: its backtest (or why it was skipped) and its refit model."""
+    """One model's result inside a run: its backtest (or why it was skipped) and its fitted, deployable model."""
 
     name: str
     backtest: ModelBacktest | None = None
@@ -79,27 +79,28 @@ def _finite(value: Any) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def prepare_frame(samples: Samples, settings: Settings, now: int | None = None) -> pd.DataFrame:
+def prepare_frame(samples: Samples, period: int, train_days: float, now: int | None = None) -> pd.DataFrame:
     """Samples → the training frame: nothing after ``now``, the last ``train_days``, no empty CPU rows at either end."""
     if now is not None:
         samples = {m: (np.asarray(ts)[np.asarray(ts) <= now], np.asarray(v)[np.asarray(ts) <= now]) for m, (ts, v) in samples.items()}
-    frame = to_frame(samples, settings.period)
+    frame = to_frame(samples, period)
     if len(frame) == 0 or "cpu" not in frame or not frame["cpu"].notna().any():
         return pd.DataFrame(columns=["cpu"], index=pd.Index([], dtype=np.int64, name="ts"))
     seen = np.flatnonzero(frame["cpu"].notna().to_numpy())
     frame = frame.iloc[seen[0]: seen[-1] + 1]
-    start = int(frame.index[-1]) - int(settings.train_days * DAY)
+    start = int(frame.index[-1]) - int(train_days * DAY)
     return frame.loc[start + 1:]
 
 
-def models_for(frame: pd.DataFrame, settings: Settings, models: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+def models_for(frame: pd.DataFrame, configured: list[str], requested: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """Models to train on this frame, and the ones left out with why (each family declares the history it needs).
 
-    A combination brings the configured single models it combines along.
+    ``requested`` defaults to the ``configured`` set; a combination brings the configured single
+    models it combines along.
     """
-    names = list(models or settings.models)
+    names = list(requested or configured)
     if any(family(n).combines for n in names):
-        names += [n for n in settings.models if n not in names and not family(n).combines]
+        names += [n for n in configured if n not in names and not family(n).combines]
     span_days = (int(frame.index[-1]) - int(frame.index[0])) / DAY if len(frame) else 0.0
     left_out = {name: f"needs {family(name).min_history_days:g} days of history, has {span_days:.1f} d"
                 for name in names if span_days < family(name).min_history_days}
@@ -182,10 +183,10 @@ def _no_data_outcomes(names: list[str], frame: pd.DataFrame) -> list[_Outcome]:
 
 def train_instance(instance_id: str, samples: Samples, settings: Settings, now: int,
                    progress: Progress | None = None) -> TrainingResult:
-    """Backtest and refit every configured model for one instance, save them, choose the champion."""
+    """Fit and backtest every configured model for one instance once, save them, choose what is deployed."""
     clock = time.perf_counter()
-    frame = prepare_frame(samples, settings, now)
-    names, left_out = models_for(frame, settings)
+    frame = prepare_frame(samples, settings.period, settings.train_days, now)
+    names, left_out = models_for(frame, settings.models)
     outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, progress, instance_id)
     saved = [o for o in outcomes if o.model is not None and o.backtest is not None]
     model_dir = _save_run(instance_id, saved, settings, now) if saved else None
@@ -197,7 +198,7 @@ def train_instance(instance_id: str, samples: Samples, settings: Settings, now: 
 
 
 def _save_run(instance_id: str, outcomes: list[_Outcome], settings: Settings, now: int) -> str | None:
-    """Save each refit model under a temporary run directory, rename it into place, prune old runs."""
+    """Save each fitted model under a temporary run directory, rename it into place, prune old runs."""
     base = Path(settings.models_dir).resolve() / folder_name(instance_id)
     stamp = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{time.time_ns():016x}"  # sorts in creation order
     tmp, final = base / f".{stamp}.tmp", base / stamp
@@ -234,8 +235,8 @@ def validate_samples(samples: Samples, settings: Settings, models: list[str] | N
                      progress: Progress | None = None) -> TrainingResult:
     """Backtest the models on uploaded samples and choose a champion; writes no files."""
     clock, started = time.perf_counter(), int(time.time())
-    frame = prepare_frame(samples, settings)
-    names, left_out = models_for(frame, settings, models)
+    frame = prepare_frame(samples, settings.period, settings.train_days)
+    names, left_out = models_for(frame, settings.models, models)
     outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, progress, "upload")
     result = _result("upload", frame, outcomes, left_out, started, time.perf_counter() - clock, None)
     _report(progress, f"done: champion {result.champion or 'none'}", 1.0)
@@ -246,11 +247,11 @@ def predict_samples(samples: Samples, settings: Settings, model: str = "auto", h
                     progress: Progress | None = None) -> Forecast:
     """Forecast after the last sample with ``model`` (``auto``: what training would deploy), with calibrated bounds."""
     horizon = horizon or settings.horizon
-    frame = prepare_frame(samples, settings)
+    frame = prepare_frame(samples, settings.period, settings.train_days)
     if len(frame) == 0:
         raise ModelError("no CPU samples to forecast from")
     wanted = None if model == "auto" else [model]
-    names, left_out = models_for(frame, settings, wanted)
+    names, left_out = models_for(frame, settings.models, wanted)
     if model != "auto" and model not in names:
         raise ModelError(f"{model}: {left_out.get(model, 'not available for these samples')}")
     outcomes = _evaluate(frame, settings, names, horizon, progress, "upload")

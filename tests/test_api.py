@@ -355,15 +355,16 @@ async def test_time_limit_answers_503_and_the_slot_stays_taken(worker_db: Path, 
         assert slow.status_code == 503 and slow.json()["detail"].startswith("the request took longer than the 0.05 s limit")
         busy = await session.post("/predict?model=naive", content=export_body)  # the LSTM still trains in its thread
         assert busy.status_code == 503 and busy.json()["detail"].startswith("busy") and busy.headers["retry-after"]
+        freed = False
         for _ in range(600):
             if state.take_slot():
                 state.release_slot()
+                freed = True
                 break
             await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the slot was not released after the LSTM's thread ended")
-        done = await session.post("/predict?model=naive", content=export_body)  # served, not "busy": the slot is free
-        assert done.status_code == 200 or not done.json()["detail"].startswith("busy"), done.text  # naive may outrun 0.05 s
+        assert freed  # the slot comes back once the LSTM's thread ends
+        done = await session.post("/predict?model=naive", content=export_body)
+        assert not done.json().get("detail", "").startswith("busy"), done.text  # (it may still hit the 0.05 s limit on a slow machine)
 
 
 async def test_training_runs_off_the_event_loop(api: httpx.AsyncClient, export_body: bytes) -> None:  # noqa: F811

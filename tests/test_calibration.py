@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecasting.calibration import Calibration, calibrate, local_scale
+from forecasting.calibration import Calibration, calibrate, local_scale, recent_bounds, recent_origins
 from forecasting.features import to_frame
 from forecasting.models.registry import load_model
 from forecasting.settings import load_settings
@@ -58,3 +58,57 @@ def test_the_deployed_model_covers_90_percent_of_new_data_with_known_noise(tmp_p
     assert 0.85 <= covered <= 0.95, f"{result.champion}: coverage {covered:.3f} on unseen data"
     half_width = float(np.median(upper - mean))
     assert 3.0 < half_width < 3 * 1.645 * 3.0  # wider than one sigma of noise, not absurdly wide
+
+
+def _flat_forecasts(rows: np.ndarray, level: float = 50.0, steps: int = 12) -> np.ndarray:
+    return np.full((len(rows), steps), level)
+
+
+def _shifted_trace(seed: int) -> tuple[np.ndarray, int]:
+    """Noise of a known size around 50, then the level jumps by 8 points (a regime a flat model misses)."""
+    rng = np.random.default_rng(seed)
+    cpu = 50 + rng.normal(scale=2.0, size=3 * 288)
+    shift = 2 * 288
+    cpu[shift:] += 8.0
+    return cpu, shift
+
+
+def test_recent_errors_bring_coverage_back_after_a_level_shift() -> None:
+    cpu, shift = _shifted_trace(seed=3)
+    before = np.arange(288, shift - 12, 3)  # the calibration day, before the shift
+    ahead = before[:, None] + np.arange(1, 13)
+    calibration = calibrate(cpu[ahead] - 50.0, local_scale(cpu, before))
+    rows = np.arange(shift + 96, len(cpu) - 12)  # from 8 hours after the shift on
+    actual = cpu[rows[:, None] + np.arange(1, 13)]
+    fixed_low, fixed_high = calibration.bounds(_flat_forecasts(rows), calibration.scales(cpu, rows))
+    past = recent_origins(rows)
+    low, high = recent_bounds(calibration, cpu, _flat_forecasts(rows), rows, past, _flat_forecasts(past))
+    fixed = float(np.mean((actual >= fixed_low) & (actual <= fixed_high)))
+    recent = float(np.mean((actual >= low) & (actual <= high)))
+    assert fixed < 0.5  # the stored interval alone misses the new level
+    assert recent >= 0.85, f"coverage with recent errors {recent:.3f}"
+
+
+def test_recent_recalibration_never_reads_an_actual_after_the_origin() -> None:
+    cpu, shift = _shifted_trace(seed=4)
+    before = np.arange(288, shift - 12, 3)
+    calibration = calibrate(cpu[before[:, None] + np.arange(1, 13)] - 50.0, local_scale(cpu, before))
+    rows = np.array([shift + 60])
+    past = recent_origins(rows)
+    bounds = recent_bounds(calibration, cpu, _flat_forecasts(rows), rows, past, _flat_forecasts(past))
+    future = cpu.copy()
+    future[rows[0] + 1:] = 99.0  # whatever happens next must not change this forecast's interval
+    again = recent_bounds(calibration, future, _flat_forecasts(rows), rows, past, _flat_forecasts(past))
+    assert np.array_equal(bounds[0], again[0]) and np.array_equal(bounds[1], again[1])
+    assert past.max() < rows[0] and past.min() >= rows[0] - 288
+
+
+def test_a_calibration_keeps_its_residuals_through_json() -> None:
+    rng = np.random.default_rng(2)
+    calibration = calibrate(rng.normal(size=(20, 3)), rng.uniform(1, 2, size=20))
+    calibration.ratios[0, 2] = np.nan  # an origin whose last step had no actual
+    back = Calibration.from_dict(calibration.to_dict())
+    assert np.allclose(back.ratios, calibration.ratios, atol=1e-4, equal_nan=True)
+    assert np.isnan(back.ratios[0, 2]) and np.array_equal(back.offsets, calibration.offsets)
+    legacy = Calibration.from_dict({"offsets": [[-1.0, 1.0]], "floor": 0.5})  # saved before residuals were kept
+    assert legacy.ratios is None and legacy.adaptive

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -193,9 +194,9 @@ def series_from(data_dir: Path, command: str) -> list[tuple[str, Samples]] | Non
 
 def summarise(replays: list[SeriesReplay], models: list[str]) -> dict:
     """The results document: per series per model metrics, the last champion, and per-model medians."""
-    series = [{"name": r.name, "points": r.points, "models": {m: r.metrics(m) for m in models},
+    series: list[dict[str, Any]] = [{"name": r.name, "points": r.points, "models": {m: r.metrics(m) for m in models},
                "champion": r.retrains[-1]["champion"] if r.retrains else None} for r in replays]
-    summary = {}
+    summary: dict[str, dict[str, float | None]] = {}
     for model in models:
         mases = [s["models"][model]["mase"] for s in series if s["models"][model]["mase"] is not None]
         relative = [s["models"][model]["mase"] / s["models"]["naive"]["mase"] for s in series

@@ -68,7 +68,7 @@ class ArimaModel(ForecastModel):
     """Regression on daily Fourier terms with ARIMA errors; see the module docstring."""
 
     name: ClassVar[str] = "arima"
-    min_points: ClassVar[int] = MIN_POINTS
+    min_points: int = MIN_POINTS
 
     def __init__(self, period: int = 300, horizon: int = 12) -> None:
         super().__init__(period, horizon)
@@ -110,6 +110,7 @@ class ArimaModel(ForecastModel):
         if best is None:
             raise ModelError("arima: no order of the grid could be estimated on this series")
         _, self.terms, self.coef, self.order, start = best
+        assert start is not None  # _choose_order returns a start with every order it returns
         self.params = _maximum_likelihood(z - fourier_terms(ts, self.terms) @ self.coef, self.order, start)
         self.history = frame[["cpu"]]
         return self

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from forecasting.calibration import Calibration
+from forecasting.calibration import Calibration, recent_bounds, recent_origins
 from forecasting.features import future_timestamps
 
 
@@ -53,7 +53,7 @@ class ForecastModel(ABC):
     """Base class: subclasses implement ``fit``, ``predict_mean`` and their JSON state (+ extra files)."""
 
     name: ClassVar[str]
-    min_points: ClassVar[int] = 2  # least history (grid rows with CPU) needed to fit
+    min_points: int = 2  # least history (grid rows with CPU) needed to fit; an instance may raise it
 
     def __init__(self, period: int = 300, horizon: int = 12) -> None:
         self.period = period
@@ -107,7 +107,12 @@ class ForecastModel(ABC):
         if self.calibration is None:
             return mean, mean.copy(), mean.copy()
         cpu = frame["cpu"].to_numpy(dtype=float)
-        lower, upper = self.calibration.bounds(mean, self.calibration.scales(cpu, rows))
+        if self.calibration.adaptive and self.calibration.ratios is not None:
+            past = recent_origins(rows)
+            past_mean = np.clip(np.asarray(self.predict_at(frame, past, horizon), dtype=float).reshape(len(past), horizon), 0.0, 100.0)
+            lower, upper = recent_bounds(self.calibration, cpu, mean, rows, past, past_mean)
+        else:
+            lower, upper = self.calibration.bounds(mean, self.calibration.scales(cpu, rows))
         return mean, lower, upper
 
     def predict(self, horizon: int | None = None, history: pd.DataFrame | None = None) -> Forecast:

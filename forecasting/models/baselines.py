@@ -20,6 +20,16 @@ TREND_SECONDS = 3600
 """The linear baseline fits the last hour, as a Prometheus ``predict_linear(cpu[1h], ...)`` rule does."""
 
 
+def last_values(cpu: np.ndarray, rows: np.ndarray, name: str) -> np.ndarray:
+    """The newest CPU value that is not missing at or before each row (all rows at once)."""
+    cpu = np.asarray(cpu, dtype=float)
+    seen = np.where(np.isfinite(cpu), np.arange(len(cpu)), -1)
+    newest = np.maximum.accumulate(seen)[rows] if len(cpu) else np.full(len(rows), -1)
+    if np.any(newest < 0):
+        raise ModelError(f"{name}: no CPU value to forecast from")
+    return cpu[newest]
+
+
 def last_value(history: pd.DataFrame, name: str) -> float:
     """The newest CPU value that is not missing."""
     cpu = history["cpu"].to_numpy(dtype=float) if "cpu" in history else np.empty(0)
@@ -58,10 +68,15 @@ class NaiveModel(BaselineModel):
     """Every step equals the last CPU value seen."""
 
     name: ClassVar[str] = "naive"
-    min_points: ClassVar[int] = 1
+    min_points: int = 1
 
     def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
         return np.full(horizon, last_value(history, self.name))
+
+    def predict_at(self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        horizon = horizon or self.horizon
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.repeat(last_values(frame["cpu"].to_numpy(dtype=float), rows, self.name)[:, None], horizon, axis=1)
 
 
 class SeasonalNaiveModel(BaselineModel):
@@ -82,15 +97,50 @@ class SeasonalNaiveModel(BaselineModel):
             values[missing] = last_value(history, self.name)
         return values
 
+    def predict_at(self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        horizon = horizon or self.horizon
+        rows = np.asarray(rows, dtype=np.int64)
+        cpu = frame["cpu"].to_numpy(dtype=float)
+        day_ago = rows[:, None] + np.arange(1, horizon + 1) - DAY // self.period  # the grid is regular
+        values = np.where(day_ago >= 0, cpu[np.clip(day_ago, 0, None)], np.nan)
+        missing = ~np.isfinite(values)
+        if missing.any():
+            fallback = np.repeat(last_values(cpu, rows, self.name)[:, None], horizon, axis=1)
+            values[missing] = fallback[missing]
+        return values
+
 
 class LinearModel(BaselineModel):
     """Least-squares line through the last hour of CPU, extrapolated from the origin (``predict_linear``)."""
 
     name: ClassVar[str] = "linear"
-    min_points: ClassVar[int] = 2
+    min_points: int = 2
 
     def predict_mean(self, horizon: int, history: pd.DataFrame) -> np.ndarray:
         return linear_extrapolation(history["cpu"], horizon, self.period, self.name)
+
+    def predict_at(self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        """The same least-squares line as ``linear_extrapolation``, for all origins at once (the grid is regular)."""
+        horizon = horizon or self.horizon
+        rows = np.asarray(rows, dtype=np.int64)
+        cpu = frame["cpu"].to_numpy(dtype=float)
+        width = max(1, TREND_SECONDS // self.period)  # the samples of the last hour, the origin's included
+        padded = np.concatenate([np.full(width - 1, np.nan), cpu])
+        y = np.lib.stride_tricks.sliding_window_view(padded, width)[rows]
+        ok = np.isfinite(y)
+        count = ok.sum(axis=1)
+        x = self.period * (np.arange(width) - (width - 1.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x_mean = (ok * x).sum(axis=1) / count
+            y_mean = np.where(ok, y, 0.0).sum(axis=1) / count
+            dx = np.where(ok, x - x_mean[:, None], 0.0)
+            slope = (dx * np.where(ok, y - y_mean[:, None], 0.0)).sum(axis=1) / (dx**2).sum(axis=1)
+        steps = self.period * np.arange(1, horizon + 1, dtype=float)
+        line = (y_mean - slope * x_mean)[:, None] + slope[:, None] * steps
+        flat = count < 2
+        if flat.any():  # the trend is unknown: the last value, as in linear_extrapolation
+            line[flat] = last_values(cpu, rows[flat], self.name)[:, None]
+        return line
 
 
 def linear_extrapolation(cpu: pd.Series, horizon: int, period: int, name: str = "linear") -> np.ndarray:

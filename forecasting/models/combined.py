@@ -42,7 +42,7 @@ class CombinedModel(ForecastModel):
     """Median of member models' point forecasts; members are fitted and saved on their own."""
 
     name: ClassVar[str] = "combined"
-    min_points: ClassVar[int] = 1
+    min_points: int = 1
 
     def __init__(self, period: int = 300, horizon: int = 12) -> None:
         super().__init__(period, horizon)

@@ -44,7 +44,7 @@ class FleetModel(ForecastModel):
     """Forecasts with the fleet-wide coefficients from this instance's own recent CPU."""
 
     name: ClassVar[str] = "fleet"
-    min_points: ClassVar[int] = MIN_POINTS
+    min_points: int = MIN_POINTS
 
     def __init__(self, period: int = 300, horizon: int = 12, source: str | Path | None = None) -> None:
         super().__init__(period, horizon)

@@ -174,7 +174,7 @@ class NeuralModel(ForecastModel):
     """Shared training and prediction for the Keras families; subclasses build the network."""
 
     name: ClassVar[str] = "neural"
-    min_points: ClassVar[int] = DAY // 300 + ModelParams().lookback + 12 + MIN_WINDOWS
+    min_points: int = DAY // 300 + ModelParams().lookback + 12 + MIN_WINDOWS
 
     def __init__(self, period: int = 300, horizon: int = 12, params: ModelParams | None = None) -> None:
         super().__init__(period, horizon)
@@ -342,6 +342,8 @@ class NeuralModel(ForecastModel):
         self.fit_info = dict(state.get("fit_info", {}))
 
     def save_files(self, directory: Path) -> None:
+        if self.weights is None:
+            raise ModelError(f"{self.name}: not fitted, nothing to save")
         predictor = self._predictor()
         with predictor.lock:
             self._swap_in(predictor).save(Path(directory) / MODEL_FILE)

@@ -94,3 +94,14 @@ def test_save_load_round_trip_gives_identical_forecasts(cls, tmp_path) -> None:
         a, b = model.predict(12, history=history), loaded.predict(12, history=history)
         for field in ("timestamps", "mean", "lower", "upper"):
             assert np.array_equal(getattr(a, field), getattr(b, field))
+
+
+@pytest.mark.parametrize("cls", [NaiveModel, SeasonalNaiveModel, LinearModel])
+def test_batched_forecasts_equal_one_origin_at_a_time(cls) -> None:
+    frame = to_frame(demo_samples(days=3), PERIOD)
+    frame.iloc[300:340, frame.columns.get_loc("cpu")] = np.nan  # a gap: the last seen value and yesterday fall back
+    frame.iloc[300 + DAY // PERIOD: 320 + DAY // PERIOD, frame.columns.get_loc("cpu")] = np.nan
+    model = cls(PERIOD, 12).fit(frame)
+    rows = np.array([0, 5, 299, 303, 310, 339, 341, 300 + DAY // PERIOD + 5, len(frame) - 1])
+    one_by_one = np.stack([model.predict_mean(12, frame.iloc[: r + 1]) for r in rows])
+    np.testing.assert_allclose(model.predict_at(frame, rows, 12), one_by_one)
