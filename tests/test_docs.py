@@ -87,7 +87,9 @@ def test_the_readme_links_every_topic_page_and_every_page_links_back() -> None:
 def test_a_broken_link_and_a_missing_anchor_are_reported(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     (tmp_path / "other.md").write_text("# Other\n\n## Two words, and `code`\n")
-    page.write_text("# Page\n\n[ok](other.md#two-words-and-code) [gone](missing.md) "
-                    "[bad anchor](other.md#nope) [self](#page)\n\n```\n[in code](nowhere.md)\n```\n")
+    page.write_text(
+        "# Page\n\n[ok](other.md#two-words-and-code) [gone](missing.md) "
+        "[bad anchor](other.md#nope) [self](#page)\n\n```\n[in code](nowhere.md)\n```\n"
+    )
     problems = [line.split(":")[0] for line in broken_links(page)]
     assert problems == ["missing.md", "other.md#nope"]
