@@ -4,7 +4,7 @@
     python worker.py --once     one full cycle (ingest, retrain where due, forecast, alerts, mail), then exit
     python worker.py --once --only ingest|retrain|forecast|digest
 
-A cycle runs every job in turn, every ``HEADROOM_INGEST_EVERY`` minutes, on a ``schedule.Scheduler``;
+A cycle runs every job in turn, then the next starts ``HEADROOM_INGEST_EVERY`` minutes after it ended;
 each job does only what is due (retrain: models older than ``HEADROOM_RETRAIN_EVERY`` hours or none,
 or an instance whose champion could not be used, at once; digest: ``HEADROOM_DIGEST_EVERY`` hours since
 the last one sent). Each job runs in a thread of its own under a deadline (``HEADROOM_JOB_TIMEOUT``,
@@ -12,7 +12,9 @@ the last one sent). Each job runs in a thread of its own under a deadline (``HEA
 ``failed``, a job that ran but partly failed as ``degraded``, and the loop goes on. SIGINT and SIGTERM
 let the current job finish for up to ``STOP_GRACE_SECONDS`` (long jobs check for the stop between
 instances), then the worker exits whatever the job is waiting on. The business logic lives in
-``forecasting``; this file only schedules.
+``forecasting``; this file only schedules. Every ``now`` comes from the worker's clock
+(``forecasting.clock``): the wall clock in production, a manual one in tests, which then run cycles
+without waiting for them. Deadlines and durations are real (monotonic) time: they bound real waits.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import schedule
-
+from forecasting.clock import MINUTE, SYSTEM_CLOCK, Clock
 from forecasting.settings import Settings, SettingsError, load_settings
-from forecasting.store import Store, now
+from forecasting.store import Store
 
 log = logging.getLogger("headroom.worker")
 JOBS = ("ingest", "retrain", "forecast", "digest")
@@ -66,25 +67,30 @@ def operational(error: BaseException) -> bool:
 
 
 class Worker:
-    """The worker's jobs (ingest, retrain, forecast with alerts and mail, digest) bound to one store and one settings object."""
+    """The worker's jobs (ingest, retrain, forecast with alerts and mail, digest) bound to one store, one settings object
+    and one clock."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings, self.store = settings, store
+    def __init__(self, settings: Settings, store: Store, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings, self.store, self.clock = settings, store, clock
         self.stop = threading.Event()
         self.running: dict[str, threading.Thread] = {}
+
+    def now(self) -> int:
+        """The clock's time in whole seconds: the ``now`` each step of a job is given."""
+        return int(self.clock.now())
 
     # ---- the jobs (each returns a one-line summary for the log) ----------
     def ingest(self) -> JobOutcome:
         from forecasting.ingest import run_ingest
 
-        report = run_ingest(self.store, self.settings, now())
+        report = run_ingest(self.store, self.settings, self.now())
         return JobOutcome(report.summary(), report.errors,
                           {"instances": report.instances, "datapoints": report.rows, "series_failed": len(report.errors)})
 
     def retrain(self) -> JobOutcome:
         from forecasting.fleet import retrain_due
 
-        report = retrain_due(self.store, self.settings, now(), stop=self.stop)
+        report = retrain_due(self.store, self.settings, self.now(), stop=self.stop)
         return JobOutcome(report.summary(), report.problems(),
                           {"due": report.due, "trained": len(report.trained), "failed": len(report.failed)})
 
@@ -97,11 +103,11 @@ class Worker:
         from forecasting.notify import send_alert_mail
         from forecasting.scoring import score_realised
 
-        scored = score_realised(self.store, self.settings, now())
-        made = run_forecasts(self.store, self.settings, now(), stop=self.stop)
-        alerts = evaluate_alerts(self.store, self.settings, now())
-        mailed = send_alert_mail(self.store, self.settings, now())
-        acted = act_on_cycle(self.store, self.settings, now())  # webhooks, CloudWatch metrics: bounded, never raises
+        scored = score_realised(self.store, self.settings, self.now())
+        made = run_forecasts(self.store, self.settings, self.now(), stop=self.stop)
+        alerts = evaluate_alerts(self.store, self.settings, self.now())
+        mailed = send_alert_mail(self.store, self.settings, self.now())
+        acted = act_on_cycle(self.store, self.settings, self.now())  # webhooks, CloudWatch metrics: bounded, never raises
         problems = made.problems() + ([f"alert mail: {mailed}"] if "failed (" in mailed else [])
         if any(word in acted for word in ("failed (", "waiting (", "rejected")):
             problems.append(f"acting on warnings: {acted}")
@@ -112,38 +118,39 @@ class Worker:
     def digest(self) -> JobOutcome:
         from forecasting.notify import send_digest_if_due
 
-        text = send_digest_if_due(self.store, self.settings, now())
+        text = send_digest_if_due(self.store, self.settings, self.now())
         return JobOutcome(text, [text] if text.startswith("digest failed") else [])
 
     def deadline(self, name: str) -> float:
         """Seconds a job may run: ``retrain_timeout`` for retrain, ``job_timeout`` for the others."""
-        return 60 * (self.settings.retrain_timeout if name == "retrain" else self.settings.job_timeout)
+        return MINUTE * (self.settings.retrain_timeout if name == "retrain" else self.settings.job_timeout)
 
     # ---- running them -------------------------------------------------
     def run_job(self, name: str) -> bool:
         """Run one job under its deadline, log one line, record a heartbeat (ok, degraded or failed); never raise."""
         job: Callable[[], JobOutcome] = getattr(self, name)
-        started = time.time()
+        started, began = self.clock.now(), time.monotonic()
         error, outcome = None, None
         try:
             outcome = self._bounded(name, job)
         except Exception as exc:  # the loop must survive any one job
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             expected = operational(exc)
-            log.error("%s failed after %.1f s: %s", name, time.time() - started, error, exc_info=None if expected else exc)
+            log.error("%s failed after %.1f s: %s", name, time.monotonic() - began, error, exc_info=None if expected else exc)
             if expected:
                 log.debug("%s failed", name, exc_info=exc)
+        seconds = time.monotonic() - began
         state, detail, counts = "failed", None, {}
         if outcome is not None:
             detail, counts = outcome.summary, outcome.counts
             state = "degraded" if outcome.problems else "ok"
             if outcome.problems:
                 error = f"{len(outcome.problems)} problem(s): {outcome.problems[0]}".splitlines()[0][:500]
-                log.warning("%s: %s (%.1f s); %s", name, detail, time.time() - started, error)
+                log.warning("%s: %s (%.1f s); %s", name, detail, seconds, error)
             else:
-                log.info("%s: %s (%.1f s)", name, detail, time.time() - started)
+                log.info("%s: %s (%.1f s)", name, detail, seconds)
         try:
-            self.store.record_heartbeat(name, started, time.time() - started, error, detail, state, counts)
+            self.store.record_heartbeat(name, started, seconds, error, detail, state, counts)
         except Exception as exc:
             log.error("could not record the %s heartbeat: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return state != "failed"
@@ -177,7 +184,7 @@ class Worker:
                 raise Stopped(f"stopped while {name} was still running (it did not finish within {STOP_GRACE_SECONDS:g} s)")
             if time.monotonic() > limit and thread.is_alive():
                 setting = "HEADROOM_RETRAIN_TIMEOUT" if name == "retrain" else "HEADROOM_JOB_TIMEOUT"
-                raise JobTimeout(f"{name} did not finish within {self.deadline(name) / 60:g} min ({setting})")
+                raise JobTimeout(f"{name} did not finish within {self.deadline(name) / MINUTE:g} min ({setting})")
         if "error" in box:
             raise box["error"]  # type: ignore[misc]
         outcome = box["outcome"]
@@ -207,13 +214,13 @@ class Worker:
         return ok
 
     def run_forever(self) -> None:
-        """Run a full cycle now, then one every ``ingest_every`` minutes until stopped."""
-        scheduler = schedule.Scheduler()
-        scheduler.every(self.settings.ingest_every * 60).seconds.do(self.run_once)
-        self.run_once()
+        """Run a full cycle now, then the next ``ingest_every`` minutes (of the clock) after each one ends, until stopped."""
+        every = self.settings.ingest_every * MINUTE
         while not self.stop.is_set():
-            scheduler.run_pending()
-            self.stop.wait(min(5.0, max(0.5, scheduler.idle_seconds or 5.0)))
+            self.run_once()
+            due = self.clock.now() + every
+            while not self.stop.is_set() and self.clock.now() < due:
+                self.clock.wait(due - self.clock.now(), self.stop)
         if self.busy():
             log.warning("exiting while %s still runs", ", ".join(self.busy()))
         log.info("worker stopped")

@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.fleet import build_fleet_table
+from forecasting.clock import DAY, HOUR
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings, SettingsError, load_settings
 from forecasting.store import Store
@@ -26,8 +27,7 @@ CACHE_TTL = 15
 """Seconds a cached read stays fresh: short, as the worker writes every few minutes."""
 REFRESH_SECONDS = 30
 """How often live fragments (Fleet, Instance, Alerts) re-run themselves."""
-DAY = 86_400
-PAST_FORECAST_SECONDS = 3600
+PAST_FORECAST_SECONDS = HOUR
 """The Instance page draws the deployed forecast made this long (or more) before the newest sample over the actuals."""
 
 
@@ -74,10 +74,10 @@ def _plain(row: Any) -> dict[str, Any]:
 
 # ---- fleet ---------------------------------------------------------------
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
-def load_fleet(db: str | None, margin: float) -> pd.DataFrame:
-    """The Fleet table (see :func:`app.fleet.build_fleet_table`) for the database at ``db``."""
+def load_fleet(db: str | None, alert_on: str, margin: float) -> pd.DataFrame:
+    """The Fleet table (see :func:`app.fleet.build_fleet_table`) for the database at ``db``, by the alert rule's settings."""
     if not _ready(db):
-        return build_fleet_table([], {}, [], {}, [], int(time.time()), margin)
+        return build_fleet_table([], {}, [], {}, [], int(time.time()), alert_on, margin)
     s = store(db)
     return build_fleet_table(
         s.instances(),
@@ -86,6 +86,7 @@ def load_fleet(db: str | None, margin: float) -> pd.DataFrame:
         s.latest_runs(),
         [_plain(a) for a in s.alerts(state="open")],
         int(time.time()),
+        alert_on,
         margin,
     )
 
@@ -117,7 +118,7 @@ def load_instance(db: str, instance_id: str, hours: float) -> dict[str, Any] | N
     newest = s.newest_sample_ts(instance_id)
     samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if newest is not None:
-        samples = s.samples(instance_id, start=newest - int(hours * 3600), end=newest)
+        samples = s.samples(instance_id, start=newest - int(hours * HOUR), end=newest)
     runs = s.training_runs(instance_id, limit=1)
     return {
         "instance": dict(inst.__dict__),

@@ -1,6 +1,7 @@
 """The Fleet table as a pure function of what the store holds: one row per instance, sorted by risk.
 
-Kept free of Streamlit so the ranking can be tested and benchmarked on its own.
+Kept free of Streamlit so the ranking can be tested and benchmarked on its own. Crossing, time to
+limit, peak and risk level come from ``forecasting.crossing``, the rule the alerts use.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SPARK_BUCKET = 900
+from forecasting.clock import MINUTE
+from forecasting.crossing import minutes_to_limit, outlook, risk_level, shown_crossing
+
+SPARK_BUCKET = 15 * MINUTE
 """Sparklines show 15-minute means: 96 points a day is plenty for a thumbnail and keeps the page light."""
 
 
 @dataclass(frozen=True)
 class Level:
-    """A risk level: its rank (lower is worse), a label, a Material icon and the colour used for it everywhere."""
+    """How the page shows a risk level (``forecasting.crossing.RISK_LEVELS``): its rank (lower is worse), a label, a
+    Material icon and the colour used for it everywhere."""
 
     key: str
     rank: int
@@ -45,14 +50,6 @@ COLUMNS = [
 ]
 
 
-def first_crossing(timestamps: list[int], values: list[float], threshold: float) -> int | None:
-    """The first forecast timestamp whose value is at or above the threshold, or None."""
-    for ts, value in zip(timestamps, values, strict=True):
-        if value >= threshold:
-            return int(ts)
-    return None
-
-
 def sparkline(ts: np.ndarray, values: np.ndarray, bucket: int = SPARK_BUCKET) -> list[float]:
     """Mean value per time bucket, oldest first (empty for an empty series)."""
     if len(ts) == 0:
@@ -64,22 +61,6 @@ def sparkline(ts: np.ndarray, values: np.ndarray, bucket: int = SPARK_BUCKET) ->
     return np.round(sums / counts, 1).tolist()
 
 
-def classify(cpu_now: float | None, threshold: float, forecast: dict[str, Any] | None, has_alert: bool, margin: float) -> str:
-    """The risk level of one instance from its current CPU, champion forecast and open alert."""
-    if cpu_now is not None and cpu_now >= threshold:
-        return "over"
-    if has_alert:
-        return "alert"
-    if forecast is None or not forecast.get("mean"):
-        return "unknown"
-    if first_crossing(forecast["timestamps"], forecast["mean"], threshold) is not None:
-        return "risk"
-    near = threshold - margin
-    if max(forecast["upper"]) >= threshold or max(forecast["mean"]) >= near or (cpu_now is not None and cpu_now >= near):
-        return "watch"
-    return "ok"
-
-
 def build_fleet_table(
     instances: list[Any],
     cpu: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -87,7 +68,8 @@ def build_fleet_table(
     runs: dict[str, Any],
     open_alerts: list[Any],
     now: int,
-    margin: float = 5.0,
+    alert_on: str,
+    margin: float,
 ) -> pd.DataFrame:
     """One row per instance, worst first: level, then sooner crossing, then higher peak relative to the limit."""
     by_instance = {f["instance_id"]: f for f in forecasts}
@@ -101,25 +83,19 @@ def build_fleet_table(
         cpu_now = float(values[-1]) if len(values) else None
         forecast = by_instance.get(iid)
         alert = alerts.get(iid)
-        level = classify(cpu_now, inst.threshold, forecast, alert is not None, margin)
-        crossing = None
-        peak = math.nan
-        if forecast is not None and forecast.get("mean"):
-            peak = float(max(forecast["mean"]))
-            crossing = first_crossing(forecast["timestamps"], forecast["mean"], inst.threshold)
-        if alert is not None and crossing is None:
-            crossing = int(alert["crossing_ts"])
-        if cpu_now is not None and cpu_now >= inst.threshold:
-            crossing = int(ts[-1])
+        seen = outlook(forecast, inst.threshold, alert_on, now) if forecast is not None and forecast.get("mean") else None
+        level = risk_level(cpu_now, inst.threshold, margin, seen, alert is not None)
+        crossing = shown_crossing(seen, alert["crossing_ts"] if alert is not None else None, inst.threshold,
+                                  int(ts[-1]) if len(ts) else None, cpu_now)
         run = runs.get(iid)
         rows.append({
             "status": LEVELS[level].badge,
             "name": inst.name or iid,
             "instance_id": iid,
             "cpu_now": cpu_now,
-            "peak": peak,
+            "peak": seen.peak if seen is not None else math.nan,
             "threshold": float(inst.threshold),
-            "to_threshold_min": max(0.0, (crossing - now) / 60) if crossing is not None else math.nan,
+            "to_threshold_min": minutes_to_limit(crossing, now) if crossing is not None else math.nan,
             "crossing_ts": crossing,
             "alert": f"open ({alert['basis']})" if alert is not None else "",
             "champion": (run["champion"] if run is not None else None) or "—",

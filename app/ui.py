@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from app.format import ago_text, duration_text
+from forecasting.clock import HOUR, MINUTE
 from forecasting.settings import Settings
 
 INSTANCE_PAGE = "pages/instance.py"
@@ -53,8 +54,8 @@ def _job_badge(job: str, beat: Mapping[str, Any] | None, now: float, stale_after
 def health_strip(heartbeats: Mapping[str, Mapping[str, Any]], newest_sample: int | None, config: Settings, now: float | None = None) -> None:
     """One line on the worker: when each job last ran, whether it failed, and how old the data is."""
     now = time.time() if now is None else now
-    cadence = {"ingest": config.ingest_every * 60, "forecast": config.ingest_every * 60,
-               "retrain": config.retrain_every * 3600, "digest": config.digest_every * 3600}
+    cadence = {"ingest": config.ingest_every * MINUTE, "forecast": config.ingest_every * MINUTE,
+               "retrain": config.retrain_every * HOUR, "digest": config.digest_every * HOUR}
     badges = [_job_badge(job, heartbeats.get(job), now, 3 * cadence[job]) for job in JOBS]
     if newest_sample is None:
         age = ":gray-badge[no data yet]"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecasting.clock import HOUR
 from forecasting.models import BASELINES
 
 VALIDATE_CHOICES: dict[str, list[str] | None] = {
@@ -91,6 +92,6 @@ def forecast_json(forecast: dict[str, Any], instance_id: str) -> str:
 def describe(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     """One line about an uploaded series: metrics, points, time span."""
     ts = series["cpu"][0]
-    span_h = (int(ts[-1]) - int(ts[0])) / 3600 if len(ts) > 1 else 0.0
+    span_h = (int(ts[-1]) - int(ts[0])) / HOUR if len(ts) > 1 else 0.0
     metrics = ", ".join(m for m in ("cpu", "memory", "network_in", "network_out") if m in series)
     return f"{len(ts)} CPU points over {span_h:.1f} h ({_iso(int(ts[0]))} → {_iso(int(ts[-1]))}); metrics: {metrics}"

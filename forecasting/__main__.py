@@ -15,12 +15,13 @@ from forecasting.settings import SettingsError, load_settings
 
 def import_command(args: argparse.Namespace) -> int:
     """Load a CloudWatch export into the store, all of it or nothing."""
+    from forecasting.clock import SYSTEM_CLOCK
     from forecasting.sources.export import ExportError, check_not_future, read_export
-    from forecasting.store import Store, now
+    from forecasting.store import Store
 
     from forecasting.ids import InstanceIdError, check_instance_id
 
-    settings = load_settings()
+    settings, now = load_settings(), int(SYSTEM_CLOCK.now())
     try:
         if args.instance is not None:
             check_instance_id(args.instance)
@@ -29,15 +30,14 @@ def import_command(args: argparse.Namespace) -> int:
         return 2
     try:
         parsed = read_export(args.file, instance=args.instance or "upload", limit_bytes=int(settings.import_limit_mb * 1e6))
-        check_not_future(parsed, now() + settings.period, args.file)
+        check_not_future(parsed, now + settings.period, args.file)
     except ExportError as error:
         print(f"headroom import: {error}", file=sys.stderr)
         return 2
     try:
         with Store(settings.db) as store, store.transaction():
-            stamp = now()
             for instance_id in parsed.instances:
-                store.upsert_instance(instance_id, None, settings.threshold_for(instance_id), stamp)
+                store.upsert_instance(instance_id, None, settings.threshold_for(instance_id), now)
             store.upsert_samples(parsed.rows())
     except (sqlite3.Error, OSError) as error:  # the database, not the file, is the problem
         print(f"headroom import: cannot write to {settings.db}: {error}", file=sys.stderr)

@@ -1,16 +1,14 @@
 """Early warnings: turn each instance's champion forecast into an alert, keep it, clear it, score it.
 
-An alert opens at the first forecast step at or above the instance's threshold. What may open it
-is ``HEADROOM_ALERT_ON``: ``mean`` (the point forecast crosses), ``likely`` (the default: a step
-has at least a 40 % chance of reaching the threshold, see :func:`basis_series`) or ``upper`` (the
-upper bound of the 90 % interval crosses); the alert's ``basis`` says which series crossed first,
-the point forecast always tried first. It stays open while later
-forecasts keep crossing and clears with hysteresis: the forecast peak below threshold − margin
-for ``CLEAR_CYCLES`` consecutive cycles. The real CPU decides how it ended: ``caught`` (the
-first sample at or above the threshold came after the alert opened), ``late`` (the newest
-sample when it opened was already at or above it) or ``false`` (cleared and no crossing within
-one horizon after). A forecast that crosses again during that grace period reopens the same
-alert rather than opening (and mailing) a new one.
+An alert opens at the forecast's crossing (``forecasting.crossing``: the first step at or above the
+instance's threshold of the series ``HEADROOM_ALERT_ON`` watches, the point forecast tried first;
+the alert's ``basis`` says which series crossed). It stays open while later forecasts keep crossing
+and clears with hysteresis: the forecast peak below threshold − margin for ``CLEAR_CYCLES``
+consecutive cycles. The real CPU decides how it ended: ``caught`` (the first sample at or above the
+threshold came after the alert opened), ``late`` (the newest sample when it opened was already at
+or above it) or ``false`` (cleared and no crossing within one horizon after). A forecast that
+crosses again during that grace period reopens the same alert rather than opening (and mailing) a
+new one.
 
 The decisions are pure functions on plain values; :func:`evaluate_alerts` reads the store,
 applies them and writes every change (and one ``alert_events`` row per state change) in one
@@ -28,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from forecasting.clock import HOUR, MINUTE
+from forecasting.crossing import BASES, basis_series  # noqa: F401 (re-exported: forecasting/bench/warning.py imports them from here)
+from forecasting.crossing import BASIS_TEXT, Crossing, find_crossing, outlook
 from forecasting.settings import Settings
 from forecasting.store import Store
 
@@ -37,64 +38,9 @@ CLEAR_CYCLES = 2
 """Consecutive cycles with the forecast peak below threshold − margin that clear an alert."""
 
 
-@dataclass(frozen=True)
-class Crossing:
-    """Where a forecast first reaches the threshold."""
-
-    step: int  # 0-based forecast step
-    ts: int  # its timestamp (unix seconds)
-    lead_minutes: float  # from now to the crossing, never negative
-    peak: float  # highest value of the series that crossed
-    basis: str  # 'mean' or 'upper'
-
-
 def iso_utc(ts: int | float) -> str:
     """Unix seconds as ISO 8601 UTC, e.g. ``2026-05-01T12:35:00Z`` (what mails and logs show)."""
     return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def first_at_or_above(values: Sequence[float], threshold: float) -> int | None:
-    """Index of the first value at or above ``threshold`` (None if none is)."""
-    hits = np.flatnonzero(np.asarray(values, dtype=float) >= threshold)
-    return int(hits[0]) if len(hits) else None
-
-
-LIKELY_CHANCE = 0.40
-"""``likely`` warns when a step has at least this chance of reaching the threshold. For a score like
-F1 the best cut-off on a calibrated probability is half the F1 that can be reached (Lipton, Elkan and
-Naryanaswamy, 2014): about 0.4 for the 0.8 Headroom aims at. The point forecast alone is a 50 % cut."""
-LIKELY_SHARE = 0.2533 / 1.6449
-"""Where the 60 % quantile lies between the point forecast (50 %) and the upper bound (95 %) of a
-bell-shaped error: z(0.60) / z(0.95). Stored forecasts keep mean and bounds only, so the 60 % level
-is read from them this way."""
-BASIS_TEXT = {"mean": "point forecast", "likely": "at least a 40 % chance", "upper": "upper bound only"}
-"""How logs, mails and webhooks name an alert's basis."""
-BASES: dict[str, tuple[str, ...]] = {"mean": ("mean",), "likely": ("mean", "likely"), "upper": ("mean", "upper")}
-"""For each ``alert_on``, the series tried in order (the first that crosses is the alert's basis)."""
-
-
-def basis_series(forecast: Mapping[str, Any], basis: str) -> np.ndarray:
-    """The forecast series of one basis: ``mean``, ``upper``, or ``likely`` (the ~60 % quantile of each step)."""
-    mean = np.asarray(forecast["mean"], dtype=float)
-    if basis == "likely":
-        return mean + LIKELY_SHARE * (np.asarray(forecast["upper"], dtype=float) - mean)
-    return mean if basis == "mean" else np.asarray(forecast["upper"], dtype=float)
-
-
-def find_crossing(forecast: Mapping[str, Any], threshold: float, alert_on: str, now: int) -> Crossing | None:
-    """The crossing an alert would report for this forecast, or None when it does not cross.
-
-    The series of ``BASES[alert_on]`` are tried in order, the point forecast first; the one that
-    crosses first names the alert's basis.
-    """
-    stamps = forecast["timestamps"]
-    for basis in BASES[alert_on]:
-        series = basis_series(forecast, basis)
-        step = first_at_or_above(series, threshold)
-        if step is not None:
-            ts = int(stamps[step])
-            return Crossing(step, ts, max(0.0, (ts - now) / 60), float(np.max(series)), basis)
-    return None
 
 
 @dataclass(frozen=True)
@@ -145,11 +91,6 @@ class AlertPolicy:
             else:
                 merged.append((first, last))
         return merged
-
-
-def forecast_peak(forecast: Mapping[str, Any], alert_on: str) -> float:
-    """The peak the hysteresis compares with threshold − margin (of the series that may open alerts)."""
-    return float(np.max(basis_series(forecast, BASES[alert_on][-1])))
 
 
 def actual_crossing(ts: np.ndarray, values: np.ndarray, threshold: float, opened_at: int) -> tuple[int, str] | None:
@@ -206,22 +147,21 @@ def describe(crossing: Crossing, threshold: float, model: str) -> str:
             f"peak {crossing.peak:.1f} %, {model}, {sure}")
 
 
-def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, threshold: float, settings: Settings, now: int,
+def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, policy: AlertPolicy, alert_on: str, now: int,
                grace: int) -> None:
     """Advance one existing alert by a cycle's forecast: update, count towards clearing, clear, or reopen."""
-    row = change.row
-    crossing = find_crossing(forecast, threshold, settings.alert_on, now) if forecast else None
+    row, threshold = change.row, policy.threshold
+    seen = outlook(forecast, threshold, alert_on, now) if forecast is not None else None
+    crossing = seen.crossing if seen is not None else None
     if row["state"] == "cleared":  # only pending ones (within the grace period) are stepped
         if crossing is not None and row["outcome"] is None and now < int(row["cleared_at"]) + grace:
             change.set(state="open", cleared_at=None, below_count=0, updated_at=now)
             _update_crossing(change, crossing, threshold, str(forecast["model"]))
             change.events.append(("reopened", describe(crossing, threshold, str(forecast["model"]))))
         return
-    if forecast is None:
+    if seen is None:
         return
-    policy = AlertPolicy(threshold, settings.alert_margin)
-    peak = forecast_peak(forecast, settings.alert_on)
-    still_open, below = policy.next(True, int(row["below_count"]), peak)
+    still_open, below = policy.next(True, int(row["below_count"]), seen.peak)
     change.set(below_count=below, updated_at=now)
     if crossing is not None:
         before = (row["crossing_ts"], row["basis"], row["model"])
@@ -230,7 +170,7 @@ def step_alert(change: AlertChange, forecast: Mapping[str, Any] | None, threshol
             change.events.append(("updated", describe(crossing, threshold, str(forecast["model"]))))
     elif not still_open:
         change.set(state="cleared", cleared_at=now)
-        change.events.append(("cleared", f"forecast peak {peak:.1f} % below {threshold - settings.alert_margin:g} % for {below} cycles"))
+        change.events.append(("cleared", f"forecast peak {seen.peak:.1f} % below {threshold - policy.margin:g} % for {below} cycles"))
 
 
 def _update_crossing(change: AlertChange, crossing: Crossing, threshold: float, model: str) -> None:
@@ -249,11 +189,11 @@ def resolve_outcome(change: AlertChange, ts: np.ndarray, values: np.ndarray, now
     if found is not None:
         crossing_ts, outcome = found
         change.set(actual_crossing_ts=crossing_ts, outcome=outcome)
-        lead = (crossing_ts - opened) / 60
+        lead = (crossing_ts - opened) / MINUTE
         change.events.append(("crossed", f"{outcome}: CPU reached {row['threshold']:g} % at {iso_utc(crossing_ts)}, {lead:+.0f} min from the opening"))
     elif cleared is not None and now >= int(cleared) + grace:
         change.set(outcome="false")
-        change.events.append(("resolved", f"false alarm: no crossing within {grace // 60} min of clearing"))
+        change.events.append(("resolved", f"false alarm: no crossing within {grace // MINUTE} min of clearing"))
 
 
 @dataclass
@@ -303,7 +243,7 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
         if change is not None and change.row["state"] == "cleared" and now >= int(change.row["cleared_at"]) + grace:
             change = None  # its grace period is over: a new crossing is a new alert
         if change is not None:
-            step_alert(change, forecast, threshold, settings, now, grace)
+            step_alert(change, forecast, AlertPolicy(threshold, settings.alert_margin), settings.alert_on, now, grace)
         elif forecast is not None:
             crossing = find_crossing(forecast, threshold, settings.alert_on, now)
             if crossing is not None:
@@ -311,7 +251,7 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
     for change in pending:  # the real CPU decides how each one ends
         row = change.row
         if row["outcome"] is None:
-            start = int(row["opened_at"]) - max(grace, 3600)
+            start = int(row["opened_at"]) - max(grace, HOUR)
             empty = (np.empty(0, dtype=np.int64), np.empty(0))
             cpu_ts, cpu = store.samples(row["instance_id"], start=start, end=now, metrics=["cpu"]).get("cpu", empty)
             resolve_outcome(change, cpu_ts, cpu, now, grace)

@@ -42,6 +42,7 @@ from forecasting.api_models import (
 )
 from forecasting.api_guard import ExposureGuard
 from forecasting.api_uploads import predict_job, run_upload, validate_job
+from forecasting.clock import SYSTEM_CLOCK, Clock
 from forecasting.ids import ID_PATTERN, MAX_ID_LENGTH
 from forecasting.models import MODEL_NAMES
 from forecasting.settings import Settings, get_settings
@@ -56,10 +57,11 @@ ValidateModel = Enum("ValidateModel", {name: name for name in MODEL_NAMES}, type
 
 
 class ApiState:
-    """What one app holds: its settings, its store connection and its training slots."""
+    """What one app holds: its settings, its clock, its store connection and its training slots."""
 
-    def __init__(self, settings: Settings | None) -> None:
+    def __init__(self, settings: Settings | None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._settings = settings
+        self.clock = clock
         self._stores: dict[bool, Store] = {}
         self._empty: Store | None = None
         self._empty_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -212,9 +214,10 @@ router = APIRouter(dependencies=[Depends(authorized)], responses=_errors(401, 42
 async def health(request: Request) -> Response:
     """Status and version for anyone; with the token (or none configured) also data age, job states and problems."""
     reject_unknown_query(request)
-    settings = get_state(request).settings
+    state = get_state(request)
     details = token_ok(request, await bearer(request))  # optional here, so not a documented requirement
-    return await respond(request, lambda store: build_health(store, settings, details=details), fleet=True)
+    now = state.clock.now()
+    return await respond(request, lambda store: build_health(store, state.settings, now, details=details), fleet=True)
 
 
 @router.get("/instances", response_model=InstanceList, summary="Monitored instances")
@@ -232,7 +235,8 @@ async def predictions(request: Request, instance: InstanceId = None) -> Response
 @router.get("/compare", response_model=ComparisonList, responses=_errors(404), summary="Model scores and champion")
 async def compare(request: Request, instance: InstanceId = None) -> Response:
     """Backtest scores of every model in each instance's latest training run (or one instance's), and the champion."""
-    return await respond(request, lambda store: build_comparisons(store, instance), fleet=instance is None)
+    now = int(get_state(request).clock.now())
+    return await respond(request, lambda store: build_comparisons(store, instance, now), fleet=instance is None)
 
 
 class AlertState(str, Enum):
@@ -256,7 +260,7 @@ async def metrics(request: Request) -> Response:
 
     state = get_state(request)
     store = state.store(fleet=True)
-    return Response(await run_in_threadpool(render, store, state.settings), media_type=CONTENT_TYPE)
+    return Response(await run_in_threadpool(render, store, state.settings, state.clock.now()), media_type=CONTENT_TYPE)
 
 
 # ---- uploads: predict and validate --------------------------------------------
@@ -327,9 +331,10 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error (logged by the server)"}, status_code=500)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A Headroom API app; with no settings it reads the process's on first use (``get_settings``)."""
-    state = ApiState(settings)
+def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+    """A Headroom API app; with no settings it reads the process's on first use (``get_settings``). Its answers
+    read ``now`` from ``clock``."""
+    state = ApiState(settings, clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

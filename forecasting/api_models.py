@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -17,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from forecasting import __version__
+from forecasting.clock import MINUTE
+from forecasting.crossing import BASIS_MEANING
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings
 from forecasting.store import Instance, Store
@@ -215,8 +216,7 @@ class Alert(BaseModel):
     lead_minutes: float = Field(description="minutes between opening and the predicted crossing")
     peak: float
     model: str
-    basis: str = Field(description="'mean': the point forecast crosses; 'likely': a step has at least a 40 % chance of crossing; "
-                                   "'upper': only the upper bound does")
+    basis: str = Field(description="; ".join(f"'{key}': {meaning}" for key, meaning in BASIS_MEANING.items()))
     actual_crossing_at: datetime | None
     outcome: str | None = Field(description="caught, late or false, once known")
     emailed_at: datetime | None
@@ -315,15 +315,14 @@ def known_instance(store: Store, instance_id: str) -> Instance:
     return found
 
 
-def build_health(store: Store, settings: Settings, details: bool = True) -> Health:
+def build_health(store: Store, settings: Settings, now: float, details: bool = True) -> Health:
     """Status, data age, the worker's last job runs and the instances without a usable, current forecast.
 
     Stale: no new sample for three ingest cycles. Degraded: a job's last run failed or partly failed, an
     instance has no usable model, or its champion forecast is older than three ingest cycles. Samples
     stamped in the future (only an old import could hold them) do not count as fresh data.
     """
-    now = time.time()
-    late = 3 * settings.ingest_every * 60 + settings.period
+    late = 3 * settings.ingest_every * MINUTE + settings.period
     known = store.instances()
     stamps = [ts for inst in known if (ts := store.newest_sample_ts(inst.instance_id)) is not None]
     newest = max((ts for ts in stamps if ts <= now + settings.period), default=None)
@@ -371,14 +370,14 @@ def build_predictions(store: Store, instance: str | None) -> PredictionList:
     return PredictionList(predictions=[Prediction.from_row(row, thresholds.get(row["instance_id"])) for row in rows])
 
 
-def build_comparisons(store: Store, instance: str | None) -> ComparisonList:
+def build_comparisons(store: Store, instance: str | None, now: int) -> ComparisonList:
     """Scores of every instance's latest training run, or of one instance's."""
     if instance is not None:
         known_instance(store, instance)
         runs = store.training_runs(instance, limit=1)
     else:
         runs = sorted(store.latest_runs().values(), key=lambda r: r["instance_id"])
-    realised = realised_scores(store, int(time.time()), instance)
+    realised = realised_scores(store, now, instance)
     return ComparisonList(comparisons=[Comparison.from_run(run, store.scores(run_id=run["run_id"]), realised.get(run["instance_id"]))
                                        for run in runs])
 

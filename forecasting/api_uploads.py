@@ -12,11 +12,11 @@ import numpy as np
 from fastapi import HTTPException, Request
 
 from forecasting.api_models import UploadForecast, Validation
+from forecasting.clock import DAY
 from forecasting.models.base import ModelError
 from forecasting.settings import Settings
 from forecasting.sources.export import LATEST_TS, ExportError, ParsedExport, parse_export
 
-DAY = 86_400
 SLOT_POLL_SECONDS = 0.05
 
 
@@ -72,9 +72,10 @@ def pick_instance(parsed: ParsedExport, wanted: str | None) -> tuple[str, dict[s
     return iid, series
 
 
-def recent_window(samples: dict[str, tuple[np.ndarray, np.ndarray]], settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Keep only the training window before the last CPU sample (what training uses anyway; bounds memory)."""
-    start = int(samples["cpu"][0].max()) - int(settings.train_days * DAY) - settings.period
+def recent_window(samples: dict[str, tuple[np.ndarray, np.ndarray]], train_days: float, period: int
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Keep only the ``train_days`` (and one period) before the last CPU sample (what training uses anyway; bounds memory)."""
+    start = int(samples["cpu"][0].max()) - int(train_days * DAY) - period
     return {m: (ts[ts >= start], vals[ts >= start]) for m, (ts, vals) in samples.items()}
 
 
@@ -86,7 +87,7 @@ def predict_job(body: bytes, settings: Settings, instance: str | None, model: st
     iid, samples = pick_instance(_parse(body, settings), instance)
     if int(samples["cpu"][0].max()) + (horizon + 1) * settings.period > LATEST_TS:
         raise UploadError("the export ends too close to the year 9999 to forecast after it; check its timestamps")
-    samples = recent_window(samples, settings)
+    samples = recent_window(samples, settings.train_days, settings.period)
     forecast = predict_samples(samples, settings, model=model, horizon=horizon)
     if not all(np.all(np.isfinite(np.asarray(a, dtype=float))) for a in (forecast.mean, forecast.lower, forecast.upper)):
         raise ModelError(f"{forecast.model}: the forecast is not finite on these samples")
@@ -99,7 +100,7 @@ def validate_job(body: bytes, settings: Settings, instance: str | None, model: s
 
     started = time.perf_counter()
     iid, samples = pick_instance(_parse(body, settings), instance)
-    result = validate_samples(recent_window(samples, settings), settings, models=[model] if model else None)
+    result = validate_samples(recent_window(samples, settings.train_days, settings.period), settings, models=[model] if model else None)
     return Validation.from_result(iid, result, time.perf_counter() - started)
 
 

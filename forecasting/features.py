@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecasting.clock import DAY, WEEK
+
 MAX_FILLED_GAP_SECONDS = 30 * 60
 """Gaps up to 30 min are interpolated; longer ones stay NaN, and windows never cross them."""
 
-DAY = 86_400
-WEEK = 7 * DAY
 PERCENT_METRICS = ("cpu", "memory")
 NETWORK_METRICS = ("network_in", "network_out")
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forecasting.clock import DAY, HOUR
 from forecasting.fleet_model import fleet_model_due, latest_fleet_model, train_fleet_model
 from forecasting.settings import Settings
 from forecasting.store import Store
 from forecasting.training import train_instance
 
 log = logging.getLogger("headroom.fleet")
-DAY = 86_400
 IN_FLIGHT_PER_WORKER = 4
 """Instances submitted but not finished, per worker: keeps the workers busy while the parent holds the samples of
 only a few instances at a time, whatever the fleet size (with Dask, set HEADROOM_WORKERS to the cluster's threads)."""
@@ -67,11 +67,11 @@ class RetrainReport:
         return text
 
 
-def due_instances(store: Store, settings: Settings, now: int) -> list[str]:
+def due_instances(store: Store, retrain_every: float, now: int) -> list[str]:
     """Instances queued for retraining (their champion could not be used), never trained, or last trained
     ``retrain_every`` hours ago or more; queued and never-trained first, then oldest."""
     runs = store.latest_runs()
-    limit = now - settings.retrain_every * 3600
+    limit = now - retrain_every * HOUR
     queued = store.retrain_requests()
     due = [(-1 if i in queued or i not in runs else runs[i]["started_at"], i) for i in (inst.instance_id for inst in store.instances())
            if i in queued or i not in runs or runs[i]["started_at"] <= limit]
@@ -115,7 +115,7 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
     """Retrain every due instance on the executor; record each result as it completes (in this process)."""
     started = time.perf_counter()
     report = RetrainReport()
-    due = due_instances(store, settings, now)
+    due = due_instances(store, settings.retrain_every, now)
     report.due = len(due)
     if not due:
         return report

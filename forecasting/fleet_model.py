@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from forecasting.backtest import plan_backtest
+from forecasting.clock import HOUR
 from forecasting.models import pooled
 from forecasting.settings import Settings
 from forecasting.training import Samples, prepare_frame
@@ -126,4 +127,4 @@ def fleet_model_due(settings: Settings, now: int) -> bool:
     if "fleet" not in settings.models:
         return False
     latest = latest_fleet_model(settings)
-    return latest is None or latest[1] <= now - settings.retrain_every * 3600
+    return latest is None or latest[1] <= now - settings.retrain_every * HOUR

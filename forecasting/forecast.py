@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY
+from forecasting.features import to_frame
 from forecasting.models.base import ForecastModel
 from forecasting.models.registry import load_model, make_model
 from forecasting.settings import Settings

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from forecasting.clock import DAY, MINUTE
 from forecasting.settings import Settings
 from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, Source, align, clip, plausible
 from forecasting.store import Store
 
 log = logging.getLogger("headroom.ingest")
 
-LATE_DATA_SECONDS = 15 * 60
+LATE_DATA_SECONDS = 15 * MINUTE
 """CloudWatch fills late buckets: every fetch re-reads the last 15 minutes of each series."""
-FORECASTS_KEPT_SECONDS = 2 * 86_400
+FORECASTS_KEPT_SECONDS = 2 * DAY
 """Forecasts older than this are dropped at ingest (each instance and model keeps its newest one)."""
 
 
@@ -48,7 +49,7 @@ def make_source(settings: Settings, store: Store, now: int) -> Source:
 
 def plan_requests(instances: list[InstanceInfo], metrics_of: dict[str, list[str]], last_ts: dict[tuple[str, str], int], settings: Settings, end: int) -> list[SeriesRequest]:
     """One request per series: from its last stored point minus 15 min, or the training window on first sight."""
-    backfill_from = align(end - settings.train_days * 86_400, settings.period)
+    backfill_from = align(end - settings.train_days * DAY, settings.period)
     requests = []
     for info in instances:
         for metric in metrics_of[info.instance_id]:
@@ -77,7 +78,7 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
         for info in instances:
             store.upsert_instance(info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now)
         rows = store.upsert_samples(result.rows)
-        pruned = store.prune(now - int(settings.history_days * 86_400))
+        pruned = store.prune(now - int(settings.history_days * DAY))
         store.prune_forecasts(now - FORECASTS_KEPT_SECONDS)  # they grow every cycle; keep what pages and API show
     return IngestReport(len(instances), rows, result.calls, result.calls_required, pruned, result.errors)
 

@@ -25,6 +25,10 @@ from typing import Any
 
 from forecasting.alerts import iso_utc
 from forecasting.charts import forecast_chart
+from forecasting.clock import HOUR, MINUTE
+from forecasting.crossing import (
+    BASIS_MEANING, RISK_LEVELS, RISK_WORDS, Outlook, minutes_to_limit, outlook, risk_level, shown_crossing,
+)
 from forecasting.scoring import fleet_realised
 from forecasting.settings import Settings
 from forecasting.store import Store
@@ -115,13 +119,13 @@ def deliver(connection: smtplib.SMTP, settings: Settings, message: EmailMessage)
         log.warning("the SMTP server refused %s: %s %s", address, code, reply.decode(errors="replace")[:200])
 
 
-def new_message(settings: Settings, subject: str, text: str, html: str, images: dict[str, bytes]) -> EmailMessage:
-    """A multipart/alternative message (plain text, then HTML with the PNG images inline by Content-ID)."""
+def new_message(settings: Settings, subject: str, text: str, html: str, images: dict[str, bytes], at: float | None = None) -> EmailMessage:
+    """A multipart/alternative message (plain text, then HTML with the PNG images inline by Content-ID), dated ``at`` (default: now)."""
     message = EmailMessage(policy=MAIL_POLICY)
     message["Subject"] = subject
     message["From"] = settings.mail_from
     message["To"] = ", ".join(settings.mail_to)
-    message["Date"] = formatdate(usegmt=True)
+    message["Date"] = formatdate(at, usegmt=True)
     message["Message-ID"] = make_msgid(domain="headroom")
     message.set_content(text)
     cids = {name: make_msgid(domain="headroom") for name in images}
@@ -140,7 +144,8 @@ def _who(instance_id: str, name: str | None) -> str:
 
 
 def _minutes_until(ts: int, now: int) -> int:
-    return max(0, round((int(ts) - now) / 60))
+    """Time to limit (``forecasting.crossing``) in whole minutes."""
+    return round(minutes_to_limit(ts, now))
 
 
 def subject_line(alert: dict, name: str | None, now: int) -> str:
@@ -152,8 +157,7 @@ def subject_line(alert: dict, name: str | None, now: int) -> str:
 
 def alert_facts(alert: dict, name: str | None, latest: tuple[int, float] | None, now: int) -> list[tuple[str, str]]:
     """The label/value lines both the text and the HTML alert mail show."""
-    basis = {"mean": "the point forecast crosses", "likely": "a step has at least a 40 % chance of crossing"}.get(
-        alert["basis"], "only the upper bound of the 90 % interval crosses")
+    basis = BASIS_MEANING.get(alert["basis"], alert["basis"])
     facts = [
         ("Instance", _who(alert["instance_id"], name)),
         ("Threshold", f"{alert['threshold']:g} % CPU"),
@@ -217,18 +221,20 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
     latest, runs = store.latest_values(), store.latest_runs()
     forecasts = {f["instance_id"]: f for f in store.latest_forecasts()}
     open_alerts = {a["instance_id"]: dict(a) for a in reversed(store.alerts(state="open"))}
-    fleet, risk = [], []
+    fleet, risk, crossings, thresholds = [], [], {}, {}
     for inst in store.instances():
-        iid, f = inst.instance_id, forecasts.get(inst.instance_id)
-        peak = max(f["mean"]) if f else None
-        alert = open_alerts.get(iid)
-        state = f"alert: crossing {iso_utc(alert['crossing_ts'])}" if alert else "near" if peak is not None and peak >= inst.threshold - settings.alert_margin else "ok"
-        if state != "ok":
-            risk.append((alert is None, -(peak or 0.0), iid))
-        cpu = latest.get(iid)
+        iid, f, alert = inst.instance_id, forecasts.get(inst.instance_id), open_alerts.get(inst.instance_id)
+        last_ts, cpu_now = latest.get(iid, (None, None))
+        seen = outlook(f, inst.threshold, settings.alert_on, now) if f else None  # the alerts' rule, as on the Fleet page
+        level = risk_level(cpu_now, inst.threshold, settings.alert_margin, seen, alert is not None)
+        thresholds[iid] = inst.threshold
+        crossings[iid] = shown_crossing(seen, alert["crossing_ts"] if alert else None, inst.threshold, last_ts, cpu_now)
+        if level not in ("ok", "unknown"):
+            risk.append((RISK_LEVELS.index(level), -(seen.peak if seen else 0.0), iid))
         run = runs.get(iid)
-        fleet.append([iid, inst.name or "", f"{cpu[1]:.1f}" if cpu else "-", f"{inst.threshold:g}", f"{peak:.1f}" if peak is not None else "-",
-                      (run["champion"] or "none") if run else "not trained", state])
+        fleet.append([iid, inst.name or "", f"{cpu_now:.1f}" if cpu_now is not None else "-", f"{inst.threshold:g}",
+                      f"{seen.peak:.1f}" if seen else "-", (run["champion"] or "none") if run else "not trained",
+                      digest_state(level, alert, seen)])
     alerts_rows = [[a["instance_id"], iso_utc(a["opened_at"]), iso_utc(a["crossing_ts"]), f"{a['peak']:.1f}", a["model"], a["basis"],
                     "yes" if a["emailed_at"] else (a["email_error"] or "not yet")] for a in open_alerts.values()]
     past = [a for a in store.alerts(limit=100_000) if a["opened_at"] >= since]
@@ -245,10 +251,8 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
                      for m, v in fleet_realised(store, now, "day").items()]
     images = {}
     for _, _, iid in sorted(risk)[:DIGEST_CHARTS]:
-        alert = open_alerts.get(iid)
-        cpu = store.samples(iid, start=now - CHART_HOURS * 3600, end=now, metrics=["cpu"]).get("cpu", ([], []))
-        images[f"chart-{len(images)}"] = forecast_chart(cpu, forecasts.get(iid), fleet_threshold(store, iid, settings),
-                                                        alert["crossing_ts"] if alert else None, title=iid)
+        cpu = store.samples(iid, start=now - CHART_HOURS * HOUR, end=now, metrics=["cpu"]).get("cpu", ([], []))
+        images[f"chart-{len(images)}"] = forecast_chart(cpu, forecasts.get(iid), thresholds[iid], crossings[iid], title=iid)
     sections = [
         ("Fleet", ["instance", "name", "CPU now %", "threshold %", "forecast peak %", "champion", "state"], fleet),
         ("Open alerts", ["instance", "opened", "predicted crossing", "peak %", "model", "basis", "emailed"], alerts_rows),
@@ -269,17 +273,20 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
     return subject, text, body + "</div>", images
 
 
-def fleet_threshold(store: Store, instance_id: str, settings: Settings) -> float:
-    """The stored threshold of an instance (the settings' one if it is not stored)."""
-    inst = store.instance(instance_id)
-    return inst.threshold if inst else settings.threshold_for(instance_id)
+def digest_state(level: str, alert: dict | None, seen: Outlook | None) -> str:
+    """An instance's state in the digest: its risk level (``forecasting.crossing``) and the crossing it expects."""
+    if alert is not None:
+        return ("over limit, " if level == "over" else "") + f"alert: crossing {iso_utc(alert['crossing_ts'])}"
+    if level == "risk" and seen is not None and seen.crossing is not None:
+        return f"will cross at {iso_utc(seen.crossing.ts)}"
+    return RISK_WORDS[level]
 
 
 # ---- sending -----------------------------------------------------------------
 def alert_chart(store: Store, alert: dict, now: int) -> bytes:
     """The chart of one alert: the last hours of CPU, the champion forecast, the threshold, the crossing."""
     iid = alert["instance_id"]
-    cpu = store.samples(iid, start=now - CHART_HOURS * 3600, end=now, metrics=["cpu"]).get("cpu")
+    cpu = store.samples(iid, start=now - CHART_HOURS * HOUR, end=now, metrics=["cpu"]).get("cpu")
     forecasts = store.latest_forecasts(iid)
     history = cpu if cpu is not None else ([], [])
     return forecast_chart(history, forecasts[0] if forecasts else None, float(alert["threshold"]), int(alert["crossing_ts"]),
@@ -293,7 +300,7 @@ def alert_message(store: Store, settings: Settings, alert: dict, now: int) -> Em
     latest = store.latest_values().get(alert["instance_id"])
     chart = alert_chart(store, alert, now)
     return new_message(settings, subject_line(alert, name, now), alert_text(alert, name, latest, now),
-                       alert_html(alert, name, latest, now, "chart"), {"chart": chart})
+                       alert_html(alert, name, latest, now, "chart"), {"chart": chart}, at=now)
 
 
 def send_alert_mail(store: Store, settings: Settings, now: int) -> str:
@@ -308,7 +315,7 @@ def send_alert_mail(store: Store, settings: Settings, now: int) -> str:
     ready, held = [], 0
     for row in due:
         since = now - last.get(row["instance_id"], -(10**12))
-        if since < settings.alert_cooldown * 60:
+        if since < settings.alert_cooldown * MINUTE:
             held += 1
             continue
         ready.append(dict(row))
@@ -358,13 +365,13 @@ def send_digest_if_due(store: Store, settings: Settings, now: int) -> str:
     if off:
         return off
     last = store.get_meta(DIGEST_META)
-    if last is not None and now - int(last) < settings.digest_every * 3600:
-        return f"digest not due until {iso_utc(int(last) + settings.digest_every * 3600)}"
-    since = int(last) if last is not None else now - int(settings.digest_every * 3600)
+    if last is not None and now - int(last) < settings.digest_every * HOUR:
+        return f"digest not due until {iso_utc(int(last) + settings.digest_every * HOUR)}"
+    since = int(last) if last is not None else now - int(settings.digest_every * HOUR)
     try:
         subject, text, html, images = digest_message(store, settings, now, since)
         with smtp_connection(settings) as connection:
-            deliver(connection, settings, new_message(settings, subject, text, html, images))
+            deliver(connection, settings, new_message(settings, subject, text, html, images, at=now))
     except Exception as error:
         log.warning("digest mail failed, retried next cycle: %s", one_line(error))
         return f"digest failed ({one_line(error)}), retried next cycle"

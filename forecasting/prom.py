@@ -9,7 +9,6 @@ label). Values are those of the latest champion forecast, as ``/predictions`` sh
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from forecasting import __version__
-from forecasting.alerts import find_crossing
+from forecasting.crossing import outlook
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings
 from forecasting.store import Store
@@ -30,9 +29,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 class StoreCollector(Collector):
     """Reads the store on each collect: forecasts, warnings, champions, accuracy, job health, data age, outbox."""
 
-    def __init__(self, store: Store, settings: Settings, now: float | None = None) -> None:
-        self.store, self.settings = store, settings
-        self.now = time.time() if now is None else now
+    def __init__(self, store: Store, settings: Settings, now: float) -> None:
+        self.store, self.settings, self.now = store, settings, now
 
     def collect(self) -> Iterator[Any]:
         yield from self._instances()
@@ -43,9 +41,10 @@ class StoreCollector(Collector):
         labels = ["instance_id"]
         predicted = GaugeMetricFamily("headroom_predicted_cpu_percent", "CPU percent the champion forecasts at the end of the horizon",
                                       labels=["instance_id", "bound"])
-        peak = GaugeMetricFamily("headroom_predicted_peak_cpu_percent", "Highest point forecast of CPU over the horizon", labels=labels)
+        peak = GaugeMetricFamily("headroom_predicted_peak_cpu_percent", "Peak of the CPU forecast over the horizon, as the alerts read it",
+                                 labels=labels)
         limit = GaugeMetricFamily("headroom_cpu_threshold_percent", "CPU percent that counts as overload for the instance", labels=labels)
-        minutes = GaugeMetricFamily("headroom_minutes_to_limit", "Minutes until the point forecast reaches the threshold (absent: no crossing)",
+        minutes = GaugeMetricFamily("headroom_minutes_to_limit", "Minutes until the forecast reaches the threshold by the alert rule (absent: no crossing)",
                                     labels=labels)
         made = GaugeMetricFamily("headroom_forecast_made_timestamp_seconds", "When the latest champion forecast was made", labels=labels)
         warning = GaugeMetricFamily("headroom_warning_open", "1 while an early warning is open for the instance", labels=labels)
@@ -62,11 +61,11 @@ class StoreCollector(Collector):
             iid = forecast["instance_id"]
             for bound in ("mean", "lower", "upper"):
                 predicted.add_metric([iid, bound], float(forecast[bound][-1]))
-            peak.add_metric([iid], float(max(forecast["mean"])))
+            seen = outlook(forecast, thresholds.get(iid, self.settings.threshold_for(iid)), self.settings.alert_on, now)
+            peak.add_metric([iid], seen.peak)
             made.add_metric([iid], float(forecast["made_at"]))
-            crossing = find_crossing(forecast, thresholds.get(iid, self.settings.threshold), "mean", now)
-            if crossing is not None:
-                minutes.add_metric([iid], round(crossing.lead_minutes, 1))
+            if seen.minutes_to_limit is not None:
+                minutes.add_metric([iid], round(seen.minutes_to_limit, 1))
         for iid, threshold in thresholds.items():
             limit.add_metric([iid], threshold)
             warning.add_metric([iid], 1.0 if iid in warned else 0.0)
@@ -122,7 +121,7 @@ class StoreCollector(Collector):
         yield build
 
 
-def render(store: Store, settings: Settings, now: float | None = None) -> bytes:
+def render(store: Store, settings: Settings, now: float) -> bytes:
     """The Prometheus text exposition of the store, as ``GET /metrics`` answers it."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, settings, now))

@@ -7,8 +7,8 @@ metric              unit     value
 ==================  =======  ========================================================================
 PredictedCPU        Percent  the champion's point forecast at the end of the horizon
 PredictedCPUUpper   Percent  the upper bound of its 90 % interval there
-PredictedPeakCPU    Percent  the highest point forecast over the horizon
-MinutesToLimit      None     minutes until the point forecast reaches the threshold (absent: no crossing)
+PredictedPeakCPU    Percent  the forecast's peak over the horizon, as the alerts read it (``forecasting.crossing``)
+MinutesToLimit      None     minutes until the forecast reaches the threshold by the alert rule (absent: no crossing)
 WarningOpen         None     1 while a Headroom warning is open for the instance, else 0
 ==================  =======  ========================================================================
 
@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from forecasting.alerts import find_crossing
+from forecasting.clock import HOUR, MINUTE
+from forecasting.crossing import outlook
 from forecasting.settings import Settings
 from forecasting.store import Store
 
@@ -44,7 +45,7 @@ log = logging.getLogger("headroom.publish")
 MAX_DATUMS = 1000
 """PutMetricData takes at most 1,000 metric datums per call."""
 ASG_TAG = "aws:autoscaling:groupName"
-ASG_REFRESH_SECONDS = 3600
+ASG_REFRESH_SECONDS = HOUR
 """How long the instance → Auto Scaling group map is reused before DescribeInstances is asked again."""
 DEADLINE_SECONDS = 60.0
 """Calls still unsent this long after a publish began are dropped (the next cycle has fresher values)."""
@@ -67,14 +68,15 @@ class Figures:
     warning_open: bool
 
 
-def instance_figures(forecast: Mapping[str, Any], threshold: float, warning_open: bool, now: int) -> Figures:
-    """One instance's figures from its champion forecast (the same crossing rule as the alerts, on the point forecast)."""
-    crossing = find_crossing(forecast, threshold, "mean", now)
+def instance_figures(forecast: Mapping[str, Any], threshold: float, alert_on: str, warning_open: bool, now: int) -> Figures:
+    """One instance's figures from its champion forecast: peak and time to limit by the alerts' rule."""
+    seen = outlook(forecast, threshold, alert_on, now)
+    minutes = seen.minutes_to_limit
     return Figures(str(forecast["instance_id"]), int(forecast["made_at"]), float(forecast["mean"][-1]), float(forecast["upper"][-1]),
-                   float(max(forecast["mean"])), None if crossing is None else round(crossing.lead_minutes, 1), warning_open)
+                   seen.peak, None if minutes is None else round(minutes, 1), warning_open)
 
 
-def cycle_figures(store: Store, now: int, max_age: float) -> list[Figures]:
+def cycle_figures(store: Store, now: int, max_age: float, alert_on: str) -> list[Figures]:
     """The figures of every instance whose champion forecast was made in this cycle and still looks ahead."""
     thresholds = {inst.instance_id: inst.threshold for inst in store.instances()}
     warned = {row["instance_id"] for row in store.alerts(state="open", limit=1_000_000)}
@@ -83,7 +85,7 @@ def cycle_figures(store: Store, now: int, max_age: float) -> list[Figures]:
         iid = forecast["instance_id"]
         if now - int(forecast["made_at"]) > max_age or int(forecast["timestamps"][-1]) <= now or iid not in thresholds:
             continue  # a failed forecast publishes nothing rather than an old value
-        out.append(instance_figures(forecast, thresholds[iid], iid in warned, now))
+        out.append(instance_figures(forecast, thresholds[iid], alert_on, iid in warned, now))
     return out
 
 
@@ -275,6 +277,6 @@ def publish_cycle(store: Store, settings: Settings, now: int, publisher: Publish
     """Read this cycle's figures and hand them to the background publisher (when publishing is on)."""
     if not settings.cloudwatch_publish:
         return "cloudwatch publishing off"
-    figures = cycle_figures(store, now, max_age=settings.ingest_every * 60)
+    figures = cycle_figures(store, now, settings.ingest_every * MINUTE, settings.alert_on)
     return (publisher or PUBLISHER).submit(figures, settings)
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecasting.backtest import mase_scale
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY, HOUR
+from forecasting.features import to_frame
 from forecasting.ingest import LATE_DATA_SECONDS
 from forecasting.realised import FIELDS, ErrorSums, score_forecast, total
 from forecasting.settings import Settings
@@ -75,7 +76,7 @@ def score_realised(store: Store, settings: Settings, now: int) -> ScoringReport:
         for f in forecasts:
             scored = score_forecast(*(np.asarray(json.loads(f[k]), dtype=float) for k in ("timestamps", "mean", "lower", "upper")),
                                     ts, cpu, scale)
-            hour = int(f["made_at"]) // 3600 * 3600
+            hour = int(f["made_at"]) // HOUR * HOUR
             for model in (f["model"], "auto") if f["is_champion"] else (f["model"],):
                 count, previous = sums.get((instance_id, model, hour), (0, ErrorSums()))
                 sums[(instance_id, model, hour)] = (count + 1, previous + scored)

@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from forecasting import __version__
-from forecasting.alerts import BASIS_TEXT, iso_utc
+from forecasting.alerts import iso_utc
+from forecasting.crossing import BASIS_TEXT, minutes_to_limit
 from forecasting.settings import Settings
 
 KINDS = ("opened", "reopened", "updated", "cleared")
@@ -63,9 +64,9 @@ def _who(alert: Mapping[str, Any]) -> str:
     return f"{alert['instance_id']} ({name})" if name else str(alert["instance_id"])
 
 
-def minutes_to_limit(crossing_ts: int, at: int) -> float:
-    """Minutes from ``at`` to the predicted crossing, never negative."""
-    return round(max(0.0, (int(crossing_ts) - int(at)) / 60), 1)
+def _minutes_left(alert: Mapping[str, Any], at: int) -> float:
+    """Time to limit at ``at`` (``forecasting.crossing``), to a tenth of a minute."""
+    return round(minutes_to_limit(alert["crossing_ts"], at), 1)
 
 
 def summary_line(kind: str, alert: Mapping[str, Any], at: int, margin: float | None = None) -> str:
@@ -77,7 +78,7 @@ def summary_line(kind: str, alert: Mapping[str, Any], at: int, margin: float | N
     sure = BASIS_TEXT.get(alert["basis"], alert["basis"])
     prefix = {"opened": "", "reopened": "again: ", "updated": "update: "}.get(kind, "")
     return (f"{prefix}{who} will cross {threshold} CPU at {iso_utc(alert['crossing_ts'])}, in about "
-            f"{minutes_to_limit(alert['crossing_ts'], at):.0f} min (peak {alert['peak']:.1f} %, {alert['model']}, {sure})")
+            f"{_minutes_left(alert, at):.0f} min (peak {alert['peak']:.1f} %, {alert['model']}, {sure})")
 
 
 def event_message(kind: str, alert: Mapping[str, Any], event_id: int, at: int, margin: float | None = None) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def event_message(kind: str, alert: Mapping[str, Any], event_id: int, at: int, m
             "state": "cleared" if kind == "cleared" else "open",
             "threshold": float(alert["threshold"]),
             "predicted_crossing_at": iso_utc(alert["crossing_ts"]),
-            "minutes_to_limit": minutes_to_limit(alert["crossing_ts"], at),
+            "minutes_to_limit": _minutes_left(alert, at),
             "predicted_peak": float(alert["peak"]),
             "model": alert["model"],
             "basis": alert["basis"],

@@ -10,10 +10,10 @@ import streamlit as st
 from app import data, nav, ui
 from app.fleet import LEVELS, level_counts
 from app.format import when_text
+from forecasting.crossing import AT_RISK
 
 TABLE_COLUMNS = ["status", "name", "instance_id", "cpu_now", "sparkline", "peak", "threshold",
                  "to_threshold_min", "alert", "champion", "link"]
-AT_RISK = ("over", "alert", "risk")
 SHOWN_LINKS = 8
 
 nav.require_entry()
@@ -37,9 +37,9 @@ def _table(frame: pd.DataFrame) -> None:
         "instance_id": st.column_config.TextColumn("Instance", width="medium"),
         "cpu_now": st.column_config.ProgressColumn("CPU now", min_value=0, max_value=100, format="%.0f %%", width="small"),
         "sparkline": st.column_config.LineChartColumn("CPU, last 24 h", y_min=0, y_max=100, width="medium"),
-        "peak": st.column_config.NumberColumn("Peak", format="%.0f %%", width="small", help="Highest point forecast within the horizon"),
+        "peak": st.column_config.NumberColumn("Peak", format="%.0f %%", width="small", help="Highest forecast within the horizon, as the alerts read it (HEADROOM_ALERT_ON)"),
         "threshold": st.column_config.NumberColumn("Limit", format="%.0f %%", width="small"),
-        "to_threshold_min": st.column_config.NumberColumn("Min to limit", format="%.0f", width="small", help="Minutes until the point forecast first reaches the limit"),
+        "to_threshold_min": st.column_config.NumberColumn("Min to limit", format="%.0f", width="small", help="Minutes until the forecast first reaches the limit, by the alerts' rule"),
         "alert": st.column_config.TextColumn("Alert", width="small"),
         "champion": st.column_config.TextColumn("Champion", width=115, help="Model with the lowest backtest MASE on this instance"),
         "link": st.column_config.LinkColumn("Link", display_text="open", width="small", help="A shareable link to the instance page"),
@@ -59,7 +59,7 @@ def _table(frame: pd.DataFrame) -> None:
 @st.fragment(run_every=data.REFRESH_SECONDS)
 def live() -> None:
     """The part that refreshes by itself: health strip, summary, links to instances at risk, the table."""
-    frame = data.load_fleet(db, config.alert_margin)
+    frame = data.load_fleet(db, config.alert_on, config.alert_margin)
     newest = int(frame["last_sample_ts"].max()) if not frame.empty and frame["last_sample_ts"].notna().any() else None
     ui.health_strip(data.load_heartbeats(db), newest, config)
     if frame.empty:

@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, data, nav, ui
-from app.fleet import first_crossing
 from app.format import ago_text, minutes_to_text, percent_text, utc_text
+from forecasting.crossing import minutes_to_limit, outlook, shown_crossing
 
 RANGES = {"6 h": 6, "24 h": 24, "3 d": 72, "7 d": 168}
 
@@ -25,7 +25,7 @@ if not instances:
     ui.no_data_help(config)
     st.stop()
 
-fleet = data.load_fleet(db, config.alert_margin)
+fleet = data.load_fleet(db, config.alert_on, config.alert_margin)
 default = fleet["instance_id"].iloc[0] if not fleet.empty else instances[0]["instance_id"]
 left, middle, right = st.columns([3, 2, 2], vertical_alignment="bottom")
 with left:
@@ -60,15 +60,18 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     threshold = float(inst["threshold"])
     champion = next((f for f in forecasts if f["is_champion"]), None)
     open_alert = next((a for a in view["alerts"] if a["state"] == "open"), None)
-    crossing = first_crossing(champion["timestamps"], champion["mean"], threshold) if champion else None
-    cpu_now = float(samples["cpu"][1][-1]) if "cpu" in samples and len(samples["cpu"][1]) else None
+    cpu_ts, cpu = samples.get("cpu", ([], []))
+    last_ts, cpu_now = (int(cpu_ts[-1]), float(cpu[-1])) if len(cpu) else (None, None)
     now = time.time()
+    seen = outlook(champion, threshold, config.alert_on, now) if champion else None  # the alerts' rule, as on the Fleet page
+    crossing = shown_crossing(seen, open_alert["crossing_ts"] if open_alert else None, threshold, last_ts, cpu_now)
 
     cols = st.columns([1, 1, 1, 1.5, 1])
     cols[0].metric("CPU now", percent_text(cpu_now), help=f"at {utc_text(view['newest'])}")
-    cols[1].metric("Predicted peak", percent_text(max(champion["mean"]) if champion else None),
-                   help=f"highest point forecast in the next {config.horizon * config.period // 60} min")
-    cols[2].metric("Time to limit", minutes_to_text((crossing - now) / 60) if crossing else "—", help=f"limit {threshold:.0f} %")
+    cols[1].metric("Predicted peak", percent_text(seen.peak if seen is not None else None),
+                   help=f"highest forecast in the next {config.horizon * config.period // 60} min, as the alerts read it "
+                        f"(HEADROOM_ALERT_ON={config.alert_on})")
+    cols[2].metric("Time to limit", minutes_to_text(minutes_to_limit(crossing, now) if crossing else None), help=f"limit {threshold:.0f} %")
     cols[3].metric("Champion", (run or {}).get("champion") or "—", help="lowest backtest MASE in the latest training run")
     cols[4].metric("Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert['opened_at'], now)}" if open_alert else None)
     if run is None:

@@ -58,7 +58,7 @@ with st.expander("Model families"):
     st.dataframe(family_table(), hide_index=True, key="families_table")
 
 st.header("One instance")
-fleet = data.load_fleet(db, config.alert_margin)
+fleet = data.load_fleet(db, config.alert_on, config.alert_margin)
 instance_id = ui.instance_picker(instances, fleet["instance_id"].iloc[0] if not fleet.empty else None)
 if instance_id is None:
     st.stop()

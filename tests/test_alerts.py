@@ -1,4 +1,4 @@
-"""Alert logic on hand-made forecasts: crossing time, lead time, hysteresis, and caught / late / false outcomes."""
+"""Alert logic on hand-made forecasts: opening, hysteresis, and caught / late / false outcomes (the crossing rule: test_crossing.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecasting.alerts import (
-    CLEAR_CYCLES,
-    LIKELY_SHARE,
-    AlertPolicy,
-    actual_crossing,
-    evaluate_alerts,
-    find_crossing,
-    iso_utc,
-)
+from forecasting.alerts import CLEAR_CYCLES, AlertPolicy, actual_crossing, evaluate_alerts, iso_utc
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
 
@@ -62,38 +54,6 @@ def events(store: Store, alert_id: int) -> list[str]:
 
 
 # ---- pure functions --------------------------------------------------------
-def test_crossing_time_lead_and_peak_of_the_point_forecast() -> None:
-    f = forecast(T - P, [60, 64, 68, 72, 76, 79.9, 80.0, 83, 86, 88, 87, 85])
-    c = find_crossing(f, 80, "mean", now=T)
-    assert c is not None and c.step == 6 and c.ts == T + 6 * P  # first step at or above, not above
-    assert c.lead_minutes == 30.0 and c.peak == 88 and c.basis == "mean"
-    assert find_crossing(f, 88.01, "mean", now=T) is None
-    late = find_crossing(f, 80, "mean", now=T + 40 * 60)  # the crossing lies before now: lead is 0, never negative
-    assert late is not None and late.lead_minutes == 0.0
-
-
-def test_only_the_upper_bound_crossing_opens_nothing_on_mean_and_an_upper_alert_on_upper() -> None:
-    f = forecast(T - P, ramp(60, 77), spread=6)  # mean peaks at 77, upper at 83, first ≥ 80 at step 8
-    assert find_crossing(f, 80, "mean", now=T) is None
-    c = find_crossing(f, 80, "upper", now=T)
-    assert c is not None and c.basis == "upper" and c.step == int(np.argmax(np.asarray(f["upper"]) >= 80)) and c.peak == pytest.approx(83)
-    both = forecast(T - P, ramp(70, 90), spread=6)  # both cross: the point forecast's crossing is reported
-    assert find_crossing(both, 80, "upper", now=T).basis == "mean"  # type: ignore[union-attr]
-    assert find_crossing(both, 80, "upper", now=T).ts == both["timestamps"][int(np.argmax(np.asarray(both["mean"]) >= 80))]  # type: ignore[union-attr]
-
-
-def test_likely_opens_when_a_step_has_a_40_percent_chance_read_from_the_interval() -> None:
-    near = forecast(T - P, ramp(60, 79), spread=6)  # mean peaks at 79, upper at 85: the 60 % level is 79 + 0.154 · 6 ≈ 79.9
-    assert find_crossing(near, 80, "likely", now=T) is None  # below 40 %: no alert
-    closer = forecast(T - P, ramp(60, 79.5), spread=6)  # 79.5 + 0.92 ≥ 80: at least a 40 % chance
-    c = find_crossing(closer, 80, "likely", now=T)
-    assert c is not None and c.basis == "likely" and c.step == 11
-    assert c.peak == pytest.approx(79.5 + LIKELY_SHARE * 6)
-    assert find_crossing(closer, 80, "mean", now=T) is None  # the point forecast alone does not cross
-    assert find_crossing(near, 80, "upper", now=T).basis == "upper"  # type: ignore[union-attr]
-    assert LIKELY_SHARE == pytest.approx(0.154, abs=1e-3)
-
-
 def test_actual_crossing_is_caught_after_the_opening_and_late_when_already_above() -> None:
     ts = np.arange(T - 6 * P, T + 6 * P, P)
     below_then_up = np.array([50, 55, 60, 65, 70, 75, 78, 79, 81, 84, 70, 60], dtype=float)

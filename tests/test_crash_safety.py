@@ -6,11 +6,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from forecasting.sources.demo import DemoSource
 from tests.fixtures.stores import environ_without_settings
+from tests.fixtures.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCES = 40  # 14 days of backfill for 40 demo instances: ~620,000 samples in one transaction
@@ -50,10 +50,8 @@ def test_sigkill_mid_ingest_leaves_previous_or_complete_state(tmp_path: Path) ->
     wal = tmp_path / "crash.db-wal"
     log = (tmp_path / "killed.log").open("w")
     process = subprocess.Popen(ingest_command(), cwd=tmp_path, env=worker_env(db), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline and not (wal.exists() and wal.stat().st_size > WAL_MID_WRITE):
-        time.sleep(0.02)
-    assert process.poll() is None, "the ingest finished before it could be killed: raise INSTANCES"
+    mid_write = wait_until(lambda: process.poll() is not None or (wal.exists() and wal.stat().st_size > WAL_MID_WRITE), 300)
+    assert mid_write and process.poll() is None, "the ingest finished before it could be killed: raise INSTANCES"
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL
 

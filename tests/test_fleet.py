@@ -74,7 +74,7 @@ def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_pa
     assert report.failed[0].startswith(f"{broken}: ") and "1 failed" in report.summary()
     assert any(r.getMessage().startswith(f"retrain {broken} failed: ") for r in caplog.records)
     assert set(store.latest_runs()) == {ids[0], ids[2]}
-    assert due_instances(store, settings, NOW + 60) == [broken]  # it is tried again at the next turn
+    assert due_instances(store, settings.retrain_every, NOW + 60) == [broken]  # it is tried again at the next turn
     store.close()
 
 
@@ -85,8 +85,8 @@ def test_due_means_never_trained_or_older_than_the_cadence(tmp_path: Path, clean
            "points": 0, "champion": None, "model_dir": None}
     store.record_training_run(run, [], [])
     store.record_training_run({**run, "instance_id": ids[1], "started_at": NOW - 3600}, [], [])
-    assert due_instances(store, settings, NOW) == [ids[2], ids[0]]  # never trained first, then the oldest
-    assert due_instances(store, settings, NOW + 5 * 3600) == [ids[2], ids[0], ids[1]]
+    assert due_instances(store, settings.retrain_every, NOW) == [ids[2], ids[0]]  # never trained first, then the oldest
+    assert due_instances(store, settings.retrain_every, NOW + 5 * 3600) == [ids[2], ids[0], ids[1]]
     assert retrain_due(store, settings, NOW, stop=_set()).summary().endswith("stopped early")
     store.close()
 

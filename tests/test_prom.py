@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from forecasting.api import create_app
+from forecasting.crossing import LIKELY_SHARE
 from forecasting.prom import render
 from forecasting.scoring import score_realised
 from forecasting.settings import load_settings
@@ -64,7 +65,10 @@ async def test_metrics_page_matches_the_store_and_follows_the_token_rule(worker_
         iid = p["instance_id"]
         for bound in ("mean", "lower", "upper"):
             assert by_label(metrics["headroom_predicted_cpu_percent"], bound=bound)[iid] == pytest.approx(p[bound][-1])
-        assert by_label(metrics["headroom_predicted_peak_cpu_percent"])[iid] == pytest.approx(max(p["mean"]))
+        # the peak as the alerts read it (alert_on = likely): the point forecast's when it crosses, else the 60 % level's
+        likely = [m + LIKELY_SHARE * (u - m) for m, u in zip(p["mean"], p["upper"], strict=True)]
+        expected = max(p["mean"]) if max(p["mean"]) >= p["threshold"] else max(likely)
+        assert by_label(metrics["headroom_predicted_peak_cpu_percent"])[iid] == pytest.approx(expected)
     warnings = by_label(metrics["headroom_warning_open"])
     assert warnings[ALERTING_INSTANCE] == 1.0 and set(warnings) == set(instances)
     assert by_label(metrics["headroom_cpu_threshold_percent"])[ALERTING_INSTANCE] == 1.0  # its headroom.toml threshold

@@ -31,11 +31,15 @@ def forecast(iid: str, made_at: int, mean: list[float]) -> dict:
 def test_figures_follow_the_forecast_and_the_alert_crossing_rule() -> None:
     now = 1_800_000_000
     rising = forecast("i-a", now, list(np.linspace(50, 95, 12)))
-    f = instance_figures(rising, threshold=80, warning_open=True, now=now)
+    f = instance_figures(rising, threshold=80, alert_on="mean", warning_open=True, now=now)
     assert (f.predicted, f.upper, f.peak, f.warning_open) == (95.0, 100.0, 95.0, True)
     assert f.minutes_to_limit == 40.0  # first step at or above 80 % is step 8: 8 × 5 min from now
-    flat = instance_figures(forecast("i-b", now, [30.0] * 12), threshold=80, warning_open=False, now=now)
+    flat = instance_figures(forecast("i-b", now, [30.0] * 12), threshold=80, alert_on="mean", warning_open=False, now=now)
     assert flat.minutes_to_limit is None and flat.peak == 30.0
+    near = forecast("i-c", now, list(np.linspace(60, 79.5, 12)))  # only the 60 % level (79.5 + 0.154 · 5) reaches 80, at step 11
+    assert instance_figures(near, threshold=80, alert_on="mean", warning_open=False, now=now).minutes_to_limit is None
+    likely = instance_figures(near, threshold=80, alert_on="likely", warning_open=False, now=now)
+    assert likely.minutes_to_limit == 55.0 and likely.peak == pytest.approx(79.5 + 0.154 * 5, abs=0.01)
 
 
 def test_datums_dimensions_group_aggregates_and_the_fewest_calls() -> None:
@@ -171,7 +175,7 @@ def test_publishing_off_publishes_nothing(tmp_path: Path, clean_env: Path) -> No
     settings = load_settings(db=tmp_path / "h.db")
     with Store(settings.db) as store:
         assert publish_cycle(store, settings, 1_800_000_000) == "cloudwatch publishing off"
-        assert cycle_figures(store, 1_800_000_000, 300) == []
+        assert cycle_figures(store, 1_800_000_000, 300, "likely") == []
 
 
 def test_a_hung_cloudwatch_never_holds_the_process_at_exit(tmp_path: Path, webhook_sink) -> None:  # noqa: ANN001

@@ -1,4 +1,5 @@
-"""The worker: one ingest on the demo feed, no duplicates on a re-run, failing jobs logged not fatal, clean stop on signals."""
+"""The worker: one ingest on the demo feed, no duplicates on a re-run, failing jobs logged not fatal, cycles on the
+cadence of its clock (a manual one here: no test waits for time to pass), clean stop on signals."""
 
 from __future__ import annotations
 
@@ -8,21 +9,23 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from forecasting.clock import DAY, ManualClock
 from forecasting.settings import load_settings
 from forecasting.sources.demo import DemoSource
 from forecasting.store import Store
 from tests.fixtures.stores import environ_without_settings
-from worker import Worker
+from tests.fixtures.waiting import wait_until
+from worker import JobOutcome, Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 P = 300
+NOW = 1_800_000_000  # where the in-process worker's manual clock starts (on the 5-minute grid)
 
 
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -49,7 +52,7 @@ def test_once_only_ingest_fills_the_demo_fleet_and_a_rerun_duplicates_nothing(tm
     expected_series = {(i.instance_id, m) for i in demo.list_instances() for m in demo.metrics_of(i.instance_id)}
     before = series(db)
     assert set(before) == expected_series and len(expected_series) == 6 * 4 - 1  # the cache has no memory
-    assert {len(points) for points in before.values()} == {14 * 86_400 // P}  # the training window, backfilled
+    assert {len(points) for points in before.values()} == {14 * DAY // P}  # the training window, backfilled
     ingest_lines = [line for line in first.stderr.splitlines() if "headroom.worker: ingest:" in line]
     assert len(ingest_lines) == 1 and f"6 instances, {14 * 288 * 23} datapoints" in ingest_lines[0] and ingest_lines[0].endswith(" s)")
 
@@ -74,10 +77,10 @@ def test_once_only_ingest_fills_the_demo_fleet_and_a_rerun_duplicates_nothing(tm
 
 @pytest.fixture()
 def worker(tmp_path: Path, clean_env: Path):
-    """An in-process Worker on the demo feed (two instances, one day of backfill) and a real store."""
-    settings = load_settings(db=tmp_path / "headroom.db", demo_instances=2, train_days=1, models=["naive"], ingest_every=0.01)
+    """An in-process Worker on the demo feed (two instances, one day of backfill), a real store and a manual clock at NOW."""
+    settings = load_settings(db=tmp_path / "headroom.db", demo_instances=2, train_days=1, models=["naive"])
     with Store(settings.db) as store:
-        yield Worker(settings, store)
+        yield Worker(settings, store, ManualClock(NOW))
 
 
 def test_a_failing_job_is_logged_recorded_and_not_raised(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
@@ -90,10 +93,11 @@ def test_a_failing_job_is_logged_recorded_and_not_raised(worker: Worker, caplog:
     assert any(r.levelno == logging.ERROR and r.getMessage().startswith("ingest failed after") for r in caplog.records)
     assert worker.store.sample_count() == 0
 
-    worker.store.set_meta("demo_anchor", str(int(time.time()) // P * P))  # fixed: the next turn works
+    worker.store.set_meta("demo_anchor", str(NOW))  # fixed: the next turn works
     assert worker.run_job("ingest") is True
     beat = worker.store.heartbeats()["ingest"]
     assert beat["ok"] == 1 and beat["error"] is None and worker.store.sample_count() == 288 * 2 * 4  # web-1 and api-1, 4 metrics, one day
+    assert beat["started_at"] == NOW  # the worker's clock, not the wall clock
 
 
 def test_a_job_that_raises_anything_still_returns_and_the_cycle_goes_on(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,44 +115,43 @@ def test_a_job_that_raises_anything_still_returns_and_the_cycle_goes_on(worker: 
     assert set(worker.store.heartbeats()) == {"ingest", "retrain", "forecast", "digest"}
 
 
-def test_the_loop_keeps_retrying_a_failing_ingest_until_it_works(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_loop_runs_a_cycle_every_ingest_every_minutes_and_retries_a_failing_ingest_until_it_works(
+        worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
     worker.store.set_meta("demo_anchor", "broken")
     caplog.set_level(logging.INFO, logger="headroom.worker")
-    loop = threading.Thread(target=worker.run_forever, daemon=True)
-    loop.start()
-    try:
-        deadline = time.time() + 120
-        while sum(r.getMessage().startswith("ingest failed") for r in caplog.records) < 3 and time.time() < deadline:
-            time.sleep(0.1)
-        assert sum(r.getMessage().startswith("ingest failed") for r in caplog.records) >= 3  # retried at each turn
-        assert loop.is_alive()
-        worker.store.set_meta("demo_anchor", str(int(time.time()) // P * P))
-        while worker.store.heartbeats()["ingest"]["ok"] == 0 and time.time() < deadline:
-            time.sleep(0.1)
-        assert worker.store.heartbeats()["ingest"]["ok"] == 1 and worker.store.sample_count() > 0
-    finally:
-        worker.stop.set()
-        loop.join(30)
-    assert not loop.is_alive()
+    turns: list[int] = []
+    ingest = worker.ingest
+
+    def ingest_until_it_works() -> JobOutcome:
+        turns.append(worker.now())
+        if len(turns) == 4:
+            worker.store.set_meta("demo_anchor", str(NOW))  # fixed: this turn works
+        outcome = ingest()  # raises while the anchor is broken
+        worker.stop.set()  # the first turn that works ends the test
+        return outcome
+
+    worker.ingest = ingest_until_it_works  # type: ignore[method-assign]
+    worker.run_forever()  # returns once stopped; the manual clock makes every wait instant
+    assert turns == [NOW, NOW + 300, NOW + 600, NOW + 900]  # one cycle every ingest_every (5) minutes of the clock
+    assert sum(r.getMessage().startswith("ingest failed") for r in caplog.records) == 3  # retried at each turn
+    beat = worker.store.heartbeats()["ingest"]
+    assert (beat["ok"], beat["started_at"]) == (1, NOW + 900) and worker.store.sample_count() > 0
     assert any(r.getMessage() == "worker stopped" for r in caplog.records)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_forever_loop_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
-    env = worker_env(tmp_path, HEADROOM_INGEST_EVERY="0.02", HEADROOM_DEMO_INSTANCES="2", HEADROOM_TRAIN_DAYS="1", HEADROOM_MODELS="naive")
+    env = worker_env(tmp_path, HEADROOM_DEMO_INSTANCES="2", HEADROOM_TRAIN_DAYS="1", HEADROOM_MODELS="naive", HEADROOM_WORKERS="1")
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
         process = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 180
-            while log_path.read_text().count("headroom.worker: ingest:") < 2 and process.poll() is None and time.time() < deadline:
-                time.sleep(0.2)
+        try:  # the first cycle ends with the digest job; then the loop waits five minutes for the next
+            assert wait_until(lambda: "headroom.worker: digest:" in log_path.read_text() or process.poll() is not None, 180)
             assert process.poll() is None, log_path.read_text()
-            assert log_path.read_text().count("headroom.worker: ingest:") >= 2  # the loop is running on its cadence
             process.send_signal(signum)
-            stopped = time.time()
+            stopped = time.monotonic()
             assert process.wait(timeout=30) == 0
-            assert time.time() - stopped < 15
+            assert time.monotonic() - stopped < 15  # the wait for the next cycle ends at once
         finally:
             if process.poll() is None:
                 process.kill()
@@ -211,7 +214,7 @@ def test_a_garbled_champion_degrades_health_is_stood_in_for_and_retrained_at_onc
     beat = worker.store.heartbeats()["forecast"]
     assert beat["state"] == "degraded" and beat["ok"] == 0 and f"{broken}: champion {champion} unusable" in beat["error"]
     assert json.loads(beat["counts"])["stand_ins"] == 1
-    health = build_health(worker.store, worker.settings)
+    health = build_health(worker.store, worker.settings, worker.clock.now())
     assert health.status == "degraded" and health.jobs["forecast"].state == "degraded"
     stand_in = worker.store.latest_forecasts(broken)[0]
     assert stand_in["model"] != champion and worker.store.retrain_requests() == {broken}
@@ -220,7 +223,7 @@ def test_a_garbled_champion_degrades_health_is_stood_in_for_and_retrained_at_onc
     after = worker.store.latest_runs()
     assert after[broken]["run_id"] > runs[broken]["run_id"] and after[healthy]["run_id"] == runs[healthy]["run_id"]
     assert worker.store.retrain_requests() == set() and worker.store.heartbeats()["forecast"]["state"] == "ok"
-    assert build_health(worker.store, worker.settings).status == "ok"
+    assert build_health(worker.store, worker.settings, worker.clock.now()).status == "ok"
 
 
 def test_a_retrain_that_fails_for_one_instance_is_degraded_with_counts(worker: Worker) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecasting.clock import DAY
 from forecasting.models import MODEL_NAMES
 from forecasting.settings import load_settings
 from forecasting.store import Store
@@ -58,7 +59,7 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
             scores = [_score(rng, model) for model in MODEL_NAMES]
             champion = min(scores, key=lambda s: s["mase"])["model"]
             run = {"instance_id": inst.instance_id, "started_at": now - 900, "finished_at": now - 600,
-                   "train_start": now - 86_400, "train_end": now - 900, "points": 288, "champion": champion,
+                   "train_start": now - DAY, "train_end": now - 900, "points": 288, "champion": champion,
                    "model_dir": f"models/{inst.instance_id}/bench"}
             store.record_training_run(run, scores, [])
         runs = store.latest_runs()

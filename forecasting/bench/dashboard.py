@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecasting.clock import HOUR
 from forecasting.models import MODEL_NAMES
 from forecasting.sources.base import SeriesRequest, align
 from forecasting.sources.demo import DemoSource
@@ -35,9 +36,9 @@ HORIZON = 12
 
 def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -> dict[str, float]:
     """Write the fleet into ``db`` with the store's own methods; returns rows written per table."""
-    source = DemoSource(count=instances, seed=42, anchor=now - 3600, period=PERIOD)
+    source = DemoSource(count=instances, seed=42, anchor=now - HOUR, period=PERIOD)
     end = align(now, PERIOD) + PERIOD
-    start = end - int(hours * 3600)
+    start = end - int(hours * HOUR)
     infos = source.list_instances()
     requests = [SeriesRequest(info.instance_id, metric, start) for info in infos for metric in source.metrics_of(info.instance_id)]
     fetched = source.fetch(requests, end)
@@ -56,7 +57,7 @@ def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -
                        "fit_seconds": float(rng.uniform(0.01, 20)), "predict_seconds": 0.01} for m in MODEL_NAMES]
             champion = min(scores, key=lambda s: s["mase"])["model"]
             run = {"instance_id": iid, "started_at": now - 600, "finished_at": now - 300, "train_start": start, "train_end": end,
-                   "points": int(hours * 3600 / PERIOD), "champion": champion, "model_dir": None}
+                   "points": int(hours * HOUR / PERIOD), "champion": champion, "model_dir": None}
             run_id = store.record_training_run(run, scores, [])
             ts, cpu = last_cpu[iid]
             rows = []
@@ -100,14 +101,14 @@ def time_fleet(runs: int, cold: bool) -> list[float]:
     return seconds
 
 
-def time_load(runs: int, db: str, margin: float) -> list[float]:
+def time_load(runs: int, db: str, alert_on: str, margin: float) -> list[float]:
     """Seconds for the store reads and table build alone (``app.data.load_fleet`` without its cache)."""
     from app.data import load_fleet
 
     seconds = []
     for _ in range(runs):
         started = time.perf_counter()
-        frame = load_fleet.__wrapped__(db, margin)
+        frame = load_fleet.__wrapped__(db, alert_on, margin)
         seconds.append(time.perf_counter() - started)
     if frame.empty:
         raise RuntimeError("load_fleet returned no rows")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HEADROOM_CONFIG"] = str(Path(tmp) / "absent.toml")
         cold = time_fleet(args.runs, cold=True)
         warm = time_fleet(args.runs, cold=False)
-        loads = time_load(args.runs, str(db.resolve()), 5.0)
+        loads = time_load(args.runs, str(db.resolve()), "likely", 5.0)
     print(f"store read + table build: median {statistics.median(loads):.3f} s")
     print(f"Fleet page render, cold cache: median {statistics.median(cold):.3f} s (min {min(cold):.3f}, max {max(cold):.3f}, {args.runs} runs)")
     print(f"Fleet page render, warm cache: median {statistics.median(warm):.3f} s (min {min(warm):.3f}, max {max(warm):.3f}, {args.runs} runs)")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import psutil
 
+from forecasting.clock import DAY
 from forecasting.fleet import RetrainReport, retrain_due
 from forecasting.fleet_model import latest_fleet_model
 from forecasting.ingest import run_ingest
@@ -45,7 +46,7 @@ def fill_store(settings: Settings) -> None:
     """Write ``train_days`` of the demo feed for ``demo_instances`` instances into the settings' database."""
     Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
     with Store(settings.db) as store:
-        store.set_meta("demo_anchor", str(NOW - int(settings.train_days * 86_400)))
+        store.set_meta("demo_anchor", str(NOW - int(settings.train_days * DAY)))
         run_ingest(store, settings, NOW)
 
 

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from forecasting.clock import HOUR
 from forecasting.sources.cloudwatch import EC2_METRICS, MEMORY_METRICS
 
 PUT_BATCH = 1000  # put_metric_data accepts up to 1000 datums a call
@@ -146,7 +147,7 @@ def run(instances: int, hours: float, period: int) -> list[dict[str, Any]]:
         ids = create_fleet(ec2, instances, prefix="bench")
         second = align(time.time(), period)  # the incremental cycle runs one period after the backfill
         first = second - period
-        steps = int(hours * 3600 // period)
+        steps = int(hours * HOUR // period)
         metrics = ["cpu", "memory", "network_in", "network_out"]
         history = [(iid, m, ts, synthetic_value(m, i, ts)) for i, iid in enumerate(ids) for m in metrics for ts in range(first - steps * period, first + 1, period)]
         put = put_points(cloudwatch, history)

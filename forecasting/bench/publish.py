@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from forecasting.bench.ingest import start_moto
+from forecasting.clock import DAY, MINUTE
 
 TARGET_SHARE = 0.05
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      region="us-east-1")
             started = time.perf_counter()
             with Store(settings.db) as store:
-                store.set_meta("demo_anchor", str(now - int(args.days * 86_400)))
+                store.set_meta("demo_anchor", str(now - int(args.days * DAY)))
                 run_ingest(store, settings, now)
                 print(f"setup: {args.instances} demo instances, {args.days:g} days each, in {time.perf_counter() - started:.1f} s", flush=True)
                 started = time.perf_counter()
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     cycle = time.perf_counter() - began
                     requests["n"] = 0
                     began = time.perf_counter()
-                    figures = cycle_figures(store, now, max_age=settings.ingest_every * 60)
+                    figures = cycle_figures(store, now, settings.ingest_every * MINUTE, settings.alert_on)
                     read = time.perf_counter() - began
                     result = publisher.publish(figures, settings)
                     publish = time.perf_counter() - began

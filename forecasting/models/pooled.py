@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DAY = 86_400
+from forecasting.clock import DAY
+
 LOOKBACK = 24
 """CPU values before (and at) the origin read by the model: 2 hours at 5-minute periods."""
 MIN_SPREAD = 0.01

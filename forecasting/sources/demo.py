@@ -15,10 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecasting.clock import DAY
 from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest
-
-DAY = 86_400
-WEEK = 7 * DAY
 
 
 @dataclass(frozen=True)

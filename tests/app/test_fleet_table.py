@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from app.fleet import LEVELS, build_fleet_table, classify, first_crossing, sparkline
+from app.fleet import LEVELS, build_fleet_table, sparkline
 from app.format import ago_text, duration_text, minutes_to_text
+from forecasting.crossing import RISK_LEVELS
 from forecasting.store import Instance
 
 NOW = 1_800_000_000
@@ -28,11 +30,6 @@ def _cpu(value: float, points: int = 288) -> tuple[np.ndarray, np.ndarray]:
     return ts.astype(np.int64), np.full(points, value)
 
 
-def test_first_crossing_is_the_first_step_at_or_over_the_threshold() -> None:
-    assert first_crossing([1, 2, 3, 4], [70, 80, 90, 60], 80) == 2
-    assert first_crossing([1, 2], [10, 20], 80) is None
-
-
 def test_sparkline_averages_fifteen_minute_buckets() -> None:
     ts = np.arange(0, 3600, 300, dtype=np.int64)  # 12 points, 4 buckets of 3
     values = np.arange(12, dtype=float)
@@ -40,14 +37,27 @@ def test_sparkline_averages_fifteen_minute_buckets() -> None:
     assert sparkline(np.empty(0, dtype=np.int64), np.empty(0)) == []
 
 
-def test_classify_levels() -> None:
-    calm = _forecast("a", [40.0] * 12)
-    assert classify(85.0, 80.0, calm, False, 5.0) == "over"
-    assert classify(40.0, 80.0, calm, True, 5.0) == "alert"
-    assert classify(40.0, 80.0, _forecast("a", [40.0] * 6 + [82.0] * 6), False, 5.0) == "risk"
-    assert classify(40.0, 80.0, _forecast("a", [74.0] * 12, spread=8.0), False, 5.0) == "watch"
-    assert classify(40.0, 80.0, calm, False, 5.0) == "ok"
-    assert classify(40.0, 80.0, None, False, 5.0) == "unknown"
+def test_the_page_shows_every_risk_level_of_the_rule_worst_first() -> None:
+    assert tuple(LEVELS) == RISK_LEVELS and [LEVELS[key].rank for key in RISK_LEVELS] == list(range(len(RISK_LEVELS)))
+
+
+def level_of(mean: list[float], alert_on: str, spread: float = 5.0) -> tuple[str, float, float]:
+    """(level, peak, minutes to limit) of one instance at 40 % CPU with this forecast and no alert."""
+    frame = build_fleet_table([_instance("a")], {"a": _cpu(40.0)}, [_forecast("a", mean, spread)], {}, [], NOW, alert_on, 5.0)
+    return frame.loc[0, "level"], frame.loc[0, "peak"], frame.loc[0, "to_threshold_min"]
+
+
+def test_levels_peak_and_time_to_limit_follow_the_alert_rule() -> None:
+    assert level_of([40.0] * 6 + [82.0] * 6, "mean") == ("risk", 82.0, 35.0)  # step 7 of 5 min
+    near = list(np.linspace(60, 79.5, 12))  # only the 60 % level (79.5 + 0.154 · 5) reaches 80, at the last step
+    level, peak, minutes = level_of(near, "likely")
+    assert (level, minutes) == ("risk", 60.0) and peak == pytest.approx(80.27, abs=0.01)
+    level, peak, minutes = level_of(near, "mean")  # the point forecast alone stays below: near the limit
+    assert (level, peak) == ("watch", 79.5) and math.isnan(minutes)
+    assert level_of([74.0] * 12, "mean", spread=8.0)[0] == "ok"  # peak 74 is below 80 − 5
+    assert level_of([74.0] * 12, "likely", spread=8.0)[0] == "watch"  # its 60 % level, 75.2, is not
+    assert level_of([74.0] * 12, "upper", spread=8.0)[0] == "risk"  # its upper bound, 82, crosses
+    assert level_of([40.0] * 12, "likely")[0] == "ok"
 
 
 def test_fleet_rows_are_sorted_by_risk_then_time_to_limit() -> None:
@@ -63,7 +73,7 @@ def test_fleet_rows_are_sorted_by_risk_then_time_to_limit() -> None:
     ]
     runs = {"calm": {"champion": "arima"}, "soon": {"champion": "lstm"}}
     alerts = [{"instance_id": "alerted", "crossing_ts": NOW + 1800, "basis": "upper"}]
-    frame = build_fleet_table(instances, cpu, forecasts, runs, alerts, NOW, margin=5.0)
+    frame = build_fleet_table(instances, cpu, forecasts, runs, alerts, NOW, "likely", 5.0)
 
     assert frame["instance_id"].tolist() == ["over", "alerted", "soon", "later", "calm", "new"]
     ranks = [LEVELS[key].rank for key in frame["level"]]
@@ -79,7 +89,7 @@ def test_fleet_rows_are_sorted_by_risk_then_time_to_limit() -> None:
 
 
 def test_an_empty_store_gives_an_empty_table() -> None:
-    assert build_fleet_table([], {}, [], {}, [], NOW).empty
+    assert build_fleet_table([], {}, [], {}, [], NOW, "likely", 5.0).empty
 
 
 def test_formatting() -> None:
@@ -95,6 +105,6 @@ def test_formatting() -> None:
 def test_a_crossing_already_due_counts_as_now() -> None:
     stale = _forecast("late", [70.0, 85.0, 90.0])
     stale["timestamps"] = [NOW - 900, NOW - 600, NOW - 300]  # made a while ago; its crossing time has passed
-    frame = build_fleet_table([_instance("late")], {"late": _cpu(72.0)}, [stale], {}, [], NOW)
+    frame = build_fleet_table([_instance("late")], {"late": _cpu(72.0)}, [stale], {}, [], NOW, "likely", 5.0)
     assert frame.loc[0, "level"] == "risk" and frame.loc[0, "to_threshold_min"] == 0.0
     assert minutes_to_text(frame.loc[0, "to_threshold_min"]) == "now"

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecasting.clock import DAY
 from forecasting.fleet_model import save_fleet_model
 from forecasting.models import family, pooled
 from forecasting.models.base import ModelError
@@ -14,7 +15,6 @@ from forecasting.models.registry import load_model, make_model
 from forecasting.settings import load_settings
 
 P = 300
-DAY = 86_400
 START = 1_700_000_000 // DAY * DAY
 
 

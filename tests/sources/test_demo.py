@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from forecasting.clock import DAY
 from forecasting.sources.base import SeriesRequest
-from forecasting.sources.demo import DAY, PROFILES, DemoSource, demo_instance_id
+from forecasting.sources.demo import PROFILES, DemoSource, demo_instance_id
 
 P = 300
 ANCHOR = 1_760_000_000 // P * P  # a Thursday morning, UTC
