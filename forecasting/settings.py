@@ -61,7 +61,7 @@ class ModelParams(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Everything configurable in Headroom; see the README's Settings table."""
+    """Everything configurable in Headroom; see docs/settings.md."""
 
     model_config = SettingsConfigDict(
         env_prefix="HEADROOM_",
@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     mail_from: str = "headroom@localhost"
     mail_to: CommaList = Field(default_factory=list)
 
-    # acting on warnings (README "Acting on warnings"): CloudWatch metrics, webhooks, Slack, PagerDuty
+    # acting on warnings (docs/alerts.md, "Acting on warnings"): CloudWatch metrics, webhooks, Slack, PagerDuty
     cloudwatch_publish: bool = False
     cloudwatch_namespace: str = Field("Headroom", min_length=1, max_length=255)
     webhook_url: SecretStr | None = None  # generic JSON POST; a URL may carry a token, so it is never logged whole

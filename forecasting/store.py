@@ -3,7 +3,7 @@
 One file in WAL mode so readers (dashboard, API) never block the writer (worker).
 Writes that belong together go through :meth:`Store.transaction`, so a crash
 leaves the previous state, never half of the new one. The tables are a public,
-documented contract (README, "The store"): users may query them with ``sqlite3``.
+documented contract (docs/store.md): users may query them with ``sqlite3``.
 """
 
 from __future__ import annotations
