@@ -7,7 +7,7 @@ threshold red.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.upload import PlainForecast
+from forecasting.metrics import METRICS, TARGET, Metric, default_metrics, inputs
 from forecasting.store import ForecastRecord
 
 ACTUAL = "#1c2430"
@@ -22,9 +23,11 @@ FORECAST = "#d9480f"
 BAND = "rgba(217, 72, 15, 0.18)"
 PAST = "#5f3dc4"
 THRESHOLD = "#c92a2a"
-MEMORY = "#5f3dc4"
-NET_IN = "#1971c2"
-NET_OUT = "#0c8599"
+METRIC_COLOURS = {TARGET: ACTUAL, "memory": "#5f3dc4", "network_in": "#1971c2", "network_out": "#0c8599", "cpu_credits": "#2b8a3e"}
+OTHER_METRIC = "#495057"
+"""The colour of a metric declared without one above."""
+CPU_PANEL_PX, PANEL_PX = 300, 130
+"""Heights of the instance chart's CPU panel and of each panel below it (the figure adds 80 for its legend and margins)."""
 MODEL_COLOURS = {
     "naive": "#868e96", "seasonal_naive": "#0ca678", "linear": "#f59f00",
     "arima": "#1c7ed6", "lstm": "#7048e8", "tcn": "#d6336c",
@@ -57,6 +60,20 @@ def add_forecast(fig: go.Figure, forecast: AnyForecast, *, band: bool, name: str
     fig.add_trace(go.Scatter(x=x, y=forecast.mean, mode="lines", line={"color": colour, "dash": dash, "width": 2.5 if band else 1.5}, name=name), **where)
 
 
+def panels(keys: Iterable[str]) -> list[list[Metric]]:
+    """The input metrics among ``keys`` grouped into chart panels (metrics sharing an axis title share one), in order."""
+    grouped: dict[str, list[Metric]] = {}
+    for metric in inputs(keys):
+        grouped.setdefault(metric.axis, []).append(metric)
+    return list(grouped.values())
+
+
+def _metric_line(metric: Metric, series: Series) -> go.Scatter:
+    ts, values = series
+    return go.Scatter(x=times(ts), y=values, mode="lines", line={"color": METRIC_COLOURS.get(metric.key, OTHER_METRIC), "width": 1.2},
+                      name=metric.label)
+
+
 def instance_figure(
     samples: Mapping[str, Series],
     forecasts: Sequence[ForecastRecord],
@@ -65,13 +82,19 @@ def instance_figure(
     show_all: bool = False,
     crossing_ts: int | None = None,
     past: ForecastRecord | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> go.Figure:
     """CPU with forecast, band, threshold and crossing on top (and ``past``, an earlier deployed forecast, over the
-    actuals it predicted); memory and network below, on one linked time axis."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.56, 0.2, 0.24])
-    if "cpu" in samples:
-        ts, values = samples["cpu"]
-        fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": ACTUAL, "width": 1.5}, name="CPU"), row=1, col=1)
+    actuals it predicted); below, a panel per configured metric (``metrics``, default: those on by default) and per
+    metric in ``samples``, on one linked time axis. A series without data says so in its panel instead of a flat line."""
+    below = panels([*(default_metrics() if metrics is None else metrics), *samples])
+    height = 80 + CPU_PANEL_PX + PANEL_PX * len(below)
+    fig = make_subplots(rows=1 + len(below), cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                        row_heights=[CPU_PANEL_PX, *[PANEL_PX] * len(below)])
+    cpu = METRICS[TARGET]
+    if TARGET in samples:
+        ts, values = samples[TARGET]
+        fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": ACTUAL, "width": 1.5}, name=cpu.label), row=1, col=1)
     chosen = [f for f in forecasts if f.is_champion] or [f for f in forecasts if f.model == champion]
     for forecast in forecasts:
         if show_all and forecast not in chosen[:1]:
@@ -86,33 +109,28 @@ def instance_figure(
     if crossing_ts is not None:
         fig.add_trace(go.Scatter(x=times([crossing_ts]), y=[threshold], mode="markers", name="predicted crossing",
                                  marker={"color": THRESHOLD, "size": 12, "symbol": "x"}), row=1, col=1)
-    fig.update_yaxes(range=[0, 105], title="CPU %", row=1, col=1)
-    fig.update_yaxes(title="memory %", row=2, col=1)
-    fig.update_yaxes(title="network bytes", row=3, col=1)
-    if "memory" in samples:
-        ts, values = samples["memory"]
-        fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": MEMORY, "width": 1.2}, name="memory"), row=2, col=1)
-        fig.update_yaxes(range=[0, 100], row=2, col=1)
-    else:
-        fig.add_annotation(text="this instance publishes no memory metric", showarrow=False, row=2, col=1,
-                           xref="x2 domain", yref="y2 domain", x=0.5, y=0.5)
-    for metric, colour in (("network_in", NET_IN), ("network_out", NET_OUT)):
-        if metric in samples:
-            ts, values = samples[metric]
-            fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": colour, "width": 1.2}, name=metric.replace("_", " ")), row=3, col=1)
-    return _layout(fig, 640)
+    fig.update_yaxes(range=[0, 105], title=cpu.axis, row=1, col=1)
+    for row, group in enumerate(below, start=2):
+        fig.update_yaxes(title=group[0].axis, row=row, col=1)
+        drawn = [m for m in group if m.key in samples and len(samples[m.key][0])]
+        for metric in drawn:
+            fig.add_trace(_metric_line(metric, samples[metric.key]), row=row, col=1)
+        if drawn and all(np.isfinite(m.high) for m in group):
+            fig.update_yaxes(range=[min(m.low for m in group), max(m.high for m in group)], row=row, col=1)
+        missing = [m.label for m in group if m not in drawn]
+        if missing:
+            fig.add_annotation(text=f"no {' or '.join(missing)} data in this time range", showarrow=False, row=row, col=1,
+                               xref=f"x{row} domain", yref=f"y{row} domain", x=0.5, y=0.5)
+    return _layout(fig, height)
 
 
 def series_figure(series: Mapping[str, Series], title: str = "") -> go.Figure:
-    """Every metric of an uploaded series, one linked panel each (CPU first)."""
-    metrics = [m for m in ("cpu", "memory", "network_in", "network_out") if m in series]
+    """Every declared metric of an uploaded series, one linked panel each (CPU first)."""
+    metrics = [m for key, m in METRICS.items() if key in series]
     fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06)
-    colours = {"cpu": ACTUAL, "memory": MEMORY, "network_in": NET_IN, "network_out": NET_OUT}
-    units = {"cpu": "CPU %", "memory": "memory %", "network_in": "net in", "network_out": "net out"}
     for row, metric in enumerate(metrics, start=1):
-        ts, values = series[metric]
-        fig.add_trace(go.Scatter(x=times(ts), y=values, mode="lines", line={"color": colours[metric], "width": 1.2}, name=metric), row=row, col=1)
-        fig.update_yaxes(title=units[metric], row=row, col=1)
+        fig.add_trace(_metric_line(metric, series[metric.key]), row=row, col=1)
+        fig.update_yaxes(title=f"{metric.label} {metric.symbol}", row=row, col=1)
     if title:
         fig.update_layout(title=title)
     return _layout(fig, 180 + 150 * len(metrics))
@@ -122,11 +140,11 @@ def forecast_figure(history: Series, forecast: PlainForecast, threshold: float |
     """The end of a series followed by a forecast with its band (the Upload page's Predict result)."""
     fig = go.Figure()
     ts, values = history
-    fig.add_trace(go.Scatter(x=times(ts[-tail:]), y=np.asarray(values)[-tail:], mode="lines", line={"color": ACTUAL, "width": 1.5}, name="CPU"))
+    fig.add_trace(go.Scatter(x=times(ts[-tail:]), y=np.asarray(values)[-tail:], mode="lines", line={"color": ACTUAL, "width": 1.5}, name=METRICS[TARGET].label))
     add_forecast(fig, forecast, band=True, name=f"forecast ({forecast.model})", colour=FORECAST)
     if threshold is not None:
         fig.add_hline(y=threshold, line={"color": THRESHOLD, "dash": "dot"}, annotation_text=f"threshold {threshold:.0f} %")
-    fig.update_yaxes(title="CPU %", range=[0, 105])
+    fig.update_yaxes(title=METRICS[TARGET].axis, range=[0, 105])
     return _layout(fig, 420)
 
 
@@ -148,7 +166,7 @@ def backtest_figure(points: pd.DataFrame, models: Sequence[str]) -> go.Figure:
                 hovertemplate=f"{model}, origin {pd.to_datetime(origin, unit='s', utc=True):%H:%M}: %{{y:.1f}}<extra></extra>",
             ))
             first = False
-    fig.update_yaxes(title="CPU %")
+    fig.update_yaxes(title=METRICS[TARGET].axis)
     return _layout(fig, 420)
 
 

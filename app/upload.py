@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.clock import HOUR
+from forecasting.metrics import METRICS, TARGET
 from forecasting.models import BASELINES
 
 VALIDATE_CHOICES: dict[str, list[str] | None] = {
@@ -102,8 +103,10 @@ def forecast_json(forecast: PlainForecast, instance_id: str) -> str:
 
 
 def describe(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
-    """One line about an uploaded series: metrics, points, time span."""
-    ts = series["cpu"][0]
+    """One line about an uploaded series: metrics, points, time span (and the declared metrics it lacks)."""
+    ts = series[TARGET][0]
     span_h = (int(ts[-1]) - int(ts[0])) / HOUR if len(ts) > 1 else 0.0
-    metrics = ", ".join(m for m in ("cpu", "memory", "network_in", "network_out") if m in series)
-    return f"{len(ts)} CPU points over {span_h:.1f} h ({_iso(int(ts[0]))} → {_iso(int(ts[-1]))}); metrics: {metrics}"
+    metrics = ", ".join(key for key in METRICS if key in series)
+    missing = [key for key, metric in METRICS.items() if metric.default and key not in series]
+    return (f"{len(ts)} CPU points over {span_h:.1f} h ({_iso(int(ts[0]))} → {_iso(int(ts[-1]))}); metrics: {metrics}"
+            + (f"; no data for {', '.join(missing)}" if missing else ""))

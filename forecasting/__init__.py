@@ -7,6 +7,3 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
-
-METRICS: tuple[str, ...] = ("cpu", "memory", "network_in", "network_out")
-"""The metric keys stored in ``samples.metric``; ``cpu`` is the target, the others are inputs."""

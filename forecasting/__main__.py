@@ -70,7 +70,7 @@ def notify_command(args: argparse.Namespace) -> int:
 
     results = send_test_messages(load_settings())
     if not results:
-        print("no destination is configured (see the README, \"Acting on warnings\")", file=sys.stderr)
+        print("no destination is configured (see docs/alerts.md, \"Acting on warnings\")", file=sys.stderr)
         return 1
     for ok, line in results:
         print(("ok      " if ok else "FAILED  ") + line)

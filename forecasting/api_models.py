@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from forecasting import __version__
 from forecasting.clock import MINUTE
 from forecasting.crossing import BASIS_MEANING
+from forecasting.metrics import METRICS
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings
 from forecasting.store import AlertRecord, ForecastRecord, Heartbeat, Instance, Score, Store, TrainingRun
@@ -275,7 +276,9 @@ EXPORT_SCHEMA: dict[str, Any] = {
         "type": "object",
         "required": ["Id", "Timestamps", "Values"],
         "properties": {
-            "Id": {"type": "string", "examples": ["cpu"]},
+            "Id": {"type": "string", "examples": list(METRICS),
+                   "description": "names the metric: " + ", ".join(METRICS) + " (or its CloudWatch name), optionally with "
+                                  "the instance id, e.g. cpu_i_0abc123def4567890"},
             "Label": {"type": "string", "examples": ["i-0abc123def4567890 CPUUtilization"]},
             "Timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
             "Values": {"type": "array", "items": {"type": "number"}},
@@ -287,9 +290,8 @@ EXPORT_SCHEMA: dict[str, Any] = {
 
 UPLOAD_BODY: dict[str, Any] = {"requestBody": {
     "required": True,
-    "description": "The JSON printed by `aws cloudwatch get-metric-data` (queries named cpu, memory, network_in, "
-                   "network_out; an instance id in the Id or Label, or ?instance=); a CSV with a timestamp column "
-                   "and a cpu column works too.",
+    "description": f"The JSON printed by `aws cloudwatch get-metric-data` (queries named {', '.join(METRICS)}; an instance "
+                   "id in the Id or Label, or ?instance=); a CSV with a timestamp column and a cpu column works too.",
     "content": {"application/json": {"schema": EXPORT_SCHEMA}},
 }}
 

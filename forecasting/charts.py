@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
 
+from forecasting.metrics import METRICS, TARGET
 from forecasting.store import ForecastRecord
 
 HISTORY_COLOUR = "#1f4e79"
@@ -35,7 +36,7 @@ def forecast_chart(history: tuple[np.ndarray, np.ndarray], forecast: ForecastRec
     ax = figure.add_subplot()
     ts, values = (np.asarray(part) for part in history)
     if len(ts):
-        ax.plot(_dates(ts), values, color=HISTORY_COLOUR, linewidth=1.4, label="CPU")
+        ax.plot(_dates(ts), values, color=HISTORY_COLOUR, linewidth=1.4, label=METRICS[TARGET].label)
     if forecast is not None and len(forecast.timestamps):
         stamps = _dates(forecast.timestamps)
         ax.fill_between(stamps, forecast.lower, forecast.upper, color=FORECAST_COLOUR, alpha=0.22, linewidth=0,
@@ -46,7 +47,7 @@ def forecast_chart(history: tuple[np.ndarray, np.ndarray], forecast: ForecastRec
         ax.axvline(_dates([crossing_ts])[0], color=CROSSING_COLOUR, linewidth=1.2, linestyle=":", label="predicted crossing")
         ax.plot([_dates([crossing_ts])[0]], [threshold], marker="o", color=CROSSING_COLOUR, markersize=6)
     ax.set_ylim(0, max(112.0, threshold + 12))  # headroom above 100 % keeps the legend off the lines
-    ax.set_ylabel("CPU %")
+    ax.set_ylabel(METRICS[TARGET].axis)
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
     ax.grid(True, alpha=0.3)
     ax.set_title(title, fontsize=10, loc="left")

@@ -13,29 +13,33 @@ import numpy as np
 import pandas as pd
 
 from forecasting.clock import DAY, WEEK
+from forecasting.metrics import METRICS, TARGET, inputs
 
 MAX_FILLED_GAP_SECONDS = 30 * 60
 """Gaps up to 30 min are interpolated; longer ones stay NaN, and windows never cross them."""
 
-PERCENT_METRICS = ("cpu", "memory")
-NETWORK_METRICS = ("network_in", "network_out")
+MIN_INPUT_COVERAGE = 0.9
+"""An input metric becomes a model column only where it has values on at least this share of the rows with CPU."""
 
 
 def to_frame(samples: dict[str, tuple[np.ndarray, np.ndarray]], period: int, end: int | None = None) -> pd.DataFrame:
     """Samples {metric: (ts, values)} → a frame on the regular period grid, indexed by unix seconds.
 
-    The grid runs from the first to the last CPU sample (or to ``end``, exclusive). CPU and memory
-    are clipped to 0–100 and network to ≥ 0, so bad values never reach a model. Short gaps are
-    interpolated in time, long gaps left as NaN rows.
+    The grid runs from the first to the last CPU sample (or to ``end``, exclusive). Only declared
+    metrics (:mod:`forecasting.metrics`) become columns, each clipped to its range (CPU and memory
+    0–100, bytes ≥ 0), so bad values never reach a model. Short gaps are interpolated in time, long
+    gaps left as NaN rows; a metric without samples is no column at all (missing, never zero).
     """
-    if "cpu" not in samples or len(samples["cpu"][0]) == 0:
-        return pd.DataFrame(columns=["cpu"], index=pd.Index([], dtype=np.int64, name="ts"))
-    cpu_ts = np.asarray(samples["cpu"][0], dtype=np.int64)
+    if TARGET not in samples or len(samples[TARGET][0]) == 0:
+        return pd.DataFrame(columns=[TARGET], index=pd.Index([], dtype=np.int64, name="ts"))
+    cpu_ts = np.asarray(samples[TARGET][0], dtype=np.int64)
     first = int(cpu_ts.min()) // period * period
     last = int(cpu_ts.max()) // period * period if end is None else (int(end) - 1) // period * period
     grid = np.arange(first, last + period, period, dtype=np.int64)
     frame = pd.DataFrame(index=pd.Index(grid, name="ts"))
     for metric, (ts, values) in samples.items():
+        if metric not in METRICS:
+            continue
         ts = np.asarray(ts, dtype=np.int64)
         values = np.asarray(values, dtype=float)
         slot = ts // period * period  # compare grid slots, so an off-grid newest sample is kept
@@ -45,13 +49,7 @@ def to_frame(samples: dict[str, tuple[np.ndarray, np.ndarray]], period: int, end
         if not keep.any():
             continue
         series = pd.Series(values[keep], index=slot[keep]).groupby(level=0).mean()
-        frame[metric] = series.reindex(grid).to_numpy()
-    for metric in PERCENT_METRICS:
-        if metric in frame:
-            frame[metric] = frame[metric].clip(0.0, 100.0)
-    for metric in NETWORK_METRICS:
-        if metric in frame:
-            frame[metric] = frame[metric].clip(lower=0.0)
+        frame[metric] = METRICS[metric].clip_series(series.reindex(grid)).to_numpy()
     return fill_short_gaps(frame, max(1, MAX_FILLED_GAP_SECONDS // period))
 
 
@@ -84,19 +82,21 @@ def calendar_features(index: np.ndarray) -> pd.DataFrame:
 
 
 def design_matrix(frame: pd.DataFrame, period: int) -> pd.DataFrame:
-    """Model inputs: CPU, CPU one day earlier (the lagged seasonal value), memory, log network, calendar.
+    """Model inputs: CPU, CPU one day earlier (the lagged seasonal value), each other metric the instance has, calendar.
 
-    Columns are always the same, in the same order; a metric the instance lacks is a column of zeros,
-    so a model trained with memory still runs on an instance without it.
+    Each input metric is scaled as declared (memory as it is, network bytes as log1p). A metric the
+    instance lacks, or has on fewer than ``MIN_INPUT_COVERAGE`` of its CPU rows, is no column (so a
+    late or patchy series costs no training windows); a missing value in a kept column stays NaN.
+    Nothing pretends a missing memory or network series was zero.
     """
     lag = DAY // period
     out = pd.DataFrame(index=frame.index)
-    out["cpu"] = frame["cpu"]
-    out["cpu_day_ago"] = frame["cpu"].shift(lag)
-    out["memory"] = frame["memory"] if "memory" in frame else 0.0
-    for metric in NETWORK_METRICS:
-        out[metric] = np.log1p(frame[metric]) if metric in frame else 0.0
-    out[["memory", *NETWORK_METRICS]] = out[["memory", *NETWORK_METRICS]].fillna(0.0)
+    out["cpu"] = frame[TARGET]
+    out["cpu_day_ago"] = frame[TARGET].shift(lag)
+    has_cpu = frame[TARGET].notna()
+    for metric in inputs(frame.columns):
+        if has_cpu.any() and frame[metric.key][has_cpu].notna().mean() >= MIN_INPUT_COVERAGE:
+            out[metric.key] = metric.model_input(frame[metric.key])
     return out.join(calendar_features(frame.index.to_numpy()))
 
 
@@ -115,8 +115,9 @@ class Scaler:
         return cls({k: float(v) for k, v in mean.items()}, {k: float(v) for k, v in scale.items()})
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The fitted columns, standardised; a column ``frame`` lacks comes back all NaN (missing, not made up)."""
         columns = list(self.mean)
-        return (frame[columns] - pd.Series(self.mean)) / pd.Series(self.scale)
+        return (frame.reindex(columns=columns) - pd.Series(self.mean)) / pd.Series(self.scale)
 
     def inverse(self, values: np.ndarray, column: str = "cpu") -> np.ndarray:
         return np.asarray(values) * self.scale[column] + self.mean[column]

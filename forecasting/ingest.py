@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass
 
 from forecasting.clock import DAY, MINUTE
+from forecasting.metrics import METRICS
 from forecasting.settings import Settings
-from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, Source, align, clip, plausible
+from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, Source, align
 from forecasting.store import Store
 
 log = logging.getLogger("headroom.ingest")
@@ -44,7 +45,7 @@ def make_source(settings: Settings, store: Store, now: int) -> Source:
     if anchor is None:
         anchor = str(align(now, settings.period))
         store.jobs.set_meta("demo_anchor", anchor)
-    return DemoSource(settings.demo_instances, settings.demo_seed, int(anchor), settings.period)
+    return DemoSource(settings.demo_instances, settings.demo_seed, int(anchor), settings.period, settings.metrics)
 
 
 def plan_requests(instances: list[InstanceInfo], metrics_of: dict[str, list[str]], last_ts: dict[tuple[str, str], int], settings: Settings, end: int) -> list[SeriesRequest]:
@@ -64,12 +65,12 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
     source = source or make_source(settings, store, now)
     instances = source.list_instances()
     end = align(now, settings.period) + settings.period  # the current, still-filling bucket included
-    metrics_of = {info.instance_id: _metrics_of(source, info.instance_id) for info in instances}
+    metrics_of = {info.instance_id: _metrics_of(source, info.instance_id, settings) for info in instances}
     requests = plan_requests(instances, metrics_of, store.samples.newest_per_series(), settings, end)
     result: FetchResult = source.fetch(requests, end)
-    kept = [(iid, metric, ts, clip(metric, value)) for iid, metric, ts, value in result.rows if plausible(metric, value) and ts < end]
+    kept = [(iid, key, ts, METRICS[key].clip(value)) for iid, key, ts, value in result.rows if _plausible(key, value) and ts < end]
     if len(kept) < len(result.rows):
-        bad = next(row for row in result.rows if not (plausible(row[1], row[3]) and row[2] < end))
+        bad = next(row for row in result.rows if not (_plausible(row[1], row[3]) and row[2] < end))
         result.errors.append(f"{len(result.rows) - len(kept)} implausible datapoints dropped (e.g. {bad[0]} {bad[1]} {bad[3]:g} at {bad[2]})")
     result.rows = kept
     for error in result.errors:
@@ -83,6 +84,12 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
     return IngestReport(len(instances), rows, result.calls, result.calls_required, pruned, result.errors)
 
 
-def _metrics_of(source: Source, instance_id: str) -> list[str]:
+def _plausible(key: str, value: float) -> bool:
+    """A declared metric's value within its range (a source may not invent metrics the store would keep forever)."""
+    return key in METRICS and METRICS[key].plausible(value)
+
+
+def _metrics_of(source: Source, instance_id: str, settings: Settings) -> list[str]:
+    """The metric keys to fetch for one instance: the source's own answer, or every configured metric."""
     metrics_of = getattr(source, "metrics_of", None)
-    return metrics_of(instance_id) if metrics_of else ["cpu", "memory", "network_in", "network_out"]
+    return metrics_of(instance_id) if metrics_of else list(settings.metrics)

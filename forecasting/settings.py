@@ -61,7 +61,7 @@ class ModelParams(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Everything configurable in Headroom; see the README's Settings table."""
+    """Everything configurable in Headroom; see docs/settings.md."""
 
     model_config = SettingsConfigDict(
         env_prefix="HEADROOM_",
@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     instances: CommaList = Field(default_factory=list)
     instance_tag: str | None = None  # "key=value" filter for discovery
     memory_metric: Literal["cwagent", "legacy"] = "cwagent"
+    metrics: CommaList = Field(default_factory=lambda: _default_metrics())  # keys declared in forecasting.metrics
     demo_instances: int = Field(6, ge=1, le=2000)
     demo_seed: int = 42
 
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
     mail_from: str = "headroom@localhost"
     mail_to: CommaList = Field(default_factory=list)
 
-    # acting on warnings (README "Acting on warnings"): CloudWatch metrics, webhooks, Slack, PagerDuty
+    # acting on warnings (docs/alerts.md, "Acting on warnings"): CloudWatch metrics, webhooks, Slack, PagerDuty
     cloudwatch_publish: bool = False
     cloudwatch_namespace: str = Field("Headroom", min_length=1, max_length=255)
     webhook_url: SecretStr | None = None  # generic JSON POST; a URL may carry a token, so it is never logged whole
@@ -144,7 +145,7 @@ class Settings(BaseSettings):
     api_concurrency: int = Field(2, ge=1, le=64)
     import_limit_mb: float = Field(100, gt=0, le=4096)
 
-    @field_validator("instances", "mail_to", "models", mode="before")
+    @field_validator("instances", "mail_to", "models", "metrics", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -170,6 +171,19 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one model is needed")
         return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        from forecasting.metrics import METRICS
+
+        unknown = [key for key in value if key not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+        missing = [key for key, metric in METRICS.items() if metric.required and key not in value]
+        if missing:
+            raise ValueError(f"{missing[0]} is required (it is what Headroom forecasts)")
+        return [key for key in METRICS if key in value]  # declaration order, each once
 
     @field_validator("instances")
     @classmethod
@@ -246,6 +260,12 @@ def check_toml_keys(data: dict[str, object], path: Path) -> None:
                 near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
                 hint = f"; did you mean {prefix + near[0]!r}?" if near else ""
                 raise SettingsError(f"unknown setting {prefix + key!r} in {path}{hint}")
+
+
+def _default_metrics() -> list[str]:
+    from forecasting.metrics import default_metrics
+
+    return default_metrics()
 
 
 def _default_models() -> list[str]:

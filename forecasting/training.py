@@ -31,6 +31,7 @@ import pandas as pd
 from forecasting.backtest import BacktestPlan, ModelBacktest, backtest_forecasts, backtest_model, choose_deployed, plan_backtest
 from forecasting.features import DAY, to_frame
 from forecasting.ids import folder_name
+from forecasting.metrics import TARGET
 from forecasting.models import family
 from forecasting.models.base import Forecast, ForecastModel, ModelError
 from forecasting.models.combined import combination_members, combine
@@ -79,8 +80,15 @@ def _finite(value: Any) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def prepare_frame(samples: Samples, period: int, train_days: float, now: int | None = None) -> pd.DataFrame:
-    """Samples → the training frame: nothing after ``now``, the last ``train_days``, no empty CPU rows at either end."""
+def prepare_frame(samples: Samples, period: int, train_days: float, now: int | None = None,
+                  metrics: list[str] | None = None) -> pd.DataFrame:
+    """Samples → the training frame: nothing after ``now``, the last ``train_days``, no empty CPU rows at either end.
+
+    With ``metrics`` (the configured ones), stored series of other metrics are left out: a metric
+    switched off stops feeding the models at once, not when its data ages out.
+    """
+    if metrics is not None:
+        samples = {m: series for m, series in samples.items() if m in metrics or m == TARGET}
     if now is not None:
         samples = {m: (np.asarray(ts)[np.asarray(ts) <= now], np.asarray(v)[np.asarray(ts) <= now]) for m, (ts, v) in samples.items()}
     frame = to_frame(samples, period)
@@ -185,7 +193,7 @@ def train_instance(instance_id: str, samples: Samples, settings: Settings, now: 
                    progress: Progress | None = None) -> TrainingResult:
     """Fit and backtest every configured model for one instance once, save them, choose what is deployed."""
     clock = time.perf_counter()
-    frame = prepare_frame(samples, settings.period, settings.train_days, now)
+    frame = prepare_frame(samples, settings.period, settings.train_days, now, settings.metrics)
     names, left_out = models_for(frame, settings.models)
     outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, progress, instance_id)
     saved = [o for o in outcomes if o.model is not None and o.backtest is not None]
@@ -235,7 +243,7 @@ def validate_samples(samples: Samples, settings: Settings, models: list[str] | N
                      progress: Progress | None = None) -> TrainingResult:
     """Backtest the models on uploaded samples and choose a champion; writes no files."""
     clock, started = time.perf_counter(), int(time.time())
-    frame = prepare_frame(samples, settings.period, settings.train_days)
+    frame = prepare_frame(samples, settings.period, settings.train_days, metrics=settings.metrics)
     names, left_out = models_for(frame, settings.models, models)
     outcomes = _no_data_outcomes(names, frame) or _evaluate(frame, settings, names, settings.horizon, progress, "upload")
     result = _result("upload", frame, outcomes, left_out, started, time.perf_counter() - clock, None)
@@ -247,7 +255,7 @@ def predict_samples(samples: Samples, settings: Settings, model: str = "auto", h
                     progress: Progress | None = None) -> Forecast:
     """Forecast after the last sample with ``model`` (``auto``: what training would deploy), with calibrated bounds."""
     horizon = horizon or settings.horizon
-    frame = prepare_frame(samples, settings.period, settings.train_days)
+    frame = prepare_frame(samples, settings.period, settings.train_days, metrics=settings.metrics)
     if len(frame) == 0:
         raise ModelError("no CPU samples to forecast from")
     wanted = None if model == "auto" else [model]

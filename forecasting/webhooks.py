@@ -82,7 +82,7 @@ def summary_line(kind: str, alert: Mapping[str, Any], at: int, margin: float | N
 
 
 def event_message(kind: str, alert: Mapping[str, Any], event_id: int, at: int, margin: float | None = None) -> dict[str, Any]:
-    """The generic webhook's JSON body for one alert event (documented in the README, "Acting on warnings")."""
+    """The generic webhook's JSON body for one alert event (documented in docs/alerts.md, "Webhooks, Slack and PagerDuty")."""
     return {
         "id": f"headroom-{alert['alert_id']}-{event_id}",  # stable across retries: receivers may deduplicate on it
         "event": kind,

@@ -78,7 +78,8 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     cols[4].metric("Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert.opened_at, now)}" if open_alert else None)
     if run is None:
         ui.no_models_help()
-    figure = charts.instance_figure(samples, forecasts, threshold, run.champion if run else None, show_all, crossing, past)
+    figure = charts.instance_figure(samples, forecasts, threshold, run.champion if run else None, show_all, crossing, past,
+                                    config.metrics)
     st.plotly_chart(figure, key="instance_chart", config={"displaylogo": False})
     if champion:
         st.caption(f"Forecast by {champion.model} made {ago_text(champion.made_at, now)} from data up to "

@@ -13,8 +13,17 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, data, nav, ui
-from app.upload import (VALIDATE_CHOICES, backtest_frame, describe, forecast_csv, forecast_json, plain_forecast,
-                        scores_frame, validate_models)
+from app.upload import (
+    VALIDATE_CHOICES,
+    backtest_frame,
+    describe,
+    forecast_csv,
+    forecast_json,
+    plain_forecast,
+    scores_frame,
+    validate_models,
+)
+from forecasting.metrics import METRICS, TARGET
 from forecasting.models import MODEL_NAMES
 from forecasting.sources.export import ExportError, ParsedExport, parse_export
 
@@ -26,9 +35,10 @@ aws cloudwatch get-metric-data --start-time 2026-11-20T00:00:00Z --end-time 2026
   "Dimensions":[{"Name":"InstanceId","Value":"i-0abc1234def567890"}]},"Period":300,"Stat":"Average"}}]' > export.json
 ```
 
-Name queries `cpu`, `memory`, `network_in`, `network_out` (or include the instance id, e.g. `cpu_i_0abc…`).
-A CSV works too: a `timestamp` column (ISO 8601 or unix seconds) and a `cpu` column, optionally `memory`, `network_in`, `network_out`.
-At least two days of 5-minute data let every model run; less runs the baselines and ARIMA only."""
+Name queries NAMES (or include the instance id, e.g. `cpu_i_0abc…`).
+A CSV works too: a `timestamp` column (ISO 8601 or unix seconds) and a `cpu` column, optionally INPUTS.
+At least two days of 5-minute data let every model run; less runs the baselines and ARIMA only.""".replace(
+    "NAMES", ", ".join(f"`{key}`" for key in METRICS)).replace("INPUTS", ", ".join(f"`{key}`" for key in METRICS if key != TARGET))
 
 nav.require_entry()
 config = data.settings()

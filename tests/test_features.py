@@ -8,6 +8,7 @@ import pytest
 
 from forecasting.features import (
     DAY,
+    MIN_INPUT_COVERAGE,
     Scaler,
     calendar_features,
     design_matrix,
@@ -74,14 +75,31 @@ def test_calendar_features_wrap_around_midnight_and_the_week() -> None:
     assert cal["dow_sin"].iloc[0] == pytest.approx(cal["dow_sin"].iloc[2])
 
 
-def test_design_matrix_has_the_same_columns_with_or_without_memory() -> None:
+def test_design_matrix_leaves_a_missing_metric_out_rather_than_zero() -> None:
     full = design_matrix(to_frame(demo_samples(2, index=0), PERIOD), PERIOD)
-    no_memory = design_matrix(to_frame(demo_samples(2, index=4), PERIOD), PERIOD)
-    assert list(full.columns) == list(no_memory.columns)
-    assert (no_memory["memory"] == 0).all()
+    no_memory = design_matrix(to_frame(demo_samples(2, index=4), PERIOD), PERIOD)  # the cache: no memory agent
+    calendar = ["tod_sin", "tod_cos", "dow_sin", "dow_cos"]
+    assert list(full.columns) == ["cpu", "cpu_day_ago", "memory", "network_in", "network_out", *calendar]
+    assert list(no_memory.columns) == ["cpu", "cpu_day_ago", "network_in", "network_out", *calendar]
+    raw = to_frame(demo_samples(2, index=0), PERIOD)
+    assert full["memory"].equals(raw["memory"]) and np.allclose(full["network_in"], np.log1p(raw["network_in"]))  # as declared
     lag = DAY // PERIOD
     assert full["cpu_day_ago"].iloc[lag + 3] == full["cpu"].iloc[3]
     assert full["cpu_day_ago"].iloc[:lag].isna().all()
+
+
+def test_a_gap_in_an_input_stays_missing_and_a_patchy_input_is_left_out() -> None:
+    samples = demo_samples(2, index=0)
+    ts, memory = samples["memory"]
+    gap = memory.copy()
+    gap[100:130] = np.nan  # 2.5 h without memory: too long to interpolate, 5 % of the rows
+    patchy = memory.copy()
+    patchy[: len(ts) // 2] = np.nan  # the agent installed half-way
+    kept = design_matrix(to_frame({**samples, "memory": (ts, gap)}, PERIOD), PERIOD)
+    assert kept["memory"].iloc[100:130].isna().all() and kept["memory"].iloc[:100].notna().all()
+    left_out = design_matrix(to_frame({**samples, "memory": (ts, patchy)}, PERIOD), PERIOD)
+    assert "memory" not in left_out and "network_in" in left_out
+    assert MIN_INPUT_COVERAGE == 0.9
 
 
 def test_scaler_is_fitted_on_training_rows_only_and_round_trips() -> None:
@@ -92,6 +110,8 @@ def test_scaler_is_fitted_on_training_rows_only_and_round_trips() -> None:
     back = Scaler.from_dict(scaler.to_dict())
     assert back.transform(frame)["cpu"].iloc[3] == pytest.approx((100.0 - 2.0) / 1.0)
     assert back.inverse(np.array([0.0, 1.0])).tolist() == pytest.approx([2.0, 3.0])
+    without = back.transform(frame[["cpu"]])  # a fitted column the frame lacks comes back missing, not invented
+    assert list(without.columns) == ["cpu", "flat"] and without["flat"].isna().all()
 
 
 def test_sliding_windows_skip_gaps_and_never_see_their_own_future() -> None:

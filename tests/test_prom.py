@@ -83,16 +83,16 @@ async def test_metrics_page_matches_the_store_and_follows_the_token_rule(worker_
     [age] = metrics["headroom_data_age_seconds"]
     assert age.value == pytest.approx(time.time() - newest, abs=30)
     assert metrics["headroom_instances"][0].value == 3
-    for rule in readme_rules():  # the README's alerting rules use only metrics this page has
+    for rule in readme_rules():  # the alerting rules of docs/alerts.md use only metrics this page has
         used = set(re.findall(r"\bheadroom_\w+", rule["expr"]))
         assert used and used <= set(metrics), (rule["alert"], used - set(metrics))
 
 
 def readme_rules() -> list[dict[str, Any]]:
-    """The alerting rules of the README's ``headroom-rules.yml`` example."""
+    """The alerting rules of docs/alerts.md's ``headroom-rules.yml`` example."""
     import yaml
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "alerts.md").read_text()
     block = re.search(r"```yaml\n# headroom-rules.yml\n(.*?)```", text, flags=re.S)
     assert block is not None
     rules = yaml.safe_load(block.group(1))["groups"][0]["rules"]

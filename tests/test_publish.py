@@ -1,5 +1,5 @@
 """Forecasts into CloudWatch: the datums (pure), PutMetricData against the moto server read back with GetMetricData,
-and the README's alarm and target-tracking policy created in moto on the metrics Headroom publishes."""
+and the alarm and target-tracking policy of docs/alerts.md created in moto on the metrics Headroom publishes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.fixtures.services import MotoServer
 from tests.fixtures.stores import ROOT
 
 P = 300
-README_INSTANCE = "i-0123456789abcdef0"  # the instance of the README's alarm example
+README_INSTANCE = "i-0123456789abcdef0"  # the instance of the alarm example in docs/alerts.md
 
 
 def forecast(iid: str, made_at: int, mean: list[float]) -> dict:
@@ -137,14 +137,14 @@ def test_cloudwatch_down_costs_one_line_and_never_raises(settings: Settings, mon
 
 
 def readme_files() -> dict[str, str]:
-    """The JSON files the README writes with ``cat > NAME <<'EOF'``, by name."""
-    text = (ROOT / "README.md").read_text()
+    """The JSON files docs/alerts.md writes with ``cat > NAME <<'EOF'``, by name."""
+    text = (ROOT / "docs" / "alerts.md").read_text()
     return dict(re.findall(r"cat > (\S+\.json) <<'EOF'\n(.*?)\nEOF\n", text, flags=re.S))
 
 
 def readme_cli_calls() -> list[tuple[str, str, str]]:
-    """(service, operation, file) of each ``aws SERVICE OPERATION --cli-input-json file://FILE`` in the README."""
-    text = (ROOT / "README.md").read_text()
+    """(service, operation, file) of each ``aws SERVICE OPERATION --cli-input-json file://FILE`` in docs/alerts.md."""
+    text = (ROOT / "docs" / "alerts.md").read_text()
     return re.findall(r"^aws (\S+) (\S+) --cli-input-json file://(\S+)$", text, flags=re.M)
 
 
@@ -154,7 +154,7 @@ def test_the_readme_alarm_and_scaling_policy_are_created_in_moto_on_the_publishe
     calls = readme_cli_calls()
     files = readme_files()
     assert [(s, o) for s, o, _ in calls] == [("cloudwatch", "put-metric-alarm"), ("autoscaling", "put-scaling-policy")]
-    topic = boto3.client("sns").create_topic(Name="headroom-warnings")["TopicArn"]  # `aws sns create-topic` of the README
+    topic = boto3.client("sns").create_topic(Name="headroom-warnings")["TopicArn"]  # `aws sns create-topic` of docs/alerts.md
     members = make_group("web-asg", 2)
     for service, operation, name in calls:  # what `aws ... --cli-input-json file://...` sends
         getattr(boto3.client(service), operation.replace("-", "_"))(**json.loads(files[name]))

@@ -17,6 +17,7 @@ from forecasting.training import (
     KEEP_RUNS,
     TrainingResult,
     predict_samples,
+    prepare_frame,
     train_instance,
     validate_samples,
 )
@@ -120,6 +121,15 @@ def test_samples_after_now_are_never_used(tmp_path) -> None:
     now = int(samples["cpu"][0][-100])
     result = train_instance("i-now", samples, settings, now)
     assert result.run["train_end"] == now
+
+
+def test_a_metric_switched_off_stops_feeding_the_models_at_once() -> None:
+    samples = demo_samples(2, index=0)
+    assert {"memory", "network_in"} <= set(samples)  # the demo instance has every input
+    every = prepare_frame(samples, PERIOD, 14)
+    only_network = prepare_frame(samples, PERIOD, 14, metrics=["network_in", "network_out"])
+    assert "memory" in every.columns and "memory" not in only_network.columns
+    assert "network_in" in only_network.columns and only_network["cpu"].equals(every["cpu"])
 
 
 # ---- hard inputs -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m forecasting.bench NAME ...`` (see the README's Benchmarks section).
+"""Benchmarks: ``python -m forecasting.bench NAME ...`` (see docs/benchmarks.md).
 
 Each benchmark lives in its own module of this package and exposes ``main(argv)``.
 """

@@ -231,7 +231,7 @@ def print_table(doc: dict, models: list[str]) -> None:
 
 
 def check_targets(doc: dict, models: list[str]) -> list[str]:
-    """The accuracy targets (README, Benchmarks) as lines saying met / missed and by how much."""
+    """The accuracy targets (docs/benchmarks.md) as lines saying met / missed and by how much."""
     summary, lines = doc["summary"], []
 
     def verdict(ok: bool) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from forecasting.clock import HOUR
-from forecasting.sources.cloudwatch import EC2_METRICS, MEMORY_METRICS
+from forecasting.metrics import METRICS, default_metrics
 
 PUT_BATCH = 1000  # put_metric_data accepts up to 1000 datums a call
 
@@ -56,8 +56,8 @@ def put_points(cloudwatch: Any, points: Iterable[tuple[str, str, int, float]], m
     """Publish (instance, metric key, ts, value) datapoints where CloudWatch would hold them; returns the count."""
     by_namespace: dict[str, list[dict[str, Any]]] = {}
     for instance_id, metric, ts, value in points:
-        namespace, name, _ = MEMORY_METRICS[memory] if metric == "memory" else EC2_METRICS[metric]
-        dims = [{"Name": "InstanceId", "Value": instance_id}]
+        namespace, name = METRICS[metric].cloudwatch_name(memory)
+        dims = [{"Name": METRICS[metric].dimension, "Value": instance_id}]
         if metric == "memory" and memory_dims and instance_id in memory_dims:
             dims = memory_dims[instance_id]
         datum = {"MetricName": name, "Dimensions": dims, "Timestamp": datetime.fromtimestamp(ts, timezone.utc), "Value": float(value)}
@@ -148,7 +148,7 @@ def run(instances: int, hours: float, period: int) -> list[dict[str, Any]]:
         second = align(time.time(), period)  # the incremental cycle runs one period after the backfill
         first = second - period
         steps = int(hours * HOUR // period)
-        metrics = ["cpu", "memory", "network_in", "network_out"]
+        metrics = default_metrics()
         history = [(iid, m, ts, synthetic_value(m, i, ts)) for i, iid in enumerate(ids) for m in metrics for ts in range(first - steps * period, first + 1, period)]
         put = put_points(cloudwatch, history)
         print(f"setup: {instances} instances, {put} datapoints over {hours:g} h written to moto in {time.time() - started:.1f} s", flush=True)

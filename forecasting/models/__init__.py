@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from forecasting.metrics import default_metrics
+
 Kind = Literal["baseline", "statistical", "neural", "fleet", "combination"]
 
 
@@ -35,7 +37,7 @@ class ModelFamily:
         return self.kind == "combination"
 
 
-_ALL_METRICS = ("cpu", "memory", "network_in", "network_out")
+_ALL_METRICS = tuple(default_metrics())  # and any other metric HEADROOM_METRICS turns on (forecasting.metrics)
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (
@@ -47,7 +49,7 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("arima", "forecasting.models.arima:ArimaModel", "statistical",
                     "ARIMA errors on daily Fourier terms, order by AIC (statsmodels)"),
         # off by default since the fleet model: worse median MASE than `fleet` on the real traces at ~40× the
-        # training time per instance (README, "Which models run by default"); HEADROOM_MODELS turns them on
+        # training time per instance (docs/models.md, "Which models run by default"); HEADROOM_MODELS turns them on
         ModelFamily("lstm", "forecasting.models.neural:LstmModel", "neural", "stacked LSTM, whole horizon out (Keras)",
                     min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True, default=False),
         ModelFamily("tcn", "forecasting.models.neural:TcnModel", "neural", "temporal convolutional network (keras-tcn)",

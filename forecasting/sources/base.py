@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,22 +49,3 @@ class Source(Protocol):
 def align(ts: float, period: int) -> int:
     """Round a time down to the start of its period."""
     return int(ts) // period * period
-
-
-PERCENT_METRICS = ("cpu", "memory")
-PERCENT_TOLERANCE = 1.0
-"""Percent values up to this far outside 0-100 are rounding (CloudWatch reports 100.0001 %) and are clipped."""
-
-
-def plausible(metric: str, value: float) -> bool:
-    """Percent metrics within 0-100 give or take the tolerance, byte counts not negative, and finite."""
-    if not math.isfinite(value):
-        return False
-    if metric in PERCENT_METRICS:
-        return -PERCENT_TOLERANCE <= value <= 100 + PERCENT_TOLERANCE
-    return value >= 0
-
-
-def clip(metric: str, value: float) -> float:
-    """A plausible value brought into its range (percent metrics into 0-100)."""
-    return min(max(value, 0.0), 100.0) if metric in PERCENT_METRICS else value

@@ -32,6 +32,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from forecasting.metrics import METRICS, Metric
 from forecasting.settings import Settings
 from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, align
 
@@ -41,17 +42,6 @@ MAX_QUERIES = 500
 MAX_DATAPOINTS = 100_800
 THRESHOLD_TAG = "headroom:threshold"
 FILTER_VALUES_MAX = 200  # EC2 accepts at most 200 values in one filter
-
-# metric key -> (namespace, metric name, statistic)
-EC2_METRICS = {
-    "cpu": ("AWS/EC2", "CPUUtilization", "Average"),
-    "network_in": ("AWS/EC2", "NetworkIn", "Sum"),
-    "network_out": ("AWS/EC2", "NetworkOut", "Sum"),
-}
-MEMORY_METRICS = {
-    "cwagent": ("CWAgent", "mem_used_percent", "Average"),
-    "legacy": ("System/Linux", "MemoryUtilization", "Average"),
-}
 
 
 def client_config(settings: Settings) -> Config:
@@ -142,7 +132,7 @@ class CloudWatchSource:
     def __init__(self, settings: Settings, *, cloudwatch: Any = None, ec2: Any = None) -> None:
         self.settings = settings
         self.period = settings.period
-        self.memory = MEMORY_METRICS[settings.memory_metric]
+        self.metrics = [METRICS[key] for key in settings.metrics]
         if cloudwatch is None or ec2 is None:
             session = boto3.session.Session()
             region = settings.region or session.region_name or "us-east-1"
@@ -150,7 +140,8 @@ class CloudWatchSource:
             cloudwatch = cloudwatch or session.client("cloudwatch", region_name=region, config=config)
             ec2 = ec2 or session.client("ec2", region_name=region, config=config)
         self.cloudwatch, self.ec2 = cloudwatch, ec2
-        self._memory_dims: dict[str, list[dict[str, str]]] | None = None  # None: unknown, query everyone
+        # metric key -> {instance: its exact dimensions}, for metrics that are discovered; None: unknown, query everyone
+        self._published: dict[str, dict[str, list[dict[str, str]]] | None] = {m.key: None for m in self.metrics if m.discover}
 
     # ---- discovery ----------------------------------------------------------
     def list_instances(self) -> list[InstanceInfo]:
@@ -167,7 +158,7 @@ class CloudWatchSource:
             except (ClientError, BotoCoreError) as error:
                 raise CloudWatchError(f"ec2 DescribeInstances failed: {_one_line(error)}") from None
             infos.sort(key=lambda info: info.instance_id)
-        self._memory_dims = self._find_memory_metrics()
+        self._published = {m.key: self._discover(m) for m in self.metrics if m.discover}
         return infos
 
     def _explicit_instances(self, ids: list[str]) -> list[InstanceInfo]:
@@ -189,19 +180,23 @@ class CloudWatchSource:
             for reservation in page.get("Reservations", []):
                 yield from reservation.get("Instances", [])
 
-    def _find_memory_metrics(self) -> dict[str, list[dict[str, str]]] | None:
-        """InstanceId -> the exact dimensions of its memory metric (the agent may append more than InstanceId).
+    def where(self, metric: Metric) -> tuple[str, str]:
+        """(namespace, name) queried for a metric: memory follows ``memory_metric`` (the agent's, or the legacy scripts')."""
+        return metric.cloudwatch_name(self.settings.memory_metric)
 
-        None when ListMetrics is not allowed or fails: then every instance gets a memory
-        query on the InstanceId dimension alone, and those without it simply return nothing.
+    def _discover(self, metric: Metric) -> dict[str, list[dict[str, str]]] | None:
+        """Instance -> the exact dimensions it publishes ``metric`` with (the agent may append more than InstanceId).
+
+        None when ListMetrics is not allowed or fails: then every instance gets a query on the
+        instance dimension alone, and those without the metric simply return nothing.
         """
-        namespace, name, _ = self.memory
+        namespace, name = self.where(metric)
         found: dict[str, list[dict[str, str]]] = {}
         try:
             for page in self.cloudwatch.get_paginator("list_metrics").paginate(Namespace=namespace, MetricName=name):
-                for metric in page.get("Metrics", []):
-                    dims = metric.get("Dimensions", [])
-                    ids = [dim["Value"] for dim in dims if dim["Name"] == "InstanceId"]
+                for listed in page.get("Metrics", []):
+                    dims = listed.get("Dimensions", [])
+                    ids = [dim["Value"] for dim in dims if dim["Name"] == metric.dimension]
                     if ids and (ids[0] not in found or len(dims) < len(found[ids[0]])):
                         found[ids[0]] = dims
         except (ClientError, BotoCoreError) as error:
@@ -210,10 +205,12 @@ class CloudWatchSource:
         return found
 
     def metrics_of(self, instance_id: str) -> list[str]:
-        """The metric keys to fetch for one instance: memory only where the fleet publishes it."""
-        keys = list(EC2_METRICS)
-        if self._memory_dims is None or instance_id in self._memory_dims:
-            keys.append("memory")
+        """The metric keys to fetch for one instance: a discovered metric only where the fleet publishes it."""
+        keys = []
+        for metric in self.metrics:
+            published = self._published.get(metric.key)
+            if not metric.discover or published is None or instance_id in published:
+                keys.append(metric.key)
         return keys
 
     # ---- fetching -----------------------------------------------------------
@@ -234,15 +231,12 @@ class CloudWatchSource:
         return result
 
     def _query(self, query_id: str, request: SeriesRequest) -> dict[str, Any]:
-        if request.metric == "memory":
-            namespace, name, stat = self.memory
-            dims = (self._memory_dims or {}).get(request.instance_id)
-        else:
-            namespace, name, stat = EC2_METRICS[request.metric]
-            dims = None
-        dims = dims or [{"Name": "InstanceId", "Value": request.instance_id}]
-        metric = {"Namespace": namespace, "MetricName": name, "Dimensions": dims}
-        return {"Id": query_id, "MetricStat": {"Metric": metric, "Period": self.period, "Stat": stat}, "ReturnData": True}
+        metric = METRICS[request.metric]
+        namespace, name = self.where(metric)
+        dims = (self._published.get(metric.key) or {}).get(request.instance_id)
+        dims = dims or [{"Name": metric.dimension, "Value": request.instance_id}]
+        stat = {"Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dims}, "Period": self.period, "Stat": metric.statistic}
+        return {"Id": query_id, "MetricStat": stat, "ReturnData": True}
 
     def _fetch_call(self, call: PlannedCall, end: int, result: FetchResult) -> None:
         """Run one planned call, following NextToken; record per-query problems without dropping the rest."""
@@ -283,6 +277,6 @@ class CloudWatchSource:
         for query_id, status in last_status.items():
             if status == "PartialData":  # no page left, yet CloudWatch says more exists
                 problems.setdefault(query_id, set()).add("PartialData after the last page")
-        for query_id, notes in sorted(problems.items()):
+        for query_id, found in sorted(problems.items()):
             request = by_id[query_id]
-            result.errors.append(f"{request.instance_id} {request.metric}: {'; '.join(sorted(notes))}")
+            result.errors.append(f"{request.instance_id} {request.metric}: {'; '.join(sorted(found))}")

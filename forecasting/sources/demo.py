@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecasting.clock import DAY
+from forecasting.metrics import default_metrics
 from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest
+
+SIMULATED = ("cpu", "memory", "network_in", "network_out")
+"""The metrics the demo has a simulation for (see :meth:`DemoSource.values`); others it never publishes."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,16 @@ def demo_instance_id(index: int) -> str:
 
 
 class DemoSource:
-    """A seeded simulation of ``count`` instances; ``anchor`` is when the demo first started."""
+    """A seeded simulation of ``count`` instances; ``anchor`` is when the demo first started.
 
-    def __init__(self, count: int = 6, seed: int = 42, anchor: int = 0, period: int = 300) -> None:
+    ``metrics`` are the configured metric keys (default: those on by default); the demo publishes those it simulates.
+    """
+
+    def __init__(self, count: int = 6, seed: int = 42, anchor: int = 0, period: int = 300,
+                 metrics: list[str] | None = None) -> None:
         self.count, self.seed, self.anchor, self.period = count, seed, anchor, period
+        wanted = default_metrics() if metrics is None else metrics
+        self.metrics = [key for key in wanted if key in SIMULATED]
 
     def profile(self, index: int) -> Profile:
         return PROFILES[index % len(PROFILES)]
@@ -65,8 +75,8 @@ class DemoSource:
 
     def metrics_of(self, instance_id: str) -> list[str]:
         """The metrics this instance publishes (the cache has no memory agent)."""
-        base = ["cpu", "network_in", "network_out"]
-        return base + ["memory"] if self.profile(self._index(instance_id)).has_memory else base
+        has_memory = self.profile(self._index(instance_id)).has_memory
+        return [key for key in self.metrics if key != "memory" or has_memory]
 
     def fetch(self, requests: list[SeriesRequest], end: int) -> FetchResult:
         result = FetchResult()

@@ -4,13 +4,10 @@ This one parser serves ``python -m forecasting import``, the dashboard upload
 and the API. Every problem raises :class:`ExportError` with one line saying
 what is wrong and where; nothing is returned half-parsed.
 
-Accepted metric names (query ``Id`` or ``Label``, case-insensitive, ``-``/space
-treated as ``_``; a CSV column header works the same way):
-
-- ``cpu``: cpu, cpuutilization, cpu_utilization, cpu_percent, value
-- ``memory``: memory, mem, mem_used_percent, memoryutilization, memory_utilization
-- ``network_in``: network_in, networkin, net_in
-- ``network_out``: network_out, networkout, net_out
+Metric names come from :mod:`forecasting.metrics`: a query ``Id`` or ``Label`` (or a CSV column
+header) names a metric by its key (``cpu``, ``memory``, ``network_in``, ...), its CloudWatch name as
+it is or in words (``CPUUtilization``, ``cpu_utilization``) or a declared alias (``mem``, ``net_in``,
+``value`` for CPU); case does not matter and ``-``/spaces count as ``_``.
 
 An ``Id``/``Label`` may also carry the instance, e.g. ``cpu_i_0abc123`` or
 ``i-0abc123 CPUUtilization``; otherwise the instance comes from ``--instance``.
@@ -23,7 +20,7 @@ Refused, with a line saying why (an export read wrongly is worse than none):
 - a partial export: a result whose last ``StatusCode`` is not ``Complete``, or a ``NextToken``
   on the last page (more pages were left unfetched, e.g. after ``--max-items``);
 - ``--output text`` or ``--output table`` (export with ``--output json``);
-- CPU or memory outside 0-100 % (beyond ``PERCENT_TOLERANCE``), negative network bytes;
+- values outside a metric's declared range (CPU or memory beyond 0-100 % give or take 1, negative bytes);
 - instance ids outside the safe set (:mod:`forecasting.ids`).
 """
 
@@ -41,14 +38,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from forecasting.ids import InstanceIdError, check_instance_id
-from forecasting.sources.base import PERCENT_METRICS, clip, plausible
+from forecasting.metrics import METRICS, TARGET, normalise
 
-METRIC_ALIASES: dict[str, str] = {
-    **dict.fromkeys(["cpu", "cpuutilization", "cpu_utilization", "cpu_percent", "value"], "cpu"),
-    **dict.fromkeys(["memory", "mem", "mem_used_percent", "memoryutilization", "memory_utilization"], "memory"),
-    **dict.fromkeys(["network_in", "networkin", "net_in"], "network_in"),
-    **dict.fromkeys(["network_out", "networkout", "net_out"], "network_out"),
-}
 TIMESTAMP_COLUMNS = ("timestamp", "ts", "time", "datetime", "date")
 INSTANCE_RE = re.compile(r"i[-_][0-9a-f]{8,17}", re.IGNORECASE)
 DEFAULT_LIMIT_BYTES = 100 * 1024 * 1024
@@ -87,18 +78,23 @@ class ParsedExport:
 
 
 def metric_key(name: str) -> str | None:
-    """Map an Id/Label/column name to a metric key, or None if it names none."""
-    cleaned = re.sub(r"[\s\-]+", "_", name.strip().lower())
-    cleaned = INSTANCE_RE.sub("", cleaned).strip("_")
-    if cleaned in METRIC_ALIASES:
-        return METRIC_ALIASES[cleaned]
-    for part in re.split(r"_+", cleaned):
-        if part in METRIC_ALIASES and part != "value":
-            return METRIC_ALIASES[part]
-    for alias, key in sorted(METRIC_ALIASES.items(), key=lambda kv: -len(kv[0])):
-        if len(alias) > 4 and alias in cleaned:
-            return key
+    """Map an Id/Label/column name to a metric key, or None if it names none.
+
+    An exact name wins; then the longest name found as whole words (``avg_cpu_utilization``); then the
+    longest name of five letters or more found anywhere (``mycpuutilization``).
+    """
+    cleaned = INSTANCE_RE.sub("", normalise(name)).strip("_")
+    named = [(alias, metric.key) for metric in METRICS.values() for alias in metric.names()]
+    for matches in ([pair for pair in named if pair[0] == cleaned],
+                    [pair for pair in named if pair[0] != "value" and f"_{pair[0]}_" in f"_{cleaned}_"],
+                    [pair for pair in named if len(pair[0]) > 4 and pair[0] in cleaned]):
+        if matches:
+            return max(matches, key=lambda pair: len(pair[0]))[1]
     return None
+
+
+def _listed(words: list[str], joiner: str = "or") -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {joiner} {words[-1]}"
 
 
 def parse_timestamp(text: object, where: str) -> int:
@@ -146,11 +142,12 @@ def _number(value: object, where: str) -> float:
     return number
 
 
-def check_value(metric: str, value: float, where: str) -> float:
-    """A plausible value of ``metric``: percents within 0-100 (small excess clipped), byte counts not negative."""
-    if not plausible(metric, value):
-        raise ExportError(f"{where}: {metric} value {value:g} is " + ("outside 0-100 %" if metric in PERCENT_METRICS else "negative"))
-    return clip(metric, value)
+def check_value(key: str, value: float, where: str) -> float:
+    """A plausible value of metric ``key``: within its declared range (a small excess is rounding, clipped)."""
+    metric = METRICS[key]
+    if not metric.plausible(value):
+        raise ExportError(f"{where}: {key} value {value:g} is {metric.describe_range()}")
+    return metric.clip(value)
 
 
 def _instance_arg(instance: str, name: str) -> str:
@@ -215,8 +212,8 @@ class _Collector:
             ts = np.fromiter(sorted(points), dtype=np.int64, count=len(points))
             vals = np.array([points[t] for t in ts], dtype=float)
             parsed.series.setdefault(iid, {})[metric] = (ts, vals)
-        if not any("cpu" in metrics and len(metrics["cpu"][0]) for metrics in parsed.series.values()):
-            raise ExportError(f"{name}: no CPU series found (name a query cpu or CPUUtilization)")
+        if not any(TARGET in metrics and len(metrics[TARGET][0]) for metrics in parsed.series.values()):
+            raise ExportError(f"{name}: no CPU series found (name a query {TARGET} or {METRICS[TARGET].name})")
         return parsed
 
 
@@ -239,7 +236,7 @@ def parse_json_export(text: str, instance: str = "upload", name: str = "export")
         where = f"{name}: MetricDataResults[{r}] ({ident or label or 'no Id'})"
         metric = metric_key(ident) or metric_key(label)
         if metric is None:
-            raise ExportError(f"{where}: cannot tell which metric this is; name the query cpu, memory, network_in or network_out")
+            raise ExportError(f"{where}: cannot tell which metric this is; name the query {_listed(list(METRICS))}")
         stamps, values = result.get("Timestamps", []), result.get("Values", [])
         if not isinstance(stamps, list) or not isinstance(values, list):
             raise ExportError(f"{where}: Timestamps and Values must be lists")
@@ -267,6 +264,14 @@ def _statistic(key: str) -> str | None:
     return None if match is None else STATISTIC_NAMES.get(match.group(1).lower(), match.group(1).lower())
 
 
+def _statistics() -> str:
+    """Which statistic each metric is exported with, e.g. "Average for cpu and memory, Sum for network_in and network_out"."""
+    by_statistic: dict[str, list[str]] = {}
+    for metric in METRICS.values():
+        by_statistic.setdefault(metric.statistic, []).append(metric.key)
+    return ", ".join(f"{statistic} for {_listed(keys, 'and')}" for statistic, keys in by_statistic.items())
+
+
 def _check_series(series_of: dict[tuple[str | None, str], list[str]], status: dict[str, str], name: str) -> None:
     """Refuse what would be read wrongly: series that cannot be told apart, and partial results."""
     for (named, metric), keys in sorted(series_of.items(), key=lambda item: (item[0][0] or "", item[0][1])):
@@ -277,7 +282,7 @@ def _check_series(series_of: dict[tuple[str | None, str], list[str]], status: di
         if len({stat for key in keys if (stat := _statistic(key))}) > 1 or named is not None:
             raise ExportError(
                 f"{name}: {len(keys)} {metric} series{whose} ({shown}), e.g. two statistics of one metric; "
-                "export one statistic per metric (Average for cpu and memory, Sum for network)")
+                f"export one statistic per metric ({_statistics()})")
         raise ExportError(
             f"{name}: {len(keys)} {metric} series ({shown}) do not say which instance each belongs to "
             "(an export holds no dimensions); name each query after its instance, e.g. Id cpu_i_0abc1234 or "
@@ -312,14 +317,14 @@ def parse_csv_export(text: str, instance: str = "upload", name: str = "export") 
     if ts_col is None:
         raise ExportError(f"{name}: no timestamp column (expected one of {', '.join(TIMESTAMP_COLUMNS)})")
     iid_col = lowered.index("instance_id") if "instance_id" in lowered else None
-    columns = {i: metric_key(h) for i, h in enumerate(header) if i not in (ts_col, iid_col)}
-    columns = {i: m for i, m in columns.items() if m is not None}
+    named = {i: metric_key(h) for i, h in enumerate(header) if i not in (ts_col, iid_col)}
+    columns = {i: key for i, key in named.items() if key is not None}
     for metric in set(columns.values()):
         same = [header[i] for i, m in columns.items() if m == metric]
         if len(same) > 1:
             raise ExportError(f"{name}: columns {', '.join(map(repr, same))} are all {metric}; keep one column per metric")
-    if "cpu" not in columns.values():
-        raise ExportError(f"{name}: no CPU column (name it cpu, CPUUtilization or value)")
+    if TARGET not in columns.values():
+        raise ExportError(f"{name}: no CPU column (name it {TARGET}, {METRICS[TARGET].name} or value)")
     collector = _Collector()
     for line, row in rows:
         if not row or all(not cell.strip() for cell in row):

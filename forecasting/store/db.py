@@ -2,7 +2,7 @@
 
 WAL mode, so readers (dashboard, API) never block the writer (worker). Writes that belong
 together go through :meth:`Database.transaction`, so a crash leaves the previous state, never
-half of the new one. The tables are a public, documented contract (README, "The store"): users
+half of the new one. The tables are a public, documented contract (docs/store.md): users
 may query them with ``sqlite3``, so a change to them is a new migration, never an edit.
 The repositories beside this module hold the queries, one per aggregate.
 """

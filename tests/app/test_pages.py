@@ -111,6 +111,22 @@ def test_instance_page_draws_the_forecast_deployed_an_hour_ago_over_what_happene
     assert any("The dotted line is the forecast deployed" in c.value for c in at.caption)
 
 
+def test_instance_page_marks_a_missing_series_as_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forecasting.ingest import run_ingest
+    from forecasting.settings import load_settings
+    from forecasting.sources.demo import demo_instance_id
+
+    settings = load_settings(db=tmp_path / "cache.db", source="demo", demo_instances=5, train_days=0.25, history_days=1)
+    with Store(settings.db) as store:
+        run_ingest(store, settings, 1_760_000_100)
+    cache = demo_instance_id(4)  # the demo's cache publishes no memory
+    monkeypatch.setenv("HEADROOM_DB", str(settings.db))
+    at = open_page("pages/instance.py", instance=cache)
+    spec = figure(at)
+    assert trace_names(spec)[:3] == ["CPU", "network in", "network out"] and "memory" not in trace_names(spec)
+    assert "no memory data in this time range" in [a.get("text") for a in spec["layout"]["annotations"]]
+
+
 def test_instance_overlay_and_time_range(worker_db: Path) -> None:
     with Store(worker_db, readonly=True) as store:
         iid = store.samples.instances()[0].instance_id
@@ -257,7 +273,7 @@ def test_broken_upload_gives_the_import_error_and_the_page_stays_usable(demo_exp
     at.file_uploader(key="upload_file").set_value(("good.json", demo_export, "application/json"))
     at.run()
     assert not at.exception and not at.error
-    assert trace_names(figure(at))[0] == "cpu"
+    assert trace_names(figure(at))[0] == "CPU"
 
 
 def test_empty_store_says_how_to_start_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,7 +91,8 @@ def test_points_come_back_sorted_and_a_repeated_timestamp_keeps_the_later_value(
         ("NetworkIn", "network_in"), ("network-in", "network_in"), ("net_in", "network_in"),
         ("NetworkOut", "network_out"), ("network out", "network_out"), ("net_out", "network_out"),
         ("i-0abc1234def567890 CPUUtilization", "cpu"), ("cpu_i_0abc1234def567890", "cpu"), ("m_network_out_i_0abc12345", "network_out"),
-        ("DiskReadOps", None), ("CPUCreditBalance", None), ("NetworkPacketsIn", None), ("StatusCheckFailed", None), ("m1", None), ("", None),
+        ("CPUCreditBalance", "cpu_credits"), ("cpu_credit_balance_avg", "cpu_credits"),
+            ("DiskReadOps", None), ("NetworkPacketsIn", None), ("StatusCheckFailed", None), ("m1", None), ("", None),
     ],
 )
 def test_metric_names(name: str, key: str | None) -> None:
