@@ -119,9 +119,6 @@ class Scaler:
         columns = list(self.mean)
         return (frame.reindex(columns=columns) - pd.Series(self.mean)) / pd.Series(self.scale)
 
-    def inverse(self, values: np.ndarray, column: str = "cpu") -> np.ndarray:
-        return np.asarray(values) * self.scale[column] + self.mean[column]
-
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {"mean": self.mean, "scale": self.scale}
 

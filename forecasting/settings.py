@@ -135,7 +135,6 @@ class Settings(BaseSettings):
     webhook_min_change: float = Field(15, ge=0, description="minutes the predicted crossing must move to be sent again")
 
     # dashboard and API
-    dashboard_port: int = Field(8501, ge=1, le=65535)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_token: SecretStr | None = None

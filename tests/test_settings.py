@@ -28,7 +28,8 @@ def test_defaults() -> None:
     assert (s.ingest_every, s.retrain_every, s.digest_every, s.workers, s.dask_scheduler) == (5, 6, 24, 0, None)
     assert (s.alert_on, s.alert_margin, s.alert_cooldown) == ("likely", 5.0, 60)
     assert (s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_user, s.smtp_password, s.mail_from, s.mail_to) == (None, None, "starttls", None, None, "headroom@localhost", [])
-    assert (s.dashboard_port, s.api_host, s.api_port, s.api_token) == (8501, "127.0.0.1", 8000, None)
+    assert (s.api_host, s.api_port, s.api_token) == ("127.0.0.1", 8000, None)
+    assert not hasattr(s, "dashboard_port")  # the dashboard's port is make's (HEADROOM_DASHBOARD_PORT), not a setting
     assert (s.api_body_limit_mb, s.api_timeout, s.api_concurrency, s.import_limit_mb, s.api_open) == (20, 120, 2, 100, False)
     assert (s.job_timeout, s.retrain_timeout, s.aws_timeout, s.aws_max_attempts) == (15, 180, 10, 3)
     assert s.model == ModelParams() and (s.model.epochs, s.model.lookback, s.model.dilations) == (15, 48, [1, 2, 4, 8])

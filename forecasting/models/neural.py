@@ -26,9 +26,12 @@ constants below are the few that are not worth a setting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -60,14 +63,39 @@ WINDOW_STRIDE = 2
 MODEL_FILE, WEIGHTS_FILE = "model.keras", "weights.npz"
 
 
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Send what native code writes to stderr (file descriptor 2) to /dev/null for the duration.
+
+    TensorFlow's C++ start-up writes "Could not find cuda drivers" and absl's "log messages before
+    InitializeLog" lines straight to the descriptor, past ``TF_CPP_MIN_LOG_LEVEL`` and Python's
+    logging, into the worker's console and log on every machine without a GPU. Only the import and
+    the device discovery run muted; a real failure there still raises, and everything after is heard.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _tf():
     """Import TensorFlow quietly and make its ops deterministic (once per process)."""
-    import tensorflow as tf
+    if getattr(_tf, "configured", False):
+        import tensorflow as tf
 
-    if not getattr(_tf, "configured", False):
-        tf.get_logger().setLevel("ERROR")
-        tf.config.experimental.enable_op_determinism()
-        _tf.configured = True
+        return tf
+    with _native_stderr_muted():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device discovery: where the CUDA stub lines come from
+    tf.get_logger().setLevel("ERROR")
+    tf.config.experimental.enable_op_determinism()
+    _tf.configured = True  # type: ignore[attr-defined]
     return tf
 
 
@@ -233,9 +261,9 @@ class NeuralModel(ForecastModel):
 
     def _train(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray):
         """Fit a network (a reused compiled one when this process has one idle); return its best weights."""
+        _tf()  # TensorFlow first, muted (keras would load it unmuted)
         import keras
 
-        _tf()
         key = json.dumps([self.name, self.params.model_dump(), int(x.shape[2]), self.horizon], sort_keys=True)
         trainer = _checkout(key) or self._new_trainer(x.shape[2])
         trainer.reset()
@@ -250,6 +278,7 @@ class NeuralModel(ForecastModel):
         return weights
 
     def _new_trainer(self, features: int) -> _Trainer:
+        _tf()  # TensorFlow first, muted (keras would load it unmuted)
         import keras
 
         keras.utils.set_random_seed(self.params.seed)
@@ -273,12 +302,6 @@ class NeuralModel(ForecastModel):
             predictor.network.set_weights(self.weights)
             predictor.owner = self.weights
         return predictor.network
-
-    def keras_model(self):
-        """A Keras model holding this model's weights (the process's shared one for its architecture)."""
-        predictor = self._predictor()
-        with predictor.lock:
-            return self._swap_in(predictor)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Network outputs for a batch of windows (prediction is traced once per process and architecture)."""
@@ -359,9 +382,9 @@ class NeuralModel(ForecastModel):
                 with np.load(fast, allow_pickle=False) as arrays:
                     self.weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
             else:
+                _tf()  # TensorFlow first, muted (keras would load it unmuted)
                 import keras
 
-                _tf()
                 self.weights = keras.models.load_model(full, custom_objects=self.custom_objects(), compile=False).get_weights()
         except Exception as error:  # a damaged or foreign file: one clear line, the caller skips the model
             raise ModelError(f"{self.name}: cannot read {fast if fast.exists() else full}: {error}") from None
@@ -377,6 +400,7 @@ class LstmModel(NeuralModel):
     name: ClassVar[str] = "lstm"
 
     def build_network(self, features: int):
+        _tf()  # TensorFlow first, muted (keras would load it unmuted)
         import keras
 
         inputs = keras.Input(shape=(self.params.lookback, features))
@@ -393,11 +417,13 @@ class TcnModel(NeuralModel):
 
     @staticmethod
     def custom_objects() -> dict[str, Any]:
+        _tf()  # TensorFlow first, muted
         from tcn import TCN
 
         return {"TCN": TCN}
 
     def build_network(self, features: int):
+        _tf()  # TensorFlow first, muted (keras would load it unmuted)
         import keras
         from tcn import TCN
 

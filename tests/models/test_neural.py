@@ -84,7 +84,7 @@ def test_training_gives_a_clipped_forecast_on_the_grid(fitted, frame):
 
 
 def test_network_shape_follows_the_params(fitted):
-    network = fitted.keras_model()
+    network = fitted._predictor().network  # the process's shared network for this architecture
     assert tuple(network.input_shape) == (None, TINY.lookback, len(fitted.columns))
     assert tuple(network.output_shape) == (None, HORIZON)
     if fitted.name == "tcn":
@@ -250,8 +250,23 @@ def test_models_of_one_architecture_share_a_network_without_mixing_weights(train
     """Two fitted LSTMs use the same predictor network in turn; each still forecasts with its own weights."""
     first = trained["lstm"]
     second = make("lstm").fit(frame.iloc[:-40])
-    assert first.keras_model() is second.keras_model()
+    assert first._predictor() is second._predictor()
     a1, b1 = first.predict().mean, second.predict().mean
     assert not np.allclose(a1, b1)
     np.testing.assert_array_equal(first.predict().mean, a1)  # swapped back in
     np.testing.assert_array_equal(second.predict().mean, b1)
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_noise_stays_out_of_the_console_but_later_errors_do_not() -> None:
+    script = (
+        "import os\n"
+        "from forecasting.models.neural import _tf\n"
+        "_tf()\n"
+        "os.write(2, b'heard after start-up\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert "heard after start-up" in done.stderr  # the descriptor is restored: real errors still reach the log
+    noise = [line for line in done.stderr.splitlines() if "cuda" in line.lower() or "absl" in line.lower()]
+    assert noise == [], noise
