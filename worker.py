@@ -88,7 +88,7 @@ class Worker:
                           {"instances": report.instances, "datapoints": report.rows, "series_failed": len(report.errors)})
 
     def retrain(self) -> JobOutcome:
-        from forecasting.fleet import retrain_due
+        from forecasting.retrain_pool import retrain_due
 
         report = retrain_due(self.store, self.settings, self.now(), stop=self.stop)
         return JobOutcome(report.summary(), report.problems(),

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.fleet import build_fleet_table
+from app.fleet_table import build_fleet_table
 from forecasting.clock import DAY, HOUR
 from forecasting.scoring import realised_scores
 from forecasting.settings import Settings, SettingsError, load_settings
@@ -78,7 +78,7 @@ def _frame(rows: Sequence[Any]) -> pd.DataFrame:
 # ---- fleet ---------------------------------------------------------------
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)
 def load_fleet(db: str | None, alert_on: str, margin: float) -> pd.DataFrame:
-    """The Fleet table (see :func:`app.fleet.build_fleet_table`) for the database at ``db``, by the alert rule's settings."""
+    """The Fleet table (see :func:`app.fleet_table.build_fleet_table`) for the database at ``db``, by the alert rule's settings."""
     if not _ready(db):
         return build_fleet_table([], {}, [], {}, [], int(time.time()), alert_on, margin)
     s = store(db)

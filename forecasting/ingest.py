@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from forecasting.clock import DAY, MINUTE
 from forecasting.metrics import METRICS
 from forecasting.settings import Settings
-from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, Source, align
+from forecasting.sources.base import FetchResult, SourceInstance, SeriesRequest, Source, align
 from forecasting.store import Store
 
 log = logging.getLogger("headroom.ingest")
@@ -48,7 +48,7 @@ def make_source(settings: Settings, store: Store, now: int) -> Source:
     return DemoSource(settings.demo_instances, settings.demo_seed, int(anchor), settings.period, settings.metrics)
 
 
-def plan_requests(instances: list[InstanceInfo], metrics_of: dict[str, list[str]], last_ts: dict[tuple[str, str], int], settings: Settings, end: int) -> list[SeriesRequest]:
+def plan_requests(instances: list[SourceInstance], metrics_of: dict[str, list[str]], last_ts: dict[tuple[str, str], int], settings: Settings, end: int) -> list[SeriesRequest]:
     """One request per series: from its last stored point minus 15 min, or the training window on first sight."""
     backfill_from = align(end - settings.train_days * DAY, settings.period)
     requests = []

@@ -24,7 +24,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from forecasting.alerts import iso_utc
-from forecasting.charts import forecast_chart
+from forecasting.mail_charts import forecast_chart
 from forecasting.clock import HOUR, MINUTE
 from forecasting.crossing import (
     BASIS_MEANING, RISK_LEVELS, RISK_WORDS, Outlook, minutes_to_limit, outlook, risk_level, shown_crossing,

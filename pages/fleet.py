@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import data, nav, ui
-from app.fleet import LEVELS, level_counts
+from app.fleet_table import LEVELS, level_counts
 from app.format import when_text
 from forecasting.crossing import AT_RISK
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecasting.fleet import retrain_due
+from forecasting.retrain_pool import retrain_due
 from forecasting.fleet_model import WINDOWS_PER_INSTANCE, fit_fleet, fleet_dir, latest_fleet_model, learnable_rows
 from forecasting.forecast import ModelCache, run_forecasts
 from forecasting.sources.demo import DemoSource

@@ -353,7 +353,7 @@ def _longest_row(mask: np.ndarray) -> int:
 
 
 def test_the_chart_draws_history_forecast_band_threshold_and_crossing_without_a_display() -> None:
-    from forecasting.charts import (
+    from forecasting.mail_charts import (
         CROSSING_COLOUR,
         FORECAST_COLOUR,
         HISTORY_COLOUR,

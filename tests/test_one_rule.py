@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.fleet import build_fleet_table
+from app.fleet_table import build_fleet_table
 from forecasting.alerts import evaluate_alerts, iso_utc
 from forecasting.api import create_app
 from forecasting.clock import DAY, ManualClock

@@ -5,7 +5,7 @@
 
 The store is filled by the real ingest job from the demo feed (a pure function of its seed and
 anchor, so every run trains on the same data; the fill is timed apart). The timed part is one
-:func:`forecasting.fleet.retrain_due` on the local spawn pool with ``--workers`` processes: the
+:func:`forecasting.retrain_pool.retrain_due` on the local spawn pool with ``--workers`` processes: the
 parent trains the ``fleet`` model once (reading one instance's samples at a time), reads each
 instance's samples, trains every instance in a worker process and writes each result back. The
 default model set is the settings' default. Peak memory is the largest resident size of the
@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from forecasting.clock import DAY
-from forecasting.fleet import RetrainReport, retrain_due
+from forecasting.retrain_pool import RetrainReport, retrain_due
 from forecasting.fleet_model import latest_fleet_model
 from forecasting.ingest import run_ingest
 from forecasting.settings import Settings, load_settings

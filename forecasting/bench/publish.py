@@ -51,7 +51,7 @@ def seeded_publisher(groups: dict[str, str]) -> Any:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Set up, train, run the cycles and publishes; one dict of figures."""
     from forecasting.alerts import evaluate_alerts
-    from forecasting.fleet import retrain_due
+    from forecasting.retrain_pool import retrain_due
     from forecasting.forecast import ModelCache, run_forecasts
     from forecasting.ingest import run_ingest
     from forecasting.publish import cycle_figures

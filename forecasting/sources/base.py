@@ -7,7 +7,7 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
-class InstanceInfo:
+class SourceInstance:
     """An instance a source can report on; ``threshold_tag`` is the EC2 tag ``headroom:threshold`` if set."""
 
     instance_id: str
@@ -37,7 +37,7 @@ class FetchResult:
 class Source(Protocol):
     """A place metrics come from: CloudWatch, the demo feed."""
 
-    def list_instances(self) -> list[InstanceInfo]:
+    def list_instances(self) -> list[SourceInstance]:
         """The instances to monitor now."""
         ...
 

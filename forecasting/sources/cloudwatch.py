@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from forecasting.metrics import METRICS, Metric
 from forecasting.settings import Settings
-from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest, align
+from forecasting.sources.base import FetchResult, SourceInstance, SeriesRequest, align
 
 log = logging.getLogger("headroom.cloudwatch")
 
@@ -105,11 +105,11 @@ def parse_threshold(raw: str | None, instance_id: str) -> float | None:
     return value
 
 
-def instance_info(instance: dict[str, Any]) -> InstanceInfo:
-    """An InstanceInfo from one DescribeInstances entry (Name tag, threshold tag)."""
+def instance_info(instance: dict[str, Any]) -> SourceInstance:
+    """An SourceInstance from one DescribeInstances entry (Name tag, threshold tag)."""
     tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
     instance_id = instance["InstanceId"]
-    return InstanceInfo(instance_id, tags.get("Name") or None, parse_threshold(tags.get(THRESHOLD_TAG), instance_id))
+    return SourceInstance(instance_id, tags.get("Name") or None, parse_threshold(tags.get(THRESHOLD_TAG), instance_id))
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -144,7 +144,7 @@ class CloudWatchSource:
         self._published: dict[str, dict[str, list[dict[str, str]]] | None] = {m.key: None for m in self.metrics if m.discover}
 
     # ---- discovery ----------------------------------------------------------
-    def list_instances(self) -> list[InstanceInfo]:
+    def list_instances(self) -> list[SourceInstance]:
         """Running instances (optionally filtered by ``instance_tag``), or the explicit ``instances`` list."""
         if self.settings.instances:
             infos = self._explicit_instances(self.settings.instances)
@@ -161,9 +161,9 @@ class CloudWatchSource:
         self._published = {m.key: self._discover(m) for m in self.metrics if m.discover}
         return infos
 
-    def _explicit_instances(self, ids: list[str]) -> list[InstanceInfo]:
+    def _explicit_instances(self, ids: list[str]) -> list[SourceInstance]:
         """The listed instances in any state, with names and tags where DescribeInstances finds them."""
-        found: dict[str, InstanceInfo] = {}
+        found: dict[str, SourceInstance] = {}
         try:
             for chunk in _chunks(ids, FILTER_VALUES_MAX):
                 for item in self._describe([{"Name": "instance-id", "Values": chunk}]):
@@ -173,7 +173,7 @@ class CloudWatchSource:
         missing = [instance_id for instance_id in ids if instance_id not in found]
         if missing and found:
             log.warning("instances not found by DescribeInstances (still monitored): %s", ", ".join(missing[:10]))
-        return [found.get(instance_id, InstanceInfo(instance_id)) for instance_id in ids]
+        return [found.get(instance_id, SourceInstance(instance_id)) for instance_id in ids]
 
     def _describe(self, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):

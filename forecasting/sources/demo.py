@@ -17,7 +17,7 @@ import numpy as np
 
 from forecasting.clock import DAY
 from forecasting.metrics import default_metrics
-from forecasting.sources.base import FetchResult, InstanceInfo, SeriesRequest
+from forecasting.sources.base import FetchResult, SourceInstance, SeriesRequest
 
 SIMULATED = ("cpu", "memory", "network_in", "network_out")
 """The metrics the demo has a simulation for (see :meth:`DemoSource.values`); others it never publishes."""
@@ -66,11 +66,11 @@ class DemoSource:
     def profile(self, index: int) -> Profile:
         return PROFILES[index % len(PROFILES)]
 
-    def list_instances(self) -> list[InstanceInfo]:
+    def list_instances(self) -> list[SourceInstance]:
         out = []
         for index in range(self.count):
             profile = self.profile(index)
-            out.append(InstanceInfo(demo_instance_id(index), f"{profile.name}-{index // len(PROFILES) + 1}"))
+            out.append(SourceInstance(demo_instance_id(index), f"{profile.name}-{index // len(PROFILES) + 1}"))
         return out
 
     def metrics_of(self, instance_id: str) -> list[str]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from app.fleet import LEVELS, build_fleet_table, sparkline
+from app.fleet_table import LEVELS, build_fleet_table, sparkline
 from app.format import ago_text, duration_text, minutes_to_text
 from forecasting.crossing import RISK_LEVELS
 from forecasting.store import AlertRecord, ForecastRecord, Instance, TrainingRun

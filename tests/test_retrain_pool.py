@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from forecasting.fleet import due_instances, make_executor, retrain_due
+from forecasting.retrain_pool import due_instances, make_executor, retrain_due
 from forecasting.ingest import run_ingest
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
