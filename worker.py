@@ -84,15 +84,19 @@ class Worker:
         from forecasting.ingest import run_ingest
 
         report = run_ingest(self.store, self.settings, self.now())
-        return JobOutcome(report.summary(), report.errors,
-                          {"instances": report.instances, "datapoints": report.rows, "series_failed": len(report.errors)})
+        return JobOutcome(
+            report.summary(),
+            report.errors,
+            {"instances": report.instances, "datapoints": report.rows, "series_failed": len(report.errors)},
+        )
 
     def retrain(self) -> JobOutcome:
         from forecasting.retrain_pool import retrain_due
 
         report = retrain_due(self.store, self.settings, self.now(), stop=self.stop)
-        return JobOutcome(report.summary(), report.problems(),
-                          {"due": report.due, "trained": len(report.trained), "failed": len(report.failed)})
+        return JobOutcome(
+            report.summary(), report.problems(), {"due": report.due, "trained": len(report.trained), "failed": len(report.failed)}
+        )
 
     def forecast(self) -> JobOutcome:
         """Score past forecasts whose actuals arrived, forecast with saved models, turn forecasts into alerts,
@@ -111,8 +115,14 @@ class Worker:
         problems = made.problems() + ([f"alert mail: {mailed}"] if "failed (" in mailed else [])
         if any(word in acted for word in ("failed (", "waiting (", "rejected")):
             problems.append(f"acting on warnings: {acted}")
-        counts = {"instances": made.instances, "forecasts": made.forecasts, "without_model": len(made.no_model),
-                  "stand_ins": len(made.fallbacks), "models_skipped": len(made.skipped), "failed": len(made.errors)}
+        counts = {
+            "instances": made.instances,
+            "forecasts": made.forecasts,
+            "without_model": len(made.no_model),
+            "stand_ins": len(made.fallbacks),
+            "models_skipped": len(made.skipped),
+            "failed": len(made.errors),
+        }
         return JobOutcome(f"{scored.summary()}; {made.summary()}; {alerts.summary()}; {mailed}; {acted}", problems, counts)
 
     def digest(self) -> JobOutcome:

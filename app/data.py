@@ -159,9 +159,13 @@ def load_realised(db: str | None) -> pd.DataFrame:
         scored = realised_scores(s, int(time.time()))
     except sqlite3.OperationalError:  # a store the worker has not migrated to the realised table yet
         return pd.DataFrame()
-    rows = [{"name": names.get(iid, iid), "instance_id": iid, "model": model, "window": window, **values}
-            for iid, models in scored.items()
-            for model, windows in models.items() for window, values in windows.items() if values["points"]]
+    rows = [
+        {"name": names.get(iid, iid), "instance_id": iid, "model": model, "window": window, **values}
+        for iid, models in scored.items()
+        for model, windows in models.items()
+        for window, values in windows.items()
+        if values["points"]
+    ]
     return pd.DataFrame(rows).sort_values(["instance_id", "window", "model"], ignore_index=True) if rows else pd.DataFrame()
 
 

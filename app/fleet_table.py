@@ -45,8 +45,20 @@ LEVELS: dict[str, Level] = {
 }
 
 COLUMNS = [
-    "status", "name", "instance_id", "cpu_now", "peak", "threshold", "to_threshold_min",
-    "crossing_ts", "alert", "champion", "sparkline", "last_sample_ts", "level", "link",
+    "status",
+    "name",
+    "instance_id",
+    "cpu_now",
+    "peak",
+    "threshold",
+    "to_threshold_min",
+    "crossing_ts",
+    "alert",
+    "champion",
+    "sparkline",
+    "last_sample_ts",
+    "level",
+    "link",
 ]
 
 
@@ -85,25 +97,28 @@ def build_fleet_table(
         alert = alerts.get(iid)
         seen = outlook(forecast, inst.threshold, alert_on, now) if forecast is not None and forecast.mean else None
         level = risk_level(cpu_now, inst.threshold, margin, seen, alert is not None)
-        crossing = shown_crossing(seen, alert.crossing_ts if alert is not None else None, inst.threshold,
-                                  int(ts[-1]) if len(ts) else None, cpu_now)
+        crossing = shown_crossing(
+            seen, alert.crossing_ts if alert is not None else None, inst.threshold, int(ts[-1]) if len(ts) else None, cpu_now
+        )
         run = runs.get(iid)
-        rows.append({
-            "status": LEVELS[level].badge,
-            "name": inst.name or iid,
-            "instance_id": iid,
-            "cpu_now": cpu_now,
-            "peak": seen.peak if seen is not None else math.nan,
-            "threshold": float(inst.threshold),
-            "to_threshold_min": minutes_to_limit(crossing, now) if crossing is not None else math.nan,
-            "crossing_ts": crossing,
-            "alert": f"open ({alert.basis})" if alert is not None else "",
-            "champion": (run.champion if run is not None else None) or "—",
-            "sparkline": sparkline(ts, values),
-            "last_sample_ts": int(ts[-1]) if len(ts) else None,
-            "level": level,
-            "link": f"instance?instance={iid}",
-        })
+        rows.append(
+            {
+                "status": LEVELS[level].badge,
+                "name": inst.name or iid,
+                "instance_id": iid,
+                "cpu_now": cpu_now,
+                "peak": seen.peak if seen is not None else math.nan,
+                "threshold": float(inst.threshold),
+                "to_threshold_min": minutes_to_limit(crossing, now) if crossing is not None else math.nan,
+                "crossing_ts": crossing,
+                "alert": f"open ({alert.basis})" if alert is not None else "",
+                "champion": (run.champion if run is not None else None) or "—",
+                "sparkline": sparkline(ts, values),
+                "last_sample_ts": int(ts[-1]) if len(ts) else None,
+                "level": level,
+                "link": f"instance?instance={iid}",
+            }
+        )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utc_text(ts: float | None, with_date: bool = True) -> str:
     """Unix seconds as a short UTC time, e.g. ``2026-11-28 14:05 UTC`` (or ``—`` when unknown)."""
     if ts is None or (isinstance(ts, float) and math.isnan(ts)):
         return "—"
-    moment = datetime.fromtimestamp(int(ts), timezone.utc)
+    moment = datetime.fromtimestamp(int(ts), UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC" if with_date else "%H:%M UTC")
 
 
@@ -23,7 +23,7 @@ def duration_text(seconds: float | None) -> str:
         return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
-    minutes = int(round(seconds / 60))
+    minutes = round(seconds / 60)
     if minutes < 60:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)

@@ -52,11 +52,17 @@ def _job_badge(job: str, beat: Heartbeat | None, now: float, stale_after: float)
     return f":{colour}-badge[{job} {when} · {took}]"
 
 
-def health_strip(heartbeats: Mapping[str, Heartbeat], newest_sample: int | None, config: Settings, now: float | None = None) -> None:
+def health_strip(
+    heartbeats: Mapping[str, Heartbeat], newest_sample: int | None, config: Settings, now: float | None = None
+) -> None:
     """One line on the worker: when each job last ran, whether it failed, and how old the data is."""
     now = time.time() if now is None else now
-    cadence = {"ingest": config.ingest_every * MINUTE, "forecast": config.ingest_every * MINUTE,
-               "retrain": config.retrain_every * HOUR, "digest": config.digest_every * HOUR}
+    cadence = {
+        "ingest": config.ingest_every * MINUTE,
+        "forecast": config.ingest_every * MINUTE,
+        "retrain": config.retrain_every * HOUR,
+        "digest": config.digest_every * HOUR,
+    }
     badges = [_job_badge(job, heartbeats.get(job), now, 3 * cadence[job]) for job in JOBS]
     if newest_sample is None:
         age = ":gray-badge[no data yet]"
@@ -78,7 +84,9 @@ def score_columns() -> dict[str, Any]:
         "champion": st.column_config.CheckboxColumn("champion"),
         "mape": st.column_config.NumberColumn("MAPE %", format="%.2f"),
         "smape": st.column_config.NumberColumn("sMAPE %", format="%.2f"),
-        "mase": st.column_config.NumberColumn("MASE", format="%.3f", help="error scaled by the seasonal-naive in-sample error; lower is better"),
+        "mase": st.column_config.NumberColumn(
+            "MASE", format="%.3f", help="error scaled by the seasonal-naive in-sample error; lower is better"
+        ),
         "rmse": st.column_config.NumberColumn("RMSE", format="%.2f"),
         "coverage": st.column_config.NumberColumn("coverage", format="%.2f", help="share of actuals inside the interval"),
         "fit_seconds": st.column_config.NumberColumn("fit s", format="%.2f"),
@@ -113,8 +121,15 @@ def instance_picker(instances: Sequence[Instance], default: str | None, label: s
             st.warning(f"There is no instance {requested!r} in the store; showing another one instead.")
         if st.session_state.get("instance") not in labels and default in labels:
             st.session_state["instance"] = default
-    chosen = st.selectbox(label, list(labels), index=None, format_func=labels.get, key="instance",
-                          on_change=_keep_in_url, placeholder="Pick an instance")
+    chosen = st.selectbox(
+        label,
+        list(labels),
+        index=None,
+        format_func=labels.get,
+        key="instance",
+        on_change=_keep_in_url,
+        placeholder="Pick an instance",
+    )
     if chosen is not None and requested != chosen:
         st.query_params["instance"] = chosen
     return chosen

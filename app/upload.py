@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,19 @@ VALIDATE_CHOICES: dict[str, list[str] | None] = {
     "All": None,
 }
 """What the Validate button trains; baselines always run beside the choice so it is measured against them."""
-SCORE_COLUMNS = ["model", "champion", "status", "mape", "smape", "mase", "rmse", "coverage", "fit_seconds", "predict_seconds", "reason"]
+SCORE_COLUMNS = [
+    "model",
+    "champion",
+    "status",
+    "mape",
+    "smape",
+    "mase",
+    "rmse",
+    "coverage",
+    "fit_seconds",
+    "predict_seconds",
+    "reason",
+]
 
 
 def validate_models(choice: str, configured: Sequence[str]) -> list[str]:
@@ -54,7 +66,9 @@ def scores_frame(scores: Sequence[dict[str, Any]], champion: str | None) -> pd.D
 
 def backtest_frame(backtest: Sequence[Sequence[Any]]) -> pd.DataFrame:
     """Backtest rows (model, origin_ts, ts, actual, mean, lower, upper) as a frame (what the charts take)."""
-    return pd.DataFrame([tuple(row) for row in backtest], columns=["model", "origin_ts", "ts", "actual", "mean", "lower", "upper"])
+    return pd.DataFrame(
+        [tuple(row) for row in backtest], columns=["model", "origin_ts", "ts", "actual", "mean", "lower", "upper"]
+    )
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,7 @@ def plain_forecast(forecast: Any) -> PlainForecast:
 
 
 def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(int(ts), timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(int(ts), UTC).isoformat().replace("+00:00", "Z")
 
 
 def forecast_csv(forecast: PlainForecast) -> str:
@@ -108,5 +122,6 @@ def describe(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     span_h = (int(ts[-1]) - int(ts[0])) / HOUR if len(ts) > 1 else 0.0
     metrics = ", ".join(key for key in METRICS if key in series)
     missing = [key for key, metric in METRICS.items() if metric.default and key not in series]
-    return (f"{len(ts)} CPU points over {span_h:.1f} h ({_iso(int(ts[0]))} → {_iso(int(ts[-1]))}); metrics: {metrics}"
-            + (f"; no data for {', '.join(missing)}" if missing else ""))
+    return f"{len(ts)} CPU points over {span_h:.1f} h ({_iso(int(ts[0]))} → {_iso(int(ts[-1]))}); metrics: {metrics}" + (
+        f"; no data for {', '.join(missing)}" if missing else ""
+    )

@@ -16,10 +16,9 @@ from forecasting.settings import SettingsError, load_settings
 def import_command(args: argparse.Namespace) -> int:
     """Load a CloudWatch export into the store, all of it or nothing."""
     from forecasting.clock import SYSTEM_CLOCK
+    from forecasting.ids import InstanceIdError, check_instance_id
     from forecasting.sources.export import ExportError, check_not_future, read_export
     from forecasting.store import Store
-
-    from forecasting.ids import InstanceIdError, check_instance_id
 
     settings, now = load_settings(), int(SYSTEM_CLOCK.now())
     try:
@@ -70,7 +69,7 @@ def notify_command(args: argparse.Namespace) -> int:
 
     results = send_test_messages(load_settings())
     if not results:
-        print("no destination is configured (see docs/alerts.md, \"Acting on warnings\")", file=sys.stderr)
+        print('no destination is configured (see docs/alerts.md, "Acting on warnings")', file=sys.stderr)
         return 1
     for ok, line in results:
         print(("ok      " if ok else "FAILED  ") + line)
@@ -90,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     api = sub.add_parser("api", help="serve the JSON API (HEADROOM_API_HOST, HEADROOM_API_PORT)")
     api.add_argument("--workers", type=int, default=1, help="uvicorn processes sharing the socket")
     api.set_defaults(run=api_command)
-
 
     notify = sub.add_parser("notify", help="test every configured destination")
     notify.add_argument("--test", action="store_true", required=True, help="send one test message to each destination")

@@ -40,8 +40,16 @@ def act_on_cycle(store: Store, settings: Settings, now: int) -> str:
 
 
 # ---- notify --test ----------------------------------------------------------------
-TEST_ALERT = {"alert_id": 0, "instance_id": "i-00000000000000000", "name": "headroom-test", "threshold": 80.0, "peak": 85.0,
-              "model": "test", "basis": "mean", "cleared_at": None}
+TEST_ALERT = {
+    "alert_id": 0,
+    "instance_id": "i-00000000000000000",
+    "name": "headroom-test",
+    "threshold": 80.0,
+    "peak": 85.0,
+    "model": "test",
+    "basis": "mean",
+    "cleared_at": None,
+}
 
 
 def probe_message(now: int) -> dict:
@@ -49,8 +57,11 @@ def probe_message(now: int) -> dict:
     from forecasting.webhooks import event_message
 
     message = event_message("opened", {**TEST_ALERT, "crossing_ts": now + 1800, "opened_at": now}, 0, now)
-    message.update(id=f"headroom-test-{now}", event="test",
-                   summary="test message from Headroom: this destination is set up (no instance is at risk)")
+    message.update(
+        id=f"headroom-test-{now}",
+        event="test",
+        summary="test message from Headroom: this destination is set up (no instance is at risk)",
+    )
     return message
 
 
@@ -58,11 +69,17 @@ def _test_webhook(target: Destination, settings: Settings, now: int) -> tuple[bo
     message = probe_message(now)
     result = post(target, body_for(target.name, message), message["id"], "test", settings.webhook_timeout)
     if result.ok and target.name == "pagerduty":  # the test trigger is resolved at once
-        resolve = post(target, body_for(target.name, {**message, "event": "cleared"}), message["id"], "cleared", settings.webhook_timeout)
+        resolve = post(
+            target, body_for(target.name, {**message, "event": "cleared"}), message["id"], "cleared", settings.webhook_timeout
+        )
         if not resolve.ok:
             return False, f"{target.shown}: test event triggered but not resolved ({resolve.error}); resolve it by hand"
         return True, f"{target.shown}: test event triggered and resolved (dedup key headroom-alert-0)"
-    return (True, f"{target.shown}: test message delivered") if result.ok else (False, f"{target.shown}: not delivered ({result.error})")
+    return (
+        (True, f"{target.shown}: test message delivered")
+        if result.ok
+        else (False, f"{target.shown}: not delivered ({result.error})")
+    )
 
 
 def _test_cloudwatch(settings: Settings, now: int) -> tuple[bool, str]:
@@ -78,7 +95,10 @@ def _test_cloudwatch(settings: Settings, now: int) -> tuple[bool, str]:
         client.put_metric_data(Namespace=settings.cloudwatch_namespace, MetricData=[_datum("NotifyTest", 1.0, [], now)])
     except Exception as error:
         return False, f"cloudwatch ({region}): PutMetricData refused: {_one_line(error)}"
-    return True, f"cloudwatch ({region}): test metric NotifyTest put in namespace {settings.cloudwatch_namespace} at {iso_utc(now)}"
+    return (
+        True,
+        f"cloudwatch ({region}): test metric NotifyTest put in namespace {settings.cloudwatch_namespace} at {iso_utc(now)}",
+    )
 
 
 def _test_mail(settings: Settings) -> tuple[bool, str]:

@@ -21,14 +21,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from forecasting.clock import HOUR, MINUTE
-from forecasting.crossing import BASES, basis_series  # noqa: F401 (re-exported: forecasting/bench/warning.py imports them from here)
-from forecasting.crossing import BASIS_TEXT, Crossing, find_crossing, outlook
+from forecasting.crossing import BASES, BASIS_TEXT, Crossing, basis_series, find_crossing, outlook  # noqa: F401 (re-exported: forecasting/bench/warning.py imports them from here)
 from forecasting.settings import Settings
 from forecasting.store import ForecastRecord, Store
 
@@ -40,7 +39,7 @@ CLEAR_CYCLES = 2
 
 def iso_utc(ts: int | float) -> str:
     """Unix seconds as ISO 8601 UTC, e.g. ``2026-05-01T12:35:00Z`` (what mails and logs show)."""
-    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -130,10 +129,22 @@ class AlertChange:
 def open_alert(instance_id: str, crossing: Crossing, threshold: float, model: str, now: int) -> AlertChange:
     """A new alert for a crossing forecast."""
     row = {
-        "instance_id": instance_id, "state": "open", "opened_at": now, "updated_at": now, "cleared_at": None,
-        "threshold": threshold, "crossing_ts": crossing.ts, "lead_minutes": round(crossing.lead_minutes, 1),
-        "peak": round(crossing.peak, 2), "model": model, "basis": crossing.basis, "below_count": 0,
-        "actual_crossing_ts": None, "outcome": None, "emailed_at": None, "email_error": None,
+        "instance_id": instance_id,
+        "state": "open",
+        "opened_at": now,
+        "updated_at": now,
+        "cleared_at": None,
+        "threshold": threshold,
+        "crossing_ts": crossing.ts,
+        "lead_minutes": round(crossing.lead_minutes, 1),
+        "peak": round(crossing.peak, 2),
+        "model": model,
+        "basis": crossing.basis,
+        "below_count": 0,
+        "actual_crossing_ts": None,
+        "outcome": None,
+        "emailed_at": None,
+        "email_error": None,
     }
     change = AlertChange(row, changed=set(row))
     change.events.append(("opened", describe(crossing, threshold, model)))
@@ -143,12 +154,15 @@ def open_alert(instance_id: str, crossing: Crossing, threshold: float, model: st
 def describe(crossing: Crossing, threshold: float, model: str) -> str:
     """One line for logs and alert events: when, how soon, how high, by which model."""
     sure = BASIS_TEXT.get(crossing.basis, crossing.basis)
-    return (f"crosses {threshold:g} % at {iso_utc(crossing.ts)} in {crossing.lead_minutes:.0f} min, "
-            f"peak {crossing.peak:.1f} %, {model}, {sure}")
+    return (
+        f"crosses {threshold:g} % at {iso_utc(crossing.ts)} in {crossing.lead_minutes:.0f} min, "
+        f"peak {crossing.peak:.1f} %, {model}, {sure}"
+    )
 
 
-def step_alert(change: AlertChange, forecast: ForecastRecord | None, policy: AlertPolicy, alert_on: str, now: int,
-               grace: int) -> None:
+def step_alert(
+    change: AlertChange, forecast: ForecastRecord | None, policy: AlertPolicy, alert_on: str, now: int, grace: int
+) -> None:
     """Advance one existing alert by a cycle's forecast: update, count towards clearing, clear, or reopen."""
     row, threshold = change.row, policy.threshold
     seen = outlook(forecast, threshold, alert_on, now) if forecast is not None else None
@@ -170,7 +184,9 @@ def step_alert(change: AlertChange, forecast: ForecastRecord | None, policy: Ale
             change.events.append(("updated", describe(crossing, threshold, forecast.model)))
     elif not still_open:
         change.set(state="cleared", cleared_at=now)
-        change.events.append(("cleared", f"forecast peak {seen.peak:.1f} % below {threshold - policy.margin:g} % for {below} cycles"))
+        change.events.append(
+            ("cleared", f"forecast peak {seen.peak:.1f} % below {threshold - policy.margin:g} % for {below} cycles")
+        )
 
 
 def _update_crossing(change: AlertChange, crossing: Crossing, threshold: float, model: str) -> None:
@@ -190,7 +206,12 @@ def resolve_outcome(change: AlertChange, ts: np.ndarray, values: np.ndarray, now
         crossing_ts, outcome = found
         change.set(actual_crossing_ts=crossing_ts, outcome=outcome)
         lead = (crossing_ts - opened) / MINUTE
-        change.events.append(("crossed", f"{outcome}: CPU reached {row['threshold']:g} % at {iso_utc(crossing_ts)}, {lead:+.0f} min from the opening"))
+        change.events.append(
+            (
+                "crossed",
+                f"{outcome}: CPU reached {row['threshold']:g} % at {iso_utc(crossing_ts)}, {lead:+.0f} min from the opening",
+            )
+        )
     elif cleared is not None and now >= int(cleared) + grace:
         change.set(outcome="false")
         change.events.append(("resolved", f"false alarm: no crossing within {grace // MINUTE} min of clearing"))
@@ -211,8 +232,13 @@ class AlertReport:
 
     def summary(self) -> str:
         parts = [f"{len(self.opened)} alerts opened"]
-        for label, items in (("reopened", self.reopened), ("cleared", self.cleared), ("crossed", self.crossed),
-                             ("false alarms", self.false_alarms), ("stale forecasts", self.stale)):
+        for label, items in (
+            ("reopened", self.reopened),
+            ("cleared", self.cleared),
+            ("crossed", self.crossed),
+            ("false alarms", self.false_alarms),
+            ("stale forecasts", self.stale),
+        ):
             if items:
                 parts.append(f"{len(items)} {label}")
         return ", ".join(parts) + f", {self.open_now} open"

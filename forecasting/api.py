@@ -36,11 +36,24 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from forecasting import __version__
-from forecasting.api_models import (
-    UPLOAD_BODY, AlertList, ComparisonList, ErrorResponse, Health, InstanceList, PredictionList, UnknownInstance,
-    UploadForecast, Validation, build_alerts, build_comparisons, build_health, build_instances, build_predictions,
-)
 from forecasting.api_guard import ExposureGuard
+from forecasting.api_models import (
+    UPLOAD_BODY,
+    AlertList,
+    ComparisonList,
+    ErrorResponse,
+    Health,
+    InstanceList,
+    PredictionList,
+    UnknownInstance,
+    UploadForecast,
+    Validation,
+    build_alerts,
+    build_comparisons,
+    build_health,
+    build_instances,
+    build_predictions,
+)
 from forecasting.api_uploads import predict_job, run_upload, validate_job
 from forecasting.clock import SYSTEM_CLOCK, Clock
 from forecasting.ids import ID_PATTERN, MAX_ID_LENGTH
@@ -50,8 +63,9 @@ from forecasting.store import MIGRATIONS, Store
 
 log = logging.getLogger("headroom.api")
 
-InstanceId = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
-                                          description="one instance id; all when absent")]
+InstanceId = Annotated[
+    str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description="one instance id; all when absent")
+]
 PredictModel = Enum("PredictModel", {name: name for name in ("auto", *MODEL_NAMES)}, type=str)  # type: ignore[misc]
 ValidateModel = Enum("ValidateModel", {name: name for name in MODEL_NAMES}, type=str)  # type: ignore[misc]
 
@@ -159,8 +173,11 @@ def token_ok(request: Request, credentials: HTTPAuthorizationCredentials | None)
 async def authorized(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """With a token configured, demand ``Authorization: Bearer <token>``; no unknown query parameter."""
     if not token_ok(request, credentials):
-        raise HTTPException(401, "missing or wrong bearer token (send Authorization: Bearer <HEADROOM_API_TOKEN>)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing or wrong bearer token (send Authorization: Bearer <HEADROOM_API_TOKEN>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     reject_unknown_query(request)
 
 
@@ -245,15 +262,23 @@ class AlertState(str, Enum):
 
 
 @router.get("/alerts", response_model=AlertList, responses=_errors(404), summary="Early warnings")
-async def alerts(request: Request, state: AlertState | None = None, instance: InstanceId = None,
-                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+async def alerts(
+    request: Request,
+    state: AlertState | None = None,
+    instance: InstanceId = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
     """Alerts, newest first, with the predicted crossing, the lead time and (once known) the outcome."""
     chosen = state.value if state is not None else None
     return await respond(request, lambda store: build_alerts(store, chosen, instance, limit), fleet=instance is None)
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format 0.0.4"}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format 0.0.4"}},
+)
 async def metrics(request: Request) -> Response:
     """Each instance's forecast, warning, champion and accuracy, and the worker's health, for Prometheus to scrape."""
     from forecasting.prom import CONTENT_TYPE, render
@@ -265,15 +290,30 @@ async def metrics(request: Request) -> Response:
 
 # ---- uploads: predict and validate --------------------------------------------
 UPLOAD_ERRORS = _errors(413, 422, 503)
-UploadInstance = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
-                                             description="which instance of the export (needed when it holds several)")]
+UploadInstance = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=ID_PATTERN,
+        description="which instance of the export (needed when it holds several)",
+    ),
+]
 
 
-@router.post("/predict", response_model=UploadForecast, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
-             summary="Forecast from an uploaded export")
-async def predict(request: Request, model: PredictModel = PredictModel("auto"),  # type: ignore[valid-type]
-                  horizon: Annotated[int | None, Query(ge=1, le=288, description="steps ahead (default HEADROOM_HORIZON)")] = None,
-                  instance: UploadInstance = None) -> UploadForecast:
+@router.post(
+    "/predict",
+    response_model=UploadForecast,
+    responses=UPLOAD_ERRORS,
+    openapi_extra=UPLOAD_BODY,
+    summary="Forecast from an uploaded export",
+)
+async def predict(
+    request: Request,
+    model: PredictModel = PredictModel("auto"),  # type: ignore[valid-type]
+    horizon: Annotated[int | None, Query(ge=1, le=288, description="steps ahead (default HEADROOM_HORIZON)")] = None,
+    instance: UploadInstance = None,
+) -> UploadForecast:
     """Forecast from the end of the uploaded data with ``model`` (``auto``: the backtest champion on it)."""
     state = get_state(request)
     settings = state.settings
@@ -281,10 +321,18 @@ async def predict(request: Request, model: PredictModel = PredictModel("auto"), 
     return await run_upload(request, state, lambda body: predict_job(body, settings, instance, model.value, steps))
 
 
-@router.post("/validate", response_model=Validation, responses=UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY,
-             summary="Backtest models on an uploaded export")
-async def validate(request: Request, model: ValidateModel | None = None,  # type: ignore[valid-type]
-                   instance: UploadInstance = None) -> Validation:
+@router.post(
+    "/validate",
+    response_model=Validation,
+    responses=UPLOAD_ERRORS,
+    openapi_extra=UPLOAD_BODY,
+    summary="Backtest models on an uploaded export",
+)
+async def validate(
+    request: Request,
+    model: ValidateModel | None = None,  # type: ignore[valid-type]
+    instance: UploadInstance = None,
+) -> Validation:
     """Backtest scores of ``model`` (or of every configured model) on the uploaded data, and the champion."""
     state = get_state(request)
     settings = state.settings
@@ -340,15 +388,26 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settings = state.settings  # a bad setting fails here, at start, not at the first request
         state.store()  # so does a file at HEADROOM_DB that is not a database
-        log.info("Headroom API %s on database %s%s (token %s)", __version__, settings.db,
-                 "" if Path(settings.db).exists() else ", not created yet: start the worker",
-                 "required" if settings.api_token else "not required" + (", open on purpose" if settings.api_open else ""))
+        log.info(
+            "Headroom API %s on database %s%s (token %s)",
+            __version__,
+            settings.db,
+            "" if Path(settings.db).exists() else ", not created yet: start the worker",
+            "required" if settings.api_token else "not required" + (", open on purpose" if settings.api_open else ""),
+        )
         yield
         state.close()
 
-    app = FastAPI(title="Headroom API", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
-                  description="Forecasts, model scores and early warnings of CPU overload; "
-                              "predict and validate on an uploaded CloudWatch export.")
+    app = FastAPI(
+        title="Headroom API",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        description="Forecasts, model scores and early warnings of CPU overload; "
+        "predict and validate on an uploaded CloudWatch export.",
+    )
     app.state.headroom = state
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(UnknownInstance, _unknown_instance)

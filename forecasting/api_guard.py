@@ -40,8 +40,10 @@ def exposure_problem(host: str, settings: Settings) -> str | None:
     """Why the API must not serve on ``host`` with these settings (one line), or None when it may."""
     if settings.api_token is not None or settings.api_open or is_loopback(host):
         return None
-    return (f"refusing to serve on {host}, a non-loopback address, without HEADROOM_API_TOKEN: set a token, "
-            "or HEADROOM_API_OPEN=true if anyone who reaches it may read and upload")
+    return (
+        f"refusing to serve on {host}, a non-loopback address, without HEADROOM_API_TOKEN: set a token, "
+        "or HEADROOM_API_OPEN=true if anyone who reaches it may read and upload"
+    )
 
 
 FORWARDED_HEADERS = (b"forwarded", b"x-forwarded-for")
@@ -49,9 +51,15 @@ FORWARDED_HEADERS = (b"forwarded", b"x-forwarded-for")
 
 def _request_exposed(scope: Scope, settings: Settings) -> str | None:
     """The exposure problem of the address a request arrived on (only real IP addresses count), or of a proxy's."""
-    if settings.api_token is None and not settings.api_open and any(name in FORWARDED_HEADERS for name, _ in scope.get("headers", [])):
-        return ("refusing a request forwarded by a proxy without HEADROOM_API_TOKEN: set a token, "
-                "or HEADROOM_API_OPEN=true if anyone who reaches the proxy may read and upload")
+    if (
+        settings.api_token is None
+        and not settings.api_open
+        and any(name in FORWARDED_HEADERS for name, _ in scope.get("headers", []))
+    ):
+        return (
+            "refusing a request forwarded by a proxy without HEADROOM_API_TOKEN: set a token, "
+            "or HEADROOM_API_OPEN=true if anyone who reaches the proxy may read and upload"
+        )
     server = scope.get("server")
     if not server:
         return None  # a Unix socket: the file's permissions guard it
@@ -92,6 +100,11 @@ class ExposureGuard:
 
 async def _refuse(send: Send, problem: str) -> None:
     body = json.dumps({"detail": problem}).encode()
-    await send({"type": "http.response.start", "status": 403,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

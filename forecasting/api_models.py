@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -28,7 +28,7 @@ from forecasting.store.runs import SCORE_FIELDS
 
 def utc(ts: int | float | None) -> datetime | None:
     """Unix seconds → an aware UTC datetime (serialised as ISO 8601 with ``Z``); None stays None."""
-    return None if ts is None else datetime.fromtimestamp(int(ts), timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(int(ts), UTC)
 
 
 class ErrorResponse(BaseModel):
@@ -45,15 +45,24 @@ class JobStatus(BaseModel):
     duration_seconds: float | None
     ok: bool = Field(description="true only when the state is ok")
     state: Literal["ok", "degraded", "failed"] = Field(
-        description="ok; degraded: it ran but part of it failed (some instances, a mail); failed: it did not complete")
+        description="ok; degraded: it ran but part of it failed (some instances, a mail); failed: it did not complete"
+    )
     counts: dict[str, int] = Field(default_factory=dict, description="what the job did, e.g. trained, failed, stand_ins")
     error: str | None = Field(description="one line: why it failed, or its first problem when degraded")
     detail: str | None = Field(description="the job's one-line summary when it ran")
 
     @classmethod
     def from_beat(cls, beat: Heartbeat) -> JobStatus:
-        return cls(started_at=utc(beat.started_at), finished_at=utc(beat.finished_at), ok=beat.ok, state=beat.state,
-                   counts=beat.counts, duration_seconds=beat.duration_seconds, error=beat.error, detail=beat.detail)
+        return cls(
+            started_at=utc(beat.started_at),
+            finished_at=utc(beat.finished_at),
+            ok=beat.ok,
+            state=beat.state,
+            counts=beat.counts,
+            duration_seconds=beat.duration_seconds,
+            error=beat.error,
+            detail=beat.detail,
+        )
 
 
 class Health(BaseModel):
@@ -62,18 +71,21 @@ class Health(BaseModel):
     status: Literal["ok", "stale", "degraded", "empty"] = Field(
         description="ok: fresh data, every job's last run ok, every instance forecast by a usable model; "
         "degraded: a job's last run failed or partly failed, or an instance has no usable model or a stale forecast; "
-        "stale: no new sample for a while; empty: nothing ingested yet")
+        "stale: no new sample for a while; empty: nothing ingested yet"
+    )
     version: str
     now: datetime
-    details: bool = Field(True, description="false when a token is configured and the request did not carry it: "
-                                            "only status and version are shown")
+    details: bool = Field(
+        True, description="false when a token is configured and the request did not carry it: only status and version are shown"
+    )
     instances: int | None = None
     newest_sample_at: datetime | None = None
     data_age_seconds: float | None = Field(None, description="seconds since the newest CPU sample of any instance")
     jobs: dict[str, JobStatus] | None = Field(None, description="last run of each worker job (ingest, retrain, forecast, digest)")
     without_model: list[str] | None = Field(None, description="instances with no usable model (never trained, or none loads)")
-    stale_forecasts: list[str] | None = Field(None, description="instances whose newest champion forecast is older than "
-                                                                "three ingest cycles")
+    stale_forecasts: list[str] | None = Field(
+        None, description="instances whose newest champion forecast is older than three ingest cycles"
+    )
 
 
 class OpenAlert(BaseModel):
@@ -123,9 +135,18 @@ class Prediction(BaseModel):
 
     @classmethod
     def from_forecast(cls, forecast: ForecastRecord, threshold: float | None) -> Prediction:
-        return cls(instance_id=forecast.instance_id, model=forecast.model, run_id=forecast.run_id, threshold=threshold,
-                   made_at=utc(forecast.made_at), origin_at=utc(forecast.origin_ts), timestamps=[utc(t) for t in forecast.timestamps],
-                   mean=forecast.mean, lower=forecast.lower, upper=forecast.upper)
+        return cls(
+            instance_id=forecast.instance_id,
+            model=forecast.model,
+            run_id=forecast.run_id,
+            threshold=threshold,
+            made_at=utc(forecast.made_at),
+            origin_at=utc(forecast.origin_ts),
+            timestamps=[utc(t) for t in forecast.timestamps],
+            mean=forecast.mean,
+            lower=forecast.lower,
+            upper=forecast.upper,
+        )
 
 
 class PredictionList(BaseModel):
@@ -151,7 +172,9 @@ class ModelScore(BaseModel):
     def from_row(cls, row: Score | Mapping[str, Any], champion: str | None) -> ModelScore:
         """From a stored ``Score`` or a ``TrainingResult.scores`` item (non-finite numbers become null)."""
         values = asdict(row) if isinstance(row, Score) else row
-        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in ((k, values[k]) for k in SCORE_FIELDS)}
+        clean = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in ((k, values[k]) for k in SCORE_FIELDS)
+        }
         return cls(**clean, is_champion=values["model"] == champion)
 
 
@@ -180,15 +203,27 @@ class Comparison(BaseModel):
     realised: list[RealisedScore] = Field(default_factory=list)
 
     @classmethod
-    def from_run(cls, run: TrainingRun, scores: list[Score], realised: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
-                 ) -> Comparison:
+    def from_run(
+        cls, run: TrainingRun, scores: list[Score], realised: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+    ) -> Comparison:
         """From a training run, its model scores and ``scoring.realised_scores`` of the instance."""
-        measured = [RealisedScore(model=model, window=window, **{k: values[k] for k in ("mape", "mase", "coverage", "points")})
-                    for model, windows in sorted((realised or {}).items()) for window, values in windows.items() if values["points"]]
-        return cls(instance_id=run.instance_id, run_id=run.run_id, trained_at=utc(run.finished_at),
-                   train_start=utc(run.train_start), train_end=utc(run.train_end), points=run.points,
-                   champion=run.champion, scores=[ModelScore.from_row(score, run.champion) for score in scores],
-                   realised=measured)
+        measured = [
+            RealisedScore(model=model, window=window, **{k: values[k] for k in ("mape", "mase", "coverage", "points")})
+            for model, windows in sorted((realised or {}).items())
+            for window, values in windows.items()
+            if values["points"]
+        ]
+        return cls(
+            instance_id=run.instance_id,
+            run_id=run.run_id,
+            trained_at=utc(run.finished_at),
+            train_start=utc(run.train_start),
+            train_end=utc(run.train_end),
+            points=run.points,
+            champion=run.champion,
+            scores=[ModelScore.from_row(score, run.champion) for score in scores],
+            realised=measured,
+        )
 
 
 class ComparisonList(BaseModel):
@@ -216,11 +251,23 @@ class Alert(BaseModel):
 
     @classmethod
     def from_alert(cls, a: AlertRecord) -> Alert:
-        return cls(alert_id=a.alert_id, instance_id=a.instance_id, state=a.state, opened_at=utc(a.opened_at),
-                   updated_at=utc(a.updated_at), cleared_at=utc(a.cleared_at), threshold=a.threshold,
-                   crossing_at=utc(a.crossing_ts), lead_minutes=a.lead_minutes, peak=a.peak, model=a.model,
-                   basis=a.basis, actual_crossing_at=utc(a.actual_crossing_ts), outcome=a.outcome,
-                   emailed_at=utc(a.emailed_at))
+        return cls(
+            alert_id=a.alert_id,
+            instance_id=a.instance_id,
+            state=a.state,
+            opened_at=utc(a.opened_at),
+            updated_at=utc(a.updated_at),
+            cleared_at=utc(a.cleared_at),
+            threshold=a.threshold,
+            crossing_at=utc(a.crossing_ts),
+            lead_minutes=a.lead_minutes,
+            peak=a.peak,
+            model=a.model,
+            basis=a.basis,
+            actual_crossing_at=utc(a.actual_crossing_ts),
+            outcome=a.outcome,
+            emailed_at=utc(a.emailed_at),
+        )
 
 
 class AlertList(BaseModel):
@@ -244,10 +291,18 @@ class UploadForecast(BaseModel):
     @classmethod
     def from_forecast(cls, instance_id: str, forecast: Any, samples: int, period: int, seconds: float) -> UploadForecast:
         """From a ``models.base.Forecast`` (values rounded like the stored forecasts)."""
-        return cls(instance_id=instance_id, model=forecast.model, horizon=len(forecast.timestamps), samples=samples,
-                   origin_at=utc(int(forecast.timestamps[0]) - period), timestamps=[utc(int(t)) for t in forecast.timestamps],
-                   mean=[round(float(v), 4) for v in forecast.mean], lower=[round(float(v), 4) for v in forecast.lower],
-                   upper=[round(float(v), 4) for v in forecast.upper], seconds=round(seconds, 3))
+        return cls(
+            instance_id=instance_id,
+            model=forecast.model,
+            horizon=len(forecast.timestamps),
+            samples=samples,
+            origin_at=utc(int(forecast.timestamps[0]) - period),
+            timestamps=[utc(int(t)) for t in forecast.timestamps],
+            mean=[round(float(v), 4) for v in forecast.mean],
+            lower=[round(float(v), 4) for v in forecast.lower],
+            upper=[round(float(v), 4) for v in forecast.upper],
+            seconds=round(seconds, 3),
+        )
 
 
 class Validation(BaseModel):
@@ -264,36 +319,52 @@ class Validation(BaseModel):
     @classmethod
     def from_result(cls, instance_id: str, result: Any, seconds: float) -> Validation:
         """From a ``training.TrainingResult`` of ``validate_samples``."""
-        return cls(instance_id=instance_id, points=result.run["points"], train_start=utc(result.run["train_start"]),
-                   train_end=utc(result.run["train_end"]), champion=result.champion,
-                   scores=[ModelScore.from_row(row, result.champion) for row in result.scores], seconds=round(seconds, 3))
+        return cls(
+            instance_id=instance_id,
+            points=result.run["points"],
+            train_start=utc(result.run["train_start"]),
+            train_end=utc(result.run["train_end"]),
+            champion=result.champion,
+            scores=[ModelScore.from_row(row, result.champion) for row in result.scores],
+            seconds=round(seconds, 3),
+        )
 
 
 EXPORT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["MetricDataResults"],
-    "properties": {"MetricDataResults": {"type": "array", "items": {
-        "type": "object",
-        "required": ["Id", "Timestamps", "Values"],
-        "properties": {
-            "Id": {"type": "string", "examples": list(METRICS),
-                   "description": "names the metric: " + ", ".join(METRICS) + " (or its CloudWatch name), optionally with "
-                                  "the instance id, e.g. cpu_i_0abc123def4567890"},
-            "Label": {"type": "string", "examples": ["i-0abc123def4567890 CPUUtilization"]},
-            "Timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
-            "Values": {"type": "array", "items": {"type": "number"}},
-            "StatusCode": {"type": "string"},
-        },
-    }}},
+    "properties": {
+        "MetricDataResults": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["Id", "Timestamps", "Values"],
+                "properties": {
+                    "Id": {
+                        "type": "string",
+                        "examples": list(METRICS),
+                        "description": "names the metric: " + ", ".join(METRICS) + " (or its CloudWatch name), optionally with "
+                        "the instance id, e.g. cpu_i_0abc123def4567890",
+                    },
+                    "Label": {"type": "string", "examples": ["i-0abc123def4567890 CPUUtilization"]},
+                    "Timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+                    "Values": {"type": "array", "items": {"type": "number"}},
+                    "StatusCode": {"type": "string"},
+                },
+            },
+        }
+    },
 }
 """The upload body as OpenAPI documents it: what ``aws cloudwatch get-metric-data`` prints."""
 
-UPLOAD_BODY: dict[str, Any] = {"requestBody": {
-    "required": True,
-    "description": f"The JSON printed by `aws cloudwatch get-metric-data` (queries named {', '.join(METRICS)}; an instance "
-                   "id in the Id or Label, or ?instance=); a CSV with a timestamp column and a cpu column works too.",
-    "content": {"application/json": {"schema": EXPORT_SCHEMA}},
-}}
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": f"The JSON printed by `aws cloudwatch get-metric-data` (queries named {', '.join(METRICS)}; an instance "
+        "id in the Id or Label, or ?instance=); a CSV with a timestamp column and a cpu column works too.",
+        "content": {"application/json": {"schema": EXPORT_SCHEMA}},
+    }
+}
 
 
 # ---- building answers from the store ------------------------------------------------
@@ -336,8 +407,17 @@ def build_health(store: Store, settings: Settings, now: float, details: bool = T
         status = "stale" if age > late else "ok"
     if not details:
         return Health(status=status, version=__version__, now=utc(now), details=False)
-    return Health(status=status, version=__version__, now=utc(now), instances=len(known), newest_sample_at=utc(newest),
-                  data_age_seconds=None if age is None else round(age, 1), jobs=jobs, without_model=without, stale_forecasts=stale)
+    return Health(
+        status=status,
+        version=__version__,
+        now=utc(now),
+        instances=len(known),
+        newest_sample_at=utc(newest),
+        data_age_seconds=None if age is None else round(age, 1),
+        jobs=jobs,
+        without_model=without,
+        stale_forecasts=stale,
+    )
 
 
 def build_instances(store: Store) -> InstanceList:
@@ -349,11 +429,19 @@ def build_instances(store: Store) -> InstanceList:
     out = []
     for inst in store.samples.instances():
         run, alert = runs.get(inst.instance_id), open_alerts.get(inst.instance_id)
-        out.append(InstanceInfo(
-            instance_id=inst.instance_id, name=inst.name, threshold=inst.threshold, first_seen=utc(inst.first_seen),
-            last_seen=utc(inst.last_seen), last_sample_at=utc(store.samples.newest_ts(inst.instance_id)),
-            champion=run.champion if run else None, trained_at=utc(run.finished_at) if run else None,
-            open_alert=OpenAlert.from_alert(alert) if alert else None))
+        out.append(
+            InstanceInfo(
+                instance_id=inst.instance_id,
+                name=inst.name,
+                threshold=inst.threshold,
+                first_seen=utc(inst.first_seen),
+                last_seen=utc(inst.last_seen),
+                last_sample_at=utc(store.samples.newest_ts(inst.instance_id)),
+                champion=run.champion if run else None,
+                trained_at=utc(run.finished_at) if run else None,
+                open_alert=OpenAlert.from_alert(alert) if alert else None,
+            )
+        )
     return InstanceList(instances=out)
 
 
@@ -373,8 +461,11 @@ def build_comparisons(store: Store, instance: str | None, now: int) -> Compariso
     else:
         runs = sorted(store.runs.latest().values(), key=lambda run: run.instance_id)
     realised = realised_scores(store, now, instance)
-    return ComparisonList(comparisons=[Comparison.from_run(run, store.runs.scores(run_id=run.run_id), realised.get(run.instance_id))
-                                       for run in runs])
+    return ComparisonList(
+        comparisons=[
+            Comparison.from_run(run, store.runs.scores(run_id=run.run_id), realised.get(run.instance_id)) for run in runs
+        ]
+    )
 
 
 def build_alerts(store: Store, state: str | None, instance: str | None, limit: int) -> AlertList:

@@ -42,8 +42,11 @@ def check_size(request: Request, limit_bytes: int, size: int | None = None) -> N
         declared = request.headers.get("content-length", "")
         size = int(declared) if declared.isdigit() else 0
     if size > limit_bytes:
-        raise HTTPException(413, f"request body is over the {limit_bytes / 1e6:g} MB limit (HEADROOM_API_BODY_LIMIT_MB)",
-                            headers={"Connection": "close"})
+        raise HTTPException(
+            413,
+            f"request body is over the {limit_bytes / 1e6:g} MB limit (HEADROOM_API_BODY_LIMIT_MB)",
+            headers={"Connection": "close"},
+        )
 
 
 async def read_body(request: Request, limit_bytes: int) -> bytes:
@@ -72,8 +75,9 @@ def pick_instance(parsed: ParsedExport, wanted: str | None) -> tuple[str, dict[s
     return iid, series
 
 
-def recent_window(samples: dict[str, tuple[np.ndarray, np.ndarray]], train_days: float, period: int
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def recent_window(
+    samples: dict[str, tuple[np.ndarray, np.ndarray]], train_days: float, period: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Keep only the ``train_days`` (and one period) before the last CPU sample (what training uses anyway; bounds memory)."""
     start = int(samples["cpu"][0].max()) - int(train_days * DAY) - period
     return {m: (ts[ts >= start], vals[ts >= start]) for m, (ts, vals) in samples.items()}
@@ -100,7 +104,9 @@ def validate_job(body: bytes, settings: Settings, instance: str | None, model: s
 
     started = time.perf_counter()
     iid, samples = pick_instance(_parse(body, settings), instance)
-    result = validate_samples(recent_window(samples, settings.train_days, settings.period), settings, models=[model] if model else None)
+    result = validate_samples(
+        recent_window(samples, settings.train_days, settings.period), settings, models=[model] if model else None
+    )
     return Validation.from_result(iid, result, time.perf_counter() - started)
 
 
@@ -121,8 +127,12 @@ async def run_upload(request: Request, state: Slots, job: Callable[[bytes], Any]
     deadline = loop.time() + settings.api_timeout
     while not state.take_slot():
         if loop.time() >= deadline:
-            raise HTTPException(503, f"busy: {settings.api_concurrency} predict/validate requests are running "
-                                     "(HEADROOM_API_CONCURRENCY); try again later", headers={"Retry-After": "30"})
+            raise HTTPException(
+                503,
+                f"busy: {settings.api_concurrency} predict/validate requests are running "
+                "(HEADROOM_API_CONCURRENCY); try again later",
+                headers={"Retry-After": "30"},
+            )
         await asyncio.sleep(SLOT_POLL_SECONDS)
     try:
         body = await asyncio.wait_for(read_body(request, limit), max(0.0, deadline - loop.time()))
@@ -130,14 +140,18 @@ async def run_upload(request: Request, state: Slots, job: Callable[[bytes], Any]
     except BaseException as error:
         state.release_slot()
         if isinstance(error, TimeoutError):
-            raise HTTPException(503, f"the body did not arrive within the {settings.api_timeout:g} s limit "
-                                     "(HEADROOM_API_TIMEOUT)") from None
+            raise HTTPException(
+                503, f"the body did not arrive within the {settings.api_timeout:g} s limit (HEADROOM_API_TIMEOUT)"
+            ) from None
         raise
     future.add_done_callback(state.release_slot)  # released by the thread's end, not by the request's
     try:
         return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), max(0.0, deadline - loop.time()))
     except TimeoutError:
-        raise HTTPException(503, f"the request took longer than the {settings.api_timeout:g} s limit (HEADROOM_API_TIMEOUT); "
-                                 "try a faster model, a shorter export or a smaller horizon") from None
+        raise HTTPException(
+            503,
+            f"the request took longer than the {settings.api_timeout:g} s limit (HEADROOM_API_TIMEOUT); "
+            "try a faster model, a shorter export or a smaller horizon",
+        ) from None
     except (ExportError, ModelError, UploadError) as error:
         raise HTTPException(422, str(error).splitlines()[0]) from None

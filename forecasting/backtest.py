@@ -97,8 +97,11 @@ def mase_scale(values: np.ndarray, season: int) -> float:
 def score(actual: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, scale: float) -> dict[str, float | None]:
     """All error metrics of a set of forecasts: mape, smape, mase, rmse, coverage."""
     return {
-        "mape": mape(actual, mean), "smape": smape(actual, mean), "mase": mase(actual, mean, scale),
-        "rmse": rmse(actual, mean), "coverage": coverage(actual, lower, upper),
+        "mape": mape(actual, mean),
+        "smape": smape(actual, mean),
+        "mase": mase(actual, mean, scale),
+        "rmse": rmse(actual, mean),
+        "coverage": coverage(actual, lower, upper),
     }
 
 
@@ -163,8 +166,17 @@ class ModelBacktest:
         for i, origin in enumerate(self.origin_ts):
             for j, ts in enumerate(self.timestamps[i]):
                 if np.isfinite(self.actual[i, j]):
-                    out.append((self.model, int(origin), int(ts), float(self.actual[i, j]), float(self.mean[i, j]),
-                                float(self.lower[i, j]), float(self.upper[i, j])))
+                    out.append(
+                        (
+                            self.model,
+                            int(origin),
+                            int(ts),
+                            float(self.actual[i, j]),
+                            float(self.mean[i, j]),
+                            float(self.lower[i, j]),
+                            float(self.upper[i, j]),
+                        )
+                    )
         return out
 
 
@@ -202,8 +214,14 @@ def backtest_forecasts(name: str, frame: pd.DataFrame, plan: BacktestPlan, mean:
     lower, upper = cross_fitted_bounds(actual, mean, scales)
     part = plan.calibrating()
     result = ModelBacktest(
-        model=name, origin_ts=index[plan.origins], timestamps=index[ahead], actual=actual, mean=mean,
-        lower=lower, upper=upper, calibration=calibrate(actual[part] - mean[part], scales[part]),
+        model=name,
+        origin_ts=index[plan.origins],
+        timestamps=index[ahead],
+        actual=actual,
+        mean=mean,
+        lower=lower,
+        upper=upper,
+        calibration=calibrate(actual[part] - mean[part], scales[part]),
     )
     result.scores = score(actual, mean, lower, upper, plan.scale)
     choosing = slice(0, plan.choose_until)
@@ -232,14 +250,20 @@ def choose_deployed(backtests: dict[str, ModelBacktest]) -> str | None:
     combined = next((b for b in backtests.values() if FAMILIES.get(b.model) and FAMILIES[b.model].combines), None)
     if combined is None:
         return choose_champion([{"model": n, "status": "ok", "mase": b.scores.get("mase")} for n, b in backtests.items()])
-    halves = {name: (b.choosing_mase, b.calibrating_mase) for name, b in backtests.items()
-              if b.choosing_mase is not None and b.calibrating_mase is not None}
+    halves = {
+        name: (b.choosing_mase, b.calibrating_mase)
+        for name, b in backtests.items()
+        if b.choosing_mase is not None and b.calibrating_mase is not None
+    }
     if combined.model not in halves:
         return combined.model
     first_target, second_target = halves[combined.model]
     rank = {name: i for i, name in enumerate(FAMILIES)}
-    clear = [name for name, (first, second) in halves.items()
-             if name != combined.model and first < (1 - CLEAR_EDGE) * first_target and second < (1 - CLEAR_EDGE) * second_target]
+    clear = [
+        name
+        for name, (first, second) in halves.items()
+        if name != combined.model and first < (1 - CLEAR_EDGE) * first_target and second < (1 - CLEAR_EDGE) * second_target
+    ]
     if not clear:
         return combined.model
     return min(clear, key=lambda name: (sum(halves[name]), rank.get(name, len(rank))))

@@ -51,7 +51,7 @@ def local_scale(cpu: np.ndarray, rows: np.ndarray, window: int = SCALE_WINDOW) -
     if len(rows) == 0:
         return np.empty(0)
     start = max(0, int(rows.min()) - window)
-    part = values[start: int(rows.max()) + 1]
+    part = values[start : int(rows.max()) + 1]
     steps = pd.Series(np.abs(np.diff(part, prepend=np.nan)))
     rolling = steps.rolling(window, min_periods=max(2, window // 4)).mean().to_numpy()
     return rolling[rows - start]
@@ -116,8 +116,11 @@ class Calibration:
         return np.clip(mean + scale * chosen[:, 0], 0.0, 100.0), np.clip(mean + scale * chosen[:, 1], 0.0, 100.0)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"offsets": np.asarray(self.offsets, dtype=float).tolist(), "floor": float(self.floor),
-                               "adaptive": self.adaptive}
+        out: dict[str, Any] = {
+            "offsets": np.asarray(self.offsets, dtype=float).tolist(),
+            "floor": float(self.floor),
+            "adaptive": self.adaptive,
+        }
         if self.ratios is not None:  # NaN (no actual) is stored as null
             rounded = np.round(np.asarray(self.ratios, dtype=float), 4)
             out["ratios"] = [[v if np.isfinite(v) else None for v in row] for row in rounded.tolist()]
@@ -126,8 +129,12 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         ratios = data.get("ratios")
-        return cls(np.asarray(data["offsets"], dtype=float), float(data.get("floor", 1.0)), bool(data.get("adaptive", True)),
-                   None if ratios is None else np.array(ratios, dtype=float))
+        return cls(
+            np.asarray(data["offsets"], dtype=float),
+            float(data.get("floor", 1.0)),
+            bool(data.get("adaptive", True)),
+            None if ratios is None else np.array(ratios, dtype=float),
+        )
 
 
 def recent_origins(rows: np.ndarray, window: int = RECENT_ROWS, every: int = RECENT_EVERY) -> np.ndarray:
@@ -139,9 +146,15 @@ def recent_origins(rows: np.ndarray, window: int = RECENT_ROWS, every: int = REC
     return np.arange(first - first % every, int(rows.max()), every, dtype=np.int64)
 
 
-def recent_bounds(calibration: Calibration, cpu: np.ndarray, mean: np.ndarray, rows: np.ndarray,
-                  past: np.ndarray, past_mean: np.ndarray, window: int = RECENT_ROWS
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def recent_bounds(
+    calibration: Calibration,
+    cpu: np.ndarray,
+    mean: np.ndarray,
+    rows: np.ndarray,
+    past: np.ndarray,
+    past_mean: np.ndarray,
+    window: int = RECENT_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of forecasts ``mean`` [rows, steps] recalibrated with the model's own recent errors.
 
     ``past_mean`` are the same model's forecasts from the ``past`` origins (``recent_origins``).
@@ -167,7 +180,7 @@ def recent_bounds(calibration: Calibration, cpu: np.ndarray, mean: np.ndarray, r
         recent = np.where(targets[near] <= row, ratios[near], np.nan)
         offsets = conformal_offsets(np.vstack([stored, recent]))
         one = Calibration(offsets, calibration.floor)
-        low, high = one.bounds(mean[i: i + 1], scales[i: i + 1])
+        low, high = one.bounds(mean[i : i + 1], scales[i : i + 1])
         lower[i], upper[i] = low[0], high[0]
     return lower, upper
 
@@ -181,8 +194,9 @@ def calibrate(residuals: np.ndarray, scales: np.ndarray, confidence: float = CON
     return Calibration(conformal_offsets(ratios, confidence), floor, ratios=ratios)
 
 
-def cross_fitted_bounds(actual: np.ndarray, mean: np.ndarray, scales: np.ndarray,
-                        confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+def cross_fitted_bounds(
+    actual: np.ndarray, mean: np.ndarray, scales: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray]:
     """Bounds for each origin calibrated on the *other* half of the origins (earlier vs later).
 
     Scoring an interval on the residuals it was calibrated on would report the nominal level

@@ -37,14 +37,23 @@ BASES: dict[str, tuple[str, ...]] = {"mean": ("mean",), "likely": ("mean", "like
 """For each ``alert_on``, the series tried in order (the first that crosses is the basis)."""
 BASIS_TEXT = {"mean": "point forecast", "likely": "at least a 40 % chance", "upper": "upper bound only"}
 """How logs and webhooks name a basis, in short."""
-BASIS_MEANING = {"mean": "the point forecast crosses", "likely": "a step has at least a 40 % chance of crossing",
-                 "upper": "only the upper bound of the 90 % interval crosses"}
+BASIS_MEANING = {
+    "mean": "the point forecast crosses",
+    "likely": "a step has at least a 40 % chance of crossing",
+    "upper": "only the upper bound of the 90 % interval crosses",
+}
 """What a basis means, in a sentence (the mail and the API's documentation)."""
 
 RISK_LEVELS = ("over", "alert", "risk", "watch", "ok", "unknown")
 """Risk levels, worst first."""
-RISK_WORDS = {"over": "over limit", "alert": "alert open", "risk": "will cross", "watch": "near limit", "ok": "ok",
-              "unknown": "no forecast"}
+RISK_WORDS = {
+    "over": "over limit",
+    "alert": "alert open",
+    "risk": "will cross",
+    "watch": "near limit",
+    "ok": "ok",
+    "unknown": "no forecast",
+}
 AT_RISK = ("over", "alert", "risk")
 """The levels that mean the limit is (or is about to be) reached."""
 
@@ -116,8 +125,9 @@ def outlook(forecast: ForecastRecord, threshold: float, alert_on: str, now: floa
     return Outlook(None, float(np.max(basis_series(forecast, BASES[alert_on][-1]))))
 
 
-def shown_crossing(seen: Outlook | None, alert_crossing_ts: int | None, threshold: float, last_ts: int | None,
-                   cpu_now: float | None) -> int | None:
+def shown_crossing(
+    seen: Outlook | None, alert_crossing_ts: int | None, threshold: float, last_ts: int | None, cpu_now: float | None
+) -> int | None:
     """The crossing pages and the digest show for an instance: its newest sample when CPU is over the limit now, else
     the forecast's crossing, else the last one its open alert predicted (an alert held open within the margin)."""
     if cpu_now is not None and last_ts is not None and cpu_now >= threshold:

@@ -127,7 +127,9 @@ class Scaler:
         return cls(dict(data["mean"]), dict(data["scale"]))
 
 
-def sliding_windows(inputs: np.ndarray, target: np.ndarray, lookback: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sliding_windows(
+    inputs: np.ndarray, target: np.ndarray, lookback: int, horizon: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All (lookback inputs → next horizon targets) pairs that contain no NaN.
 
     Returns (X[n, lookback, features], Y[n, horizon], origin_index[n]) where origin_index is the row

@@ -85,10 +85,19 @@ def train_fleet_model(series: Iterable[tuple[str, Samples, int]], settings: Sett
         log.info("fleet model: %d windows from %d instances are too few to fit", equations.rows, equations.instances)
         return None
     coef = pooled.solve(equations)
-    path = save_fleet_model(coef, settings, now, {"windows": equations.rows, "instances": equations.instances,
-                                                   "seconds": round(time.perf_counter() - clock, 3)})
-    log.info("fleet model: %d windows from %d instances in %.1f s -> %s", equations.rows, equations.instances,
-             time.perf_counter() - clock, path)
+    path = save_fleet_model(
+        coef,
+        settings,
+        now,
+        {"windows": equations.rows, "instances": equations.instances, "seconds": round(time.perf_counter() - clock, 3)},
+    )
+    log.info(
+        "fleet model: %d windows from %d instances in %.1f s -> %s",
+        equations.rows,
+        equations.instances,
+        time.perf_counter() - clock,
+        path,
+    )
     return path
 
 
@@ -98,8 +107,15 @@ def save_fleet_model(coef: np.ndarray, settings: Settings, now: int, facts: dict
     stamp = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{time.time_ns():016x}"
     tmp, final = base / f".{stamp}.tmp", base / stamp
     tmp.mkdir(parents=True, exist_ok=True)
-    meta = {"name": "fleet", "period": settings.period, "horizon": settings.horizon, "trained_at": int(now),
-            "lookback": pooled.LOOKBACK, "coef": coef.tolist(), **facts}
+    meta = {
+        "name": "fleet",
+        "period": settings.period,
+        "horizon": settings.horizon,
+        "trained_at": int(now),
+        "lookback": pooled.LOOKBACK,
+        "coef": coef.tolist(),
+        **facts,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta))
     os.replace(tmp, final)
     for old in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))[:-KEEP]:

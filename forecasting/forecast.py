@@ -54,8 +54,12 @@ class ForecastReport:
 
     def problems(self) -> list[str]:
         """One line per thing that went wrong this cycle (empty when all went well)."""
-        return ([f"{iid}: no usable model" for iid in self.no_model] + self.fallbacks
-                + [f"{item} (skipped)" for item in self.skipped] + self.errors)
+        return (
+            [f"{iid}: no usable model" for iid in self.no_model]
+            + self.fallbacks
+            + [f"{item} (skipped)" for item in self.skipped]
+            + self.errors
+        )
 
     def summary(self) -> str:
         per = self.seconds / self.instances if self.instances else 0.0
@@ -115,8 +119,9 @@ def load_run(model_dir: Path) -> tuple[dict[str, ForecastModel], dict[str, str]]
     return models, failed
 
 
-def instance_forecasts(instance_id: str, run: TrainingRun, models: dict[str, ForecastModel], samples: dict, settings: Settings,
-                       made_at: int) -> tuple[list[dict[str, Any]], list[str]]:
+def instance_forecasts(
+    instance_id: str, run: TrainingRun, models: dict[str, ForecastModel], samples: dict, settings: Settings, made_at: int
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Forecast rows of every model for one instance, and "model: reason" for those that failed."""
     frame = to_frame(samples, settings.period)
     seen = np.flatnonzero(frame["cpu"].notna().to_numpy()) if len(frame) else np.empty(0, dtype=np.int64)
@@ -130,17 +135,26 @@ def instance_forecasts(instance_id: str, run: TrainingRun, models: dict[str, For
         except Exception as error:
             failures.append(f"{name}: {type(error).__name__}: {error}".splitlines()[0][:300])
             continue
-        rows.append({
-            "instance_id": instance_id, "run_id": run.run_id, "model": name,
-            "is_champion": name == run.champion, "made_at": int(made_at), "origin_ts": int(frame.index[-1]),
-            "timestamps": forecast.timestamps.tolist(), "mean": forecast.mean.tolist(),
-            "lower": forecast.lower.tolist(), "upper": forecast.upper.tolist(),
-        })
+        rows.append(
+            {
+                "instance_id": instance_id,
+                "run_id": run.run_id,
+                "model": name,
+                "is_champion": name == run.champion,
+                "made_at": int(made_at),
+                "origin_ts": int(frame.index[-1]),
+                "timestamps": forecast.timestamps.tolist(),
+                "mean": forecast.mean.tolist(),
+                "lower": forecast.lower.tolist(),
+                "upper": forecast.upper.tolist(),
+            }
+        )
     return rows, failures
 
 
-def run_forecasts(store: Store, settings: Settings, now: int, stop: threading.Event | None = None,
-                  cache: ModelCache | None = None) -> ForecastReport:
+def run_forecasts(
+    store: Store, settings: Settings, now: int, stop: threading.Event | None = None, cache: ModelCache | None = None
+) -> ForecastReport:
     """Forecast every instance with the saved models of its latest training run; one store write per cycle."""
     cache = cache or CACHE
     started = time.perf_counter()
@@ -194,8 +208,16 @@ def fallback_order(champion: str | None, scores: list[Score]) -> list[str]:
     return order + ([BASELINE] if BASELINE not in order else [])
 
 
-def stand_in(instance_id: str, run: TrainingRun, made: list[dict[str, Any]], scores: list[Score], samples: dict, settings: Settings,
-             now: int, report: ForecastReport) -> list[dict[str, Any]]:
+def stand_in(
+    instance_id: str,
+    run: TrainingRun,
+    made: list[dict[str, Any]],
+    scores: list[Score],
+    samples: dict,
+    settings: Settings,
+    now: int,
+    report: ForecastReport,
+) -> list[dict[str, Any]]:
     """Flag the best other forecast as the champion's (or add a fresh naive one) and queue the instance for retraining."""
     by_model = {row["model"]: row for row in made}
     chosen = next((name for name in fallback_order(run.champion, scores) if name in by_model), None)

@@ -27,7 +27,8 @@ def check_instance_id(value: str) -> str:
         shown = ascii(value)[:60] if isinstance(value, str) else type(value).__name__
         raise InstanceIdError(
             f"invalid instance id {shown}: use 1-{MAX_ID_LENGTH} characters, a letter or digit first, "
-            "then letters, digits, '-', '_', '.' or ':'")
+            "then letters, digits, '-', '_', '.' or ':'"
+        )
     return value
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from forecasting.clock import DAY, MINUTE
 from forecasting.metrics import METRICS
 from forecasting.settings import Settings
-from forecasting.sources.base import FetchResult, SourceInstance, SeriesRequest, Source, align
+from forecasting.sources.base import FetchResult, SeriesRequest, Source, SourceInstance, align
 from forecasting.store import Store
 
 log = logging.getLogger("headroom.ingest")
@@ -48,7 +48,13 @@ def make_source(settings: Settings, store: Store, now: int) -> Source:
     return DemoSource(settings.demo_instances, settings.demo_seed, int(anchor), settings.period, settings.metrics)
 
 
-def plan_requests(instances: list[SourceInstance], metrics_of: dict[str, list[str]], last_ts: dict[tuple[str, str], int], settings: Settings, end: int) -> list[SeriesRequest]:
+def plan_requests(
+    instances: list[SourceInstance],
+    metrics_of: dict[str, list[str]],
+    last_ts: dict[tuple[str, str], int],
+    settings: Settings,
+    end: int,
+) -> list[SeriesRequest]:
     """One request per series: from its last stored point minus 15 min, or the training window on first sight."""
     backfill_from = align(end - settings.train_days * DAY, settings.period)
     requests = []
@@ -68,16 +74,22 @@ def run_ingest(store: Store, settings: Settings, now: int, source: Source | None
     metrics_of = {info.instance_id: _metrics_of(source, info.instance_id, settings) for info in instances}
     requests = plan_requests(instances, metrics_of, store.samples.newest_per_series(), settings, end)
     result: FetchResult = source.fetch(requests, end)
-    kept = [(iid, key, ts, METRICS[key].clip(value)) for iid, key, ts, value in result.rows if _plausible(key, value) and ts < end]
+    kept = [
+        (iid, key, ts, METRICS[key].clip(value)) for iid, key, ts, value in result.rows if _plausible(key, value) and ts < end
+    ]
     if len(kept) < len(result.rows):
         bad = next(row for row in result.rows if not (_plausible(row[1], row[3]) and row[2] < end))
-        result.errors.append(f"{len(result.rows) - len(kept)} implausible datapoints dropped (e.g. {bad[0]} {bad[1]} {bad[3]:g} at {bad[2]})")
+        result.errors.append(
+            f"{len(result.rows) - len(kept)} implausible datapoints dropped (e.g. {bad[0]} {bad[1]} {bad[3]:g} at {bad[2]})"
+        )
     result.rows = kept
     for error in result.errors:
         log.warning("ingest: %s", error)
     with store.transaction():
         for info in instances:
-            store.samples.upsert_instance(info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now)
+            store.samples.upsert_instance(
+                info.instance_id, info.name, settings.threshold_for(info.instance_id, info.threshold_tag), now
+            )
         rows = store.samples.upsert(result.rows)
         pruned = store.samples.prune(now - int(settings.history_days * DAY))
         store.forecasts.prune(now - FORECASTS_KEPT_SECONDS)  # they grow every cycle; keep what pages and API show

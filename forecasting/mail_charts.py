@@ -28,8 +28,15 @@ def _dates(ts: Any) -> np.ndarray:
     return np.asarray(ts, dtype=np.int64).astype("datetime64[s]")
 
 
-def forecast_chart(history: tuple[np.ndarray, np.ndarray], forecast: ForecastRecord | None, threshold: float,
-                   crossing_ts: int | None = None, title: str = "", width: float = 8.0, height: float = 3.4) -> bytes:
+def forecast_chart(
+    history: tuple[np.ndarray, np.ndarray],
+    forecast: ForecastRecord | None,
+    threshold: float,
+    crossing_ts: int | None = None,
+    title: str = "",
+    width: float = 8.0,
+    height: float = 3.4,
+) -> bytes:
     """PNG of recent CPU, the forecast with its interval band, the threshold line and the predicted crossing."""
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
@@ -39,8 +46,9 @@ def forecast_chart(history: tuple[np.ndarray, np.ndarray], forecast: ForecastRec
         ax.plot(_dates(ts), values, color=HISTORY_COLOUR, linewidth=1.4, label=METRICS[TARGET].label)
     if forecast is not None and len(forecast.timestamps):
         stamps = _dates(forecast.timestamps)
-        ax.fill_between(stamps, forecast.lower, forecast.upper, color=FORECAST_COLOUR, alpha=0.22, linewidth=0,
-                        label="90 % interval")
+        ax.fill_between(
+            stamps, forecast.lower, forecast.upper, color=FORECAST_COLOUR, alpha=0.22, linewidth=0, label="90 % interval"
+        )
         ax.plot(stamps, forecast.mean, color=FORECAST_COLOUR, linewidth=1.8, linestyle="--", label=f"forecast ({forecast.model})")
     ax.axhline(threshold, color=THRESHOLD_COLOUR, linewidth=1.2, label=f"threshold {threshold:g} %")
     if crossing_ts is not None:

@@ -24,11 +24,18 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from forecasting.alerts import iso_utc
-from forecasting.mail_charts import forecast_chart
 from forecasting.clock import HOUR, MINUTE
 from forecasting.crossing import (
-    BASIS_MEANING, RISK_LEVELS, RISK_WORDS, Outlook, minutes_to_limit, outlook, risk_level, shown_crossing,
+    BASIS_MEANING,
+    RISK_LEVELS,
+    RISK_WORDS,
+    Outlook,
+    minutes_to_limit,
+    outlook,
+    risk_level,
+    shown_crossing,
 )
+from forecasting.mail_charts import forecast_chart
 from forecasting.scoring import fleet_realised
 from forecasting.settings import Settings
 from forecasting.store import AlertRecord, Store
@@ -100,9 +107,14 @@ def smtp_connection(settings: Settings) -> Iterator[smtplib.SMTP]:
     if user and password is None:
         raise MailError(f"no SMTP password for {user}: set HEADROOM_SMTP_PASSWORD or run `keyring set headroom {user}`")
     client = yagmail.SMTP(
-        user=user or settings.mail_from, password=password, host=settings.smtp_host,
-        port=settings.smtp_port or DEFAULT_PORTS[settings.smtp_tls], smtp_ssl=settings.smtp_tls == "ssl",
-        smtp_starttls=settings.smtp_tls == "starttls", smtp_skip_login=user is None, soft_email_validation=False,
+        user=user or settings.mail_from,
+        password=password,
+        host=settings.smtp_host,
+        port=settings.smtp_port or DEFAULT_PORTS[settings.smtp_tls],
+        smtp_ssl=settings.smtp_tls == "ssl",
+        smtp_starttls=settings.smtp_tls == "starttls",
+        smtp_skip_login=user is None,
+        soft_email_validation=False,
         timeout=SMTP_TIMEOUT,
     )
     client.login()
@@ -119,7 +131,9 @@ def deliver(connection: smtplib.SMTP, settings: Settings, message: EmailMessage)
         log.warning("the SMTP server refused %s: %s %s", address, code, reply.decode(errors="replace")[:200])
 
 
-def new_message(settings: Settings, subject: str, text: str, html: str, images: dict[str, bytes], at: float | None = None) -> EmailMessage:
+def new_message(
+    settings: Settings, subject: str, text: str, html: str, images: dict[str, bytes], at: float | None = None
+) -> EmailMessage:
     """A multipart/alternative message (plain text, then HTML with the PNG images inline by Content-ID), dated ``at`` (default: now)."""
     message = EmailMessage(policy=MAIL_POLICY)
     message["Subject"] = subject
@@ -162,7 +176,10 @@ def alert_facts(alert: AlertRecord, name: str | None, latest: tuple[int, float] 
         ("Instance", _who(alert.instance_id, name)),
         ("Threshold", f"{alert.threshold:g} % CPU"),
         ("Predicted crossing", f"{iso_utc(alert.crossing_ts)} (UTC)"),
-        ("Lead time", f"{_minutes_until(alert.crossing_ts, now)} min from now ({alert.lead_minutes:.0f} min when the alert opened)"),
+        (
+            "Lead time",
+            f"{_minutes_until(alert.crossing_ts, now)} min from now ({alert.lead_minutes:.0f} min when the alert opened)",
+        ),
         ("Predicted peak", f"{alert.peak:.1f} % CPU"),
         ("Model", str(alert.model)),
         ("Confidence", basis),
@@ -175,18 +192,29 @@ def alert_facts(alert: AlertRecord, name: str | None, latest: tuple[int, float] 
 
 def alert_text(alert: AlertRecord, name: str | None, latest: tuple[int, float] | None, now: int) -> str:
     """The plain-text alternative of an alert mail."""
-    lines = [f"{_who(alert.instance_id, name)} is forecast to cross {alert.threshold:g} % CPU "
-             f"at {iso_utc(alert.crossing_ts)}, in about {_minutes_until(alert.crossing_ts, now)} minutes.", ""]
+    lines = [
+        f"{_who(alert.instance_id, name)} is forecast to cross {alert.threshold:g} % CPU "
+        f"at {iso_utc(alert.crossing_ts)}, in about {_minutes_until(alert.crossing_ts, now)} minutes.",
+        "",
+    ]
     lines += [f"{label + ':':20s}{value}" for label, value in alert_facts(alert, name, latest, now)]
-    lines += ["", f"The chart ({alert.instance_id}: CPU, forecast, interval, threshold, predicted crossing) is attached.", "-- Headroom"]
+    lines += [
+        "",
+        f"The chart ({alert.instance_id}: CPU, forecast, interval, threshold, predicted crossing) is attached.",
+        "-- Headroom",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A small bordered HTML table with escaped cells."""
     head = "".join(f"<th style='text-align:left;padding:3px 8px'>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td style='padding:3px 8px;border-top:1px solid #ddd'>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td style='padding:3px 8px;border-top:1px solid #ddd'>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
     return f"<table style='border-collapse:collapse;font-family:sans-serif;font-size:13px'><tr>{head}</tr>{body}</table>"
 
 
@@ -200,12 +228,16 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def alert_html(alert: AlertRecord, name: str | None, latest: tuple[int, float] | None, now: int, chart: str) -> str:
     """The HTML body of an alert mail; the chart is referenced as ``cid:<chart>``."""
     who = html.escape(_who(alert.instance_id, name))
-    facts = "".join(f"<tr><td style='padding:2px 12px 2px 0;color:#555'>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
-                    for k, v in alert_facts(alert, name, latest, now))
-    return (f"<div style='font-family:sans-serif'><h2 style='font-size:17px'>{who} will cross {alert.threshold:g} % CPU "
-            f"in about {_minutes_until(alert.crossing_ts, now)} min</h2><table>{facts}</table>"
-            f"<p><img src='cid:{chart}' alt='CPU, forecast and threshold of {who}' width='800'></p>"
-            "<p style='color:#777;font-size:12px'>Headroom early warning</p></div>")
+    facts = "".join(
+        f"<tr><td style='padding:2px 12px 2px 0;color:#555'>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+        for k, v in alert_facts(alert, name, latest, now)
+    )
+    return (
+        f"<div style='font-family:sans-serif'><h2 style='font-size:17px'>{who} will cross {alert.threshold:g} % CPU "
+        f"in about {_minutes_until(alert.crossing_ts, now)} min</h2><table>{facts}</table>"
+        f"<p><img src='cid:{chart}' alt='CPU, forecast and threshold of {who}' width='800'></p>"
+        "<p style='color:#777;font-size:12px'>Headroom early warning</p></div>"
+    )
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -232,11 +264,29 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
         if level not in ("ok", "unknown"):
             risk.append((RISK_LEVELS.index(level), -(seen.peak if seen else 0.0), iid))
         run = runs.get(iid)
-        fleet.append([iid, inst.name or "", f"{cpu_now:.1f}" if cpu_now is not None else "-", f"{inst.threshold:g}",
-                      f"{seen.peak:.1f}" if seen else "-", (run.champion or "none") if run else "not trained",
-                      digest_state(level, alert, seen)])
-    alerts_rows = [[a.instance_id, iso_utc(a.opened_at), iso_utc(a.crossing_ts), f"{a.peak:.1f}", a.model, a.basis,
-                    "yes" if a.emailed_at else (a.email_error or "not yet")] for a in open_alerts.values()]
+        fleet.append(
+            [
+                iid,
+                inst.name or "",
+                f"{cpu_now:.1f}" if cpu_now is not None else "-",
+                f"{inst.threshold:g}",
+                f"{seen.peak:.1f}" if seen else "-",
+                (run.champion or "none") if run else "not trained",
+                digest_state(level, alert, seen),
+            ]
+        )
+    alerts_rows = [
+        [
+            a.instance_id,
+            iso_utc(a.opened_at),
+            iso_utc(a.crossing_ts),
+            f"{a.peak:.1f}",
+            a.model,
+            a.basis,
+            "yes" if a.emailed_at else (a.email_error or "not yet"),
+        ]
+        for a in open_alerts.values()
+    ]
     past = [a for a in store.alerts.recent(limit=100_000) if a.opened_at >= since]
     outcomes = {o: sum(a.outcome == o for a in past) for o in ("caught", "late", "false")}
     scores: dict[str, dict[str, list[float]]] = {}
@@ -246,9 +296,14 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
             if value is not None:
                 bucket[key].append(float(value))
     champions = [r.champion for r in runs.values() if r.champion]
-    score_rows = [[m, champions.count(m), len(v["mase"]), _median(v["mase"]), _median(v["mape"]), _median(v["coverage"])] for m, v in sorted(scores.items())]
-    realised_rows = [[m, v["points"], _fmt(v["mape"], ".2f"), _fmt(v["mase"], ".3f"), _fmt(v["coverage"], ".2f")]
-                     for m, v in fleet_realised(store, now, "day").items()]
+    score_rows = [
+        [m, champions.count(m), len(v["mase"]), _median(v["mase"]), _median(v["mape"]), _median(v["coverage"])]
+        for m, v in sorted(scores.items())
+    ]
+    realised_rows = [
+        [m, v["points"], _fmt(v["mape"], ".2f"), _fmt(v["mase"], ".3f"), _fmt(v["coverage"], ".2f")]
+        for m, v in fleet_realised(store, now, "day").items()
+    ]
     images = {}
     for _, _, iid in sorted(risk)[:DIGEST_CHARTS]:
         cpu = store.samples.series(iid, start=now - CHART_HOURS * HOUR, end=now, metrics=["cpu"]).get("cpu", ([], []))
@@ -256,9 +311,16 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
     sections: list[tuple[str, list[str], Sequence[Sequence[Any]]]] = [
         ("Fleet", ["instance", "name", "CPU now %", "threshold %", "forecast peak %", "champion", "state"], fleet),
         ("Open alerts", ["instance", "opened", "predicted crossing", "peak %", "model", "basis", "emailed"], alerts_rows),
-        ("Model scores (latest run of each instance)", ["model", "champion of", "instances", "median MASE", "median MAPE %", "median coverage"], score_rows),
-        ("Realised accuracy (forecasts made in the last day, all instances; auto = what was deployed)",
-         ["model", "points", "MAPE %", "MASE", "coverage"], realised_rows),
+        (
+            "Model scores (latest run of each instance)",
+            ["model", "champion of", "instances", "median MASE", "median MAPE %", "median coverage"],
+            score_rows,
+        ),
+        (
+            "Realised accuracy (forecasts made in the last day, all instances; auto = what was deployed)",
+            ["model", "points", "MAPE %", "MASE", "coverage"],
+            realised_rows,
+        ),
     ]
     period = f"since {iso_utc(since)}: {len(past)} alerts opened, {outcomes['caught']} caught in time, {outcomes['late']} late, {outcomes['false']} false"
     subject = f"[Headroom] digest: {len(fleet)} instances, {len(open_alerts)} open alerts"
@@ -269,7 +331,9 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
         body += f"<h3 style='font-size:15px'>{html.escape(title)}</h3>" + (html_table(headers, rows) if rows else "<p>(none)</p>")
     if images:
         text += f"\nCharts of the {len(images)} instances at risk are in the HTML version.\n"
-        body += "<h3 style='font-size:15px'>Instances at risk</h3>" + "".join(f"<p><img src='cid:{n}' width='800'></p>" for n in images)
+        body += "<h3 style='font-size:15px'>Instances at risk</h3>" + "".join(
+            f"<p><img src='cid:{n}' width='800'></p>" for n in images
+        )
     return subject, text, body + "</div>", images
 
 
@@ -289,8 +353,13 @@ def alert_chart(store: Store, alert: AlertRecord, now: int) -> bytes:
     cpu = store.samples.series(iid, start=now - CHART_HOURS * HOUR, end=now, metrics=["cpu"]).get("cpu")
     forecasts = store.forecasts.latest(iid)
     history = cpu if cpu is not None else ([], [])
-    return forecast_chart(history, forecasts[0] if forecasts else None, alert.threshold, alert.crossing_ts,
-                          title=f"{iid}: CPU, forecast and threshold")
+    return forecast_chart(
+        history,
+        forecasts[0] if forecasts else None,
+        alert.threshold,
+        alert.crossing_ts,
+        title=f"{iid}: CPU, forecast and threshold",
+    )
 
 
 def alert_message(store: Store, settings: Settings, alert: AlertRecord, now: int) -> EmailMessage:
@@ -299,8 +368,14 @@ def alert_message(store: Store, settings: Settings, alert: AlertRecord, now: int
     name = instance.name if instance else None
     latest = store.samples.latest_values().get(alert.instance_id)
     chart = alert_chart(store, alert, now)
-    return new_message(settings, subject_line(alert, name, now), alert_text(alert, name, latest, now),
-                       alert_html(alert, name, latest, now, "chart"), {"chart": chart}, at=now)
+    return new_message(
+        settings,
+        subject_line(alert, name, now),
+        alert_text(alert, name, latest, now),
+        alert_html(alert, name, latest, now, "chart"),
+        {"chart": chart},
+        at=now,
+    )
 
 
 def send_alert_mail(store: Store, settings: Settings, now: int) -> str:

@@ -71,15 +71,28 @@ def enqueue(store: Store, settings: Settings, now: int) -> int:
             cursor = int(stored)
         else:
             recent = now - settings.horizon * settings.period
-            cursor = int(conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM alert_events WHERE ts < ?", (recent,)).fetchone()[0])
+            cursor = int(
+                conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM alert_events WHERE ts < ?", (recent,)).fetchone()[0]
+            )
         events = conn.execute(
             f"SELECT event_id, alert_id, ts, kind FROM alert_events WHERE event_id > ? AND kind IN ({','.join('?' * len(KINDS))}) "
-            "ORDER BY event_id", (cursor, *KINDS)).fetchall()
+            "ORDER BY event_id",
+            (cursor, *KINDS),
+        ).fetchall()
         newest = conn.execute("SELECT COALESCE(MAX(event_id), ?) FROM alert_events", (cursor,)).fetchone()[0]
         ids = sorted({e["alert_id"] for e in events})
-        alerts = {r["alert_id"]: dict(r) for r in conn.execute(
-            f"SELECT a.*, i.name FROM alerts a LEFT JOIN instances i ON i.instance_id = a.instance_id "
-            f"WHERE a.alert_id IN ({','.join('?' * len(ids))})", ids)} if ids else {}
+        alerts = (
+            {
+                r["alert_id"]: dict(r)
+                for r in conn.execute(
+                    f"SELECT a.*, i.name FROM alerts a LEFT JOIN instances i ON i.instance_id = a.instance_id "
+                    f"WHERE a.alert_id IN ({','.join('?' * len(ids))})",
+                    ids,
+                )
+            }
+            if ids
+            else {}
+        )
         for target in targets:
             for event in events:
                 alert = alerts.get(event["alert_id"])
@@ -87,14 +100,24 @@ def enqueue(store: Store, settings: Settings, now: int) -> int:
                     continue
                 message = event_message(event["kind"], alert, event["event_id"], int(event["ts"]), settings.alert_margin)
                 if event["kind"] == "updated":
-                    last = conn.execute("SELECT message FROM outbox WHERE destination = ? AND alert_id = ? ORDER BY outbox_id DESC LIMIT 1",
-                                        (target.name, event["alert_id"])).fetchone()
+                    last = conn.execute(
+                        "SELECT message FROM outbox WHERE destination = ? AND alert_id = ? ORDER BY outbox_id DESC LIMIT 1",
+                        (target.name, event["alert_id"]),
+                    ).fetchone()
                     if not is_material(json.loads(last[0]) if last else None, message, settings.webhook_min_change):
                         continue
                 done = conn.execute(
                     "INSERT OR IGNORE INTO outbox (destination, alert_id, event_id, kind, message, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (target.name, event["alert_id"], event["event_id"], event["kind"], json.dumps(message, sort_keys=True),
-                     body_for(target.name, message), now))
+                    (
+                        target.name,
+                        event["alert_id"],
+                        event["event_id"],
+                        event["kind"],
+                        json.dumps(message, sort_keys=True),
+                        body_for(target.name, message),
+                        now,
+                    ),
+                )
                 queued += done.rowcount
         store.jobs.set_meta(CURSOR_KEY, str(max(int(newest), cursor)))
     return queued
@@ -139,8 +162,9 @@ class DeliveryReport:
 Sender = Callable[[Destination, str, str, str, float], SendResult]
 
 
-def send_with_retries(target: Destination, row: Mapping[str, Any], settings: Settings, deadline: float,
-                      sender: Sender = post) -> tuple[SendResult, int]:
+def send_with_retries(
+    target: Destination, row: Mapping[str, Any], settings: Settings, deadline: float, sender: Sender = post
+) -> tuple[SendResult, int]:
     """Up to ``webhook_attempts`` tries of one message, with exponential backoff, within the deadline; (result, tries)."""
     result = SendResult(ok=False, error="deadline reached before sending")
     tries = 0
@@ -164,17 +188,28 @@ def _record(store: Store, outbox_id: int, result: SendResult, tries: int, now: i
     """Write one message's outcome at once: a delivered row is never picked up again."""
     state = "delivered" if result.ok else "rejected" if result.rejected else "pending"
     with store.transaction() as conn:
-        conn.execute("UPDATE outbox SET state = ?, attempts = attempts + ?, last_attempt_at = ?, last_error = ?, "
-                     "delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END WHERE outbox_id = ?",
-                     (state, tries, now, result.error, int(result.ok), now, outbox_id))
+        conn.execute(
+            "UPDATE outbox SET state = ?, attempts = attempts + ?, last_attempt_at = ?, last_error = ?, "
+            "delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END WHERE outbox_id = ?",
+            (state, tries, now, result.error, int(result.ok), now, outbox_id),
+        )
 
 
-def deliver_destination(store: Store, target: Destination, settings: Settings, now: int, deadline: float,
-                        sender: Sender = post, report: DestinationReport | None = None) -> DestinationReport:
+def deliver_destination(
+    store: Store,
+    target: Destination,
+    settings: Settings,
+    now: int,
+    deadline: float,
+    sender: Sender = post,
+    report: DestinationReport | None = None,
+) -> DestinationReport:
     """Send one destination's pending messages in order until done, down, or out of time (filling ``report``)."""
     report = report if report is not None else DestinationReport(target.shown)
-    rows = store.db.query("SELECT outbox_id, kind, message, body FROM outbox WHERE destination = ? AND state = 'pending' "
-                          "ORDER BY outbox_id", (target.name,))
+    rows = store.db.query(
+        "SELECT outbox_id, kind, message, body FROM outbox WHERE destination = ? AND state = 'pending' ORDER BY outbox_id",
+        (target.name,),
+    )
     for index, row in enumerate(rows):
         if time.monotonic() >= deadline:
             report.waiting = len(rows) - index
@@ -186,7 +221,9 @@ def deliver_destination(store: Store, target: Destination, settings: Settings, n
             report.sent += 1
         elif result.rejected:
             report.rejected += 1
-            log.warning("%s refused message %d (%s); kept in the outbox as rejected", target.shown, row["outbox_id"], result.error)
+            log.warning(
+                "%s refused message %d (%s); kept in the outbox as rejected", target.shown, row["outbox_id"], result.error
+            )
         else:  # down or too slow: keep the order, try again next cycle
             report.waiting, report.error = len(rows) - index, result.error
             break
@@ -235,4 +272,7 @@ def deliver(store: Store, settings: Settings, now: int, sender: Sender = post) -
 
 def pending(store: Store) -> dict[str, int]:
     """Messages waiting per destination (for ``/metrics``)."""
-    return {r[0]: int(r[1]) for r in store.db.query("SELECT destination, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY destination")}
+    return {
+        r[0]: int(r[1])
+        for r in store.db.query("SELECT destination, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY destination")
+    }

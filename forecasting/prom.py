@@ -40,22 +40,41 @@ class StoreCollector(Collector):
     def _instances(self) -> Iterator[Any]:
         store, now = self.store, int(self.now)
         labels = ["instance_id"]
-        predicted = GaugeMetricFamily("headroom_predicted_cpu_percent", "CPU percent the champion forecasts at the end of the horizon",
-                                      labels=["instance_id", "bound"])
-        peak = GaugeMetricFamily("headroom_predicted_peak_cpu_percent", "Peak of the CPU forecast over the horizon, as the alerts read it",
-                                 labels=labels)
-        limit = GaugeMetricFamily("headroom_cpu_threshold_percent", "CPU percent that counts as overload for the instance", labels=labels)
-        minutes = GaugeMetricFamily("headroom_minutes_to_limit", "Minutes until the forecast reaches the threshold by the alert rule (absent: no crossing)",
-                                    labels=labels)
-        made = GaugeMetricFamily("headroom_forecast_made_timestamp_seconds", "When the latest champion forecast was made", labels=labels)
+        predicted = GaugeMetricFamily(
+            "headroom_predicted_cpu_percent",
+            "CPU percent the champion forecasts at the end of the horizon",
+            labels=["instance_id", "bound"],
+        )
+        peak = GaugeMetricFamily(
+            "headroom_predicted_peak_cpu_percent",
+            "Peak of the CPU forecast over the horizon, as the alerts read it",
+            labels=labels,
+        )
+        limit = GaugeMetricFamily(
+            "headroom_cpu_threshold_percent", "CPU percent that counts as overload for the instance", labels=labels
+        )
+        minutes = GaugeMetricFamily(
+            "headroom_minutes_to_limit",
+            "Minutes until the forecast reaches the threshold by the alert rule (absent: no crossing)",
+            labels=labels,
+        )
+        made = GaugeMetricFamily(
+            "headroom_forecast_made_timestamp_seconds", "When the latest champion forecast was made", labels=labels
+        )
         warning = GaugeMetricFamily("headroom_warning_open", "1 while an early warning is open for the instance", labels=labels)
         champion = InfoMetricFamily("headroom_champion", "The model deployed for the instance", labels=labels)
-        mase = GaugeMetricFamily("headroom_backtest_mase", "Backtest MASE of the champion in its latest training run", labels=["instance_id", "model"])
-        realised = {name: GaugeMetricFamily(f"headroom_realised_{name}", text, labels=["instance_id", "window"]) for name, text in (
-            ("mae_percent", "Mean absolute error of the deployed forecasts whose actual CPU has arrived, in CPU points"),
-            ("mape_percent", "Mean absolute percentage error of those forecasts"),
-            ("mase", "Their MASE (error over the instance's one-day seasonal-naive error)"),
-            ("coverage_ratio", "Share of those actuals inside the forecast interval"))}
+        mase = GaugeMetricFamily(
+            "headroom_backtest_mase", "Backtest MASE of the champion in its latest training run", labels=["instance_id", "model"]
+        )
+        realised = {
+            name: GaugeMetricFamily(f"headroom_realised_{name}", text, labels=["instance_id", "window"])
+            for name, text in (
+                ("mae_percent", "Mean absolute error of the deployed forecasts whose actual CPU has arrived, in CPU points"),
+                ("mape_percent", "Mean absolute percentage error of those forecasts"),
+                ("mase", "Their MASE (error over the instance's one-day seasonal-naive error)"),
+                ("coverage_ratio", "Share of those actuals inside the forecast interval"),
+            )
+        }
         thresholds = {inst.instance_id: inst.threshold for inst in store.samples.instances()}
         warned = {alert.instance_id for alert in store.alerts.open()}
         for forecast in store.forecasts.latest():
@@ -84,7 +103,12 @@ class StoreCollector(Collector):
             stored = {}
         for iid, by_model in sorted(stored.items()):
             for window, scores in by_model.get("auto", {}).items():
-                for name, key in (("mae_percent", "mae"), ("mape_percent", "mape"), ("mase", "mase"), ("coverage_ratio", "coverage")):
+                for name, key in (
+                    ("mae_percent", "mae"),
+                    ("mape_percent", "mape"),
+                    ("mase", "mase"),
+                    ("coverage_ratio", "coverage"),
+                ):
                     if scores[key] is not None:
                         realised[name].add_metric([iid, window], float(scores[key]))
         yield from (predicted, peak, limit, minutes, made, warning, champion, mase, *realised.values())
@@ -92,8 +116,11 @@ class StoreCollector(Collector):
     def _worker(self) -> Iterator[Any]:
         store = self.store
         runs = GaugeMetricFamily("headroom_job_last_run_timestamp_seconds", "When the worker job last finished", labels=["job"])
-        success = GaugeMetricFamily("headroom_job_last_success_timestamp_seconds",
-                                    "When the worker job last finished without error (absent while its last run failed)", labels=["job"])
+        success = GaugeMetricFamily(
+            "headroom_job_last_success_timestamp_seconds",
+            "When the worker job last finished without error (absent while its last run failed)",
+            labels=["job"],
+        )
         duration = GaugeMetricFamily("headroom_job_last_duration_seconds", "How long the job's last run took", labels=["job"])
         ok = GaugeMetricFamily("headroom_job_last_run_ok", "1 when the job's last run succeeded", labels=["job"])
         for job, beat in store.jobs.heartbeats().items():
@@ -107,10 +134,16 @@ class StoreCollector(Collector):
         yield from (runs, success, duration, ok)
         newest = store.samples.newest_ts(metric="cpu")
         if newest is not None:
-            yield GaugeMetricFamily("headroom_newest_sample_timestamp_seconds", "Start of the newest CPU sample in the store", value=float(newest))
-            yield GaugeMetricFamily("headroom_data_age_seconds", "Seconds since the newest CPU sample", value=round(self.now - newest, 1))
+            yield GaugeMetricFamily(
+                "headroom_newest_sample_timestamp_seconds", "Start of the newest CPU sample in the store", value=float(newest)
+            )
+            yield GaugeMetricFamily(
+                "headroom_data_age_seconds", "Seconds since the newest CPU sample", value=round(self.now - newest, 1)
+            )
         yield GaugeMetricFamily("headroom_instances", "Monitored instances", value=float(len(store.samples.instances())))
-        waiting = GaugeMetricFamily("headroom_webhook_pending_messages", "Webhook messages waiting in the outbox", labels=["destination"])
+        waiting = GaugeMetricFamily(
+            "headroom_webhook_pending_messages", "Webhook messages waiting in the outbox", labels=["destination"]
+        )
         try:
             for destination, count in pending(store).items():
                 waiting.add_metric([destination], float(count))

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from forecasting.clock import HOUR, MINUTE
@@ -72,8 +72,15 @@ def instance_figures(forecast: ForecastRecord, threshold: float, alert_on: str, 
     """One instance's figures from its champion forecast: peak and time to limit by the alerts' rule."""
     seen = outlook(forecast, threshold, alert_on, now)
     minutes = seen.minutes_to_limit
-    return Figures(forecast.instance_id, forecast.made_at, float(forecast.mean[-1]), float(forecast.upper[-1]),
-                   seen.peak, None if minutes is None else round(minutes, 1), warning_open)
+    return Figures(
+        forecast.instance_id,
+        forecast.made_at,
+        float(forecast.mean[-1]),
+        float(forecast.upper[-1]),
+        seen.peak,
+        None if minutes is None else round(minutes, 1),
+        warning_open,
+    )
 
 
 def cycle_figures(store: Store, now: int, max_age: float, alert_on: str) -> list[Figures]:
@@ -90,13 +97,23 @@ def cycle_figures(store: Store, now: int, max_age: float, alert_on: str) -> list
 
 
 def _datum(name: str, value: float, dims: list[dict[str, str]], at: int) -> dict[str, Any]:
-    return {"MetricName": name, "Dimensions": dims, "Value": round(float(value), 4), "Unit": "Percent" if name in PERCENT else "None",
-            "Timestamp": datetime.fromtimestamp(at, timezone.utc), "StorageResolution": 60}
+    return {
+        "MetricName": name,
+        "Dimensions": dims,
+        "Value": round(float(value), 4),
+        "Unit": "Percent" if name in PERCENT else "None",
+        "Timestamp": datetime.fromtimestamp(at, UTC),
+        "StorageResolution": 60,
+    }
 
 
 def _values(f: Figures) -> list[tuple[str, float]]:
-    values = [("PredictedCPU", f.predicted), ("PredictedCPUUpper", f.upper), ("PredictedPeakCPU", f.peak),
-              ("WarningOpen", 1.0 if f.warning_open else 0.0)]
+    values = [
+        ("PredictedCPU", f.predicted),
+        ("PredictedCPUUpper", f.upper),
+        ("PredictedPeakCPU", f.peak),
+        ("WarningOpen", 1.0 if f.warning_open else 0.0),
+    ]
     if f.minutes_to_limit is not None:
         values.append(("MinutesToLimit", f.minutes_to_limit))
     return [(name, value) for name, value in values if math.isfinite(value)]
@@ -114,9 +131,19 @@ def datums(figures: Sequence[Figures], groups: Mapping[str, str]) -> list[dict[s
         out.extend(_datum(name, value, dims, f.at) for name, value in _values(f))
     for group, fs in sorted(members.items()):
         crossings = [f.minutes_to_limit for f in fs if f.minutes_to_limit is not None]
-        combined = Figures(group, max(f.at for f in fs), sum(f.predicted for f in fs) / len(fs), sum(f.upper for f in fs) / len(fs),
-                           max(f.peak for f in fs), min(crossings) if crossings else None, any(f.warning_open for f in fs))
-        out.extend(_datum(name, value, [{"Name": "AutoScalingGroupName", "Value": group}], combined.at) for name, value in _values(combined))
+        combined = Figures(
+            group,
+            max(f.at for f in fs),
+            sum(f.predicted for f in fs) / len(fs),
+            sum(f.upper for f in fs) / len(fs),
+            max(f.peak for f in fs),
+            min(crossings) if crossings else None,
+            any(f.warning_open for f in fs),
+        )
+        out.extend(
+            _datum(name, value, [{"Name": "AutoScalingGroupName", "Value": group}], combined.at)
+            for name, value in _values(combined)
+        )
     return out
 
 
@@ -154,8 +181,10 @@ class PublishResult:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = (f"published {self.published} of {self.datums} metrics for {self.instances} instances ({self.groups} groups) in "
-                f"{self.calls} PutMetricData calls (minimum {self.calls_required}), {self.seconds:.2f} s")
+        text = (
+            f"published {self.published} of {self.datums} metrics for {self.instances} instances ({self.groups} groups) in "
+            f"{self.calls} PutMetricData calls (minimum {self.calls_required}), {self.seconds:.2f} s"
+        )
         return text + (f"; {self.error}" if self.error else "")
 
 
@@ -177,8 +206,9 @@ class Publisher:
 
             session = boto3.session.Session()
             region = settings.region or session.region_name or "us-east-1"
-            self._clients[service] = session.client(service, region_name=region,
-                                                    config=Config(user_agent_extra="headroom", **CLIENT_CONFIG))  # type: ignore[arg-type]
+            self._clients[service] = session.client(
+                service, region_name=region, config=Config(user_agent_extra="headroom", **CLIENT_CONFIG)
+            )  # type: ignore[arg-type]
         return self._clients[service]
 
     def groups(self, settings: Settings, errors: list[str]) -> dict[str, str]:
@@ -230,7 +260,9 @@ class Publisher:
         """Start publishing in the background and say so in a few words (with the previous publish's outcome)."""
         with self._lock:
             if self._running is not None and not self._running.done():
-                log.warning("cloudwatch: the previous publish is still running; this cycle's %d instances are skipped", len(figures))
+                log.warning(
+                    "cloudwatch: the previous publish is still running; this cycle's %d instances are skipped", len(figures)
+                )
                 return "cloudwatch: previous publish still running, skipped"
             for service in ("cloudwatch", "ec2") if settings.source == "cloudwatch" else ("cloudwatch",):
                 self._client(service, settings)  # here, not in the thread: boto3 cannot start once the interpreter exits
@@ -279,4 +311,3 @@ def publish_cycle(store: Store, settings: Settings, now: int, publisher: Publish
         return "cloudwatch publishing off"
     figures = cycle_figures(store, now, settings.ingest_every * MINUTE, settings.alert_on)
     return (publisher or PUBLISHER).submit(figures, settings)
-

@@ -53,8 +53,15 @@ class ErrorSums:
         }
 
 
-def score_forecast(timestamps: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                   actual_ts: np.ndarray, actual: np.ndarray, scale: float) -> ErrorSums:
+def score_forecast(
+    timestamps: np.ndarray,
+    mean: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    actual_ts: np.ndarray,
+    actual: np.ndarray,
+    scale: float,
+) -> ErrorSums:
     """Error sums of one forecast against the actuals (``actual_ts`` sorted); steps without an actual are skipped."""
     stamps = np.asarray(timestamps, dtype=np.int64)
     actual_ts, actual = np.asarray(actual_ts, dtype=np.int64), np.asarray(actual, dtype=float)
@@ -68,8 +75,11 @@ def score_forecast(timestamps: np.ndarray, mean: np.ndarray, lower: np.ndarray, 
     error = np.abs(a - f)
     nonzero = np.abs(a) > 1e-9
     return ErrorSums(
-        points=int(len(a)), abs_error=float(error.sum()), scaled_error=float(error.sum() / max(scale, MIN_SCALE)),
-        pct_error=float(np.sum(error[nonzero] / np.abs(a[nonzero])) * 100), pct_points=int(nonzero.sum()),
+        points=len(a),
+        abs_error=float(error.sum()),
+        scaled_error=float(error.sum() / max(scale, MIN_SCALE)),
+        pct_error=float(np.sum(error[nonzero] / np.abs(a[nonzero])) * 100),
+        pct_points=int(nonzero.sum()),
         inside=int(np.sum((a >= lo) & (a <= hi))),
     )
 

@@ -74,8 +74,11 @@ def due_instances(store: Store, retrain_every: float, now: int) -> list[str]:
     limit = now - retrain_every * HOUR
     queued = store.jobs.retrain_requests()
     ids = [inst.instance_id for inst in store.samples.instances()]
-    due = [(-1 if i in queued or i not in runs else runs[i].started_at, i) for i in ids
-           if i in queued or i not in runs or runs[i].started_at <= limit]
+    due = [
+        (-1 if i in queued or i not in runs else runs[i].started_at, i)
+        for i in ids
+        if i in queued or i not in runs or runs[i].started_at <= limit
+    ]
     return [iid for _, iid in sorted(due)]
 
 
@@ -111,8 +114,9 @@ def make_executor(settings: Settings) -> cf.Executor:
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Event | None = None,
-                executor: cf.Executor | None = None) -> RetrainReport:
+def retrain_due(
+    store: Store, settings: Settings, now: int, stop: threading.Event | None = None, executor: cf.Executor | None = None
+) -> RetrainReport:
     """Retrain every due instance on the executor; record each result as it completes (in this process)."""
     started = time.perf_counter()
     report = RetrainReport()
@@ -126,8 +130,9 @@ def retrain_due(store: Store, settings: Settings, now: int, stop: threading.Even
     futures: dict[cf.Future, str] = {}
     since = int(now - settings.train_days * DAY)
     # workers elsewhere (Dask) must write the model files where this process will look for them
-    job_settings = settings.model_copy(update={"db": Path(settings.db).resolve(),
-                                               "fleet_model": fleet_model_for(store, settings, now, since)})
+    job_settings = settings.model_copy(
+        update={"db": Path(settings.db).resolve(), "fleet_model": fleet_model_for(store, settings, now, since)}
+    )
     queue = iter(due)
     pending: set[cf.Future] = set()
     limit = IN_FLIGHT_PER_WORKER * worker_count(settings)
@@ -162,8 +167,10 @@ def fleet_model_for(store: Store, settings: Settings, now: int, since: int) -> P
     if "fleet" not in settings.models:
         return None
     if fleet_model_due(settings, now):
-        series = ((inst.instance_id, store.samples.series(inst.instance_id, start=since, end=now, metrics=["cpu"]), now)
-                  for inst in store.samples.instances())
+        series = (
+            (inst.instance_id, store.samples.series(inst.instance_id, start=since, end=now, metrics=["cpu"]), now)
+            for inst in store.samples.instances()
+        )
         try:
             train_fleet_model(series, settings, now)
         except Exception:  # the per-instance models still train; the fleet family is skipped with its reason

@@ -71,8 +71,9 @@ def score_realised(store: Store, settings: Settings, now: int) -> ScoringReport:
         ts, cpu = np.asarray(ts, dtype=np.int64), np.asarray(cpu, dtype=float)
         scale = instance_scale(ts, cpu, first, settings.period)
         for f in forecasts:
-            scored = score_forecast(*(np.asarray(series, dtype=float) for series in (f.timestamps, f.mean, f.lower, f.upper)),
-                                    ts, cpu, scale)
+            scored = score_forecast(
+                *(np.asarray(series, dtype=float) for series in (f.timestamps, f.mean, f.lower, f.upper)), ts, cpu, scale
+            )
             hour = f.made_at // HOUR * HOUR
             for model in (f.model, "auto") if f.is_champion else (f.model,):
                 count, previous = sums.get((instance_id, model, hour), (0, ErrorSums()))
@@ -81,10 +82,14 @@ def score_realised(store: Store, settings: Settings, now: int) -> ScoringReport:
             report.points += scored.points
     with store.transaction() as conn:
         conn.executemany(
-            "INSERT INTO realised (instance_id, model, hour, forecasts, " + ", ".join(FIELDS) + ") VALUES (?, ?, ?, ?, "
-            + ", ".join("?" * len(FIELDS)) + ") ON CONFLICT (instance_id, model, hour) DO UPDATE SET forecasts = forecasts + excluded.forecasts, "
+            "INSERT INTO realised (instance_id, model, hour, forecasts, "
+            + ", ".join(FIELDS)
+            + ") VALUES (?, ?, ?, ?, "
+            + ", ".join("?" * len(FIELDS))
+            + ") ON CONFLICT (instance_id, model, hour) DO UPDATE SET forecasts = forecasts + excluded.forecasts, "
             + ", ".join(f"{f} = {f} + excluded.{f}" for f in FIELDS),
-            [(*key, count, *(getattr(s, f) for f in FIELDS)) for key, (count, s) in sums.items()])
+            [(*key, count, *(getattr(s, f) for f in FIELDS)) for key, (count, s) in sums.items()],
+        )
         store.jobs.set_meta(CURSOR, str(max(cursor, ready)))
         conn.execute("DELETE FROM realised WHERE hour < ?", (now - KEPT_DAYS * DAY,))
     return report
@@ -105,12 +110,16 @@ def realised_scores(store: Store, now: int, instance_id: str | None = None) -> d
     out: dict[str, dict[str, dict[str, dict]]] = defaultdict(dict)
     for row in store.db.query(sql + " GROUP BY instance_id, model", params):
         out[row["instance_id"]][row["model"]] = {
-            window: ErrorSums(*(row[f"{window}_{f}"] for f in FIELDS)).scores() for window in WINDOWS}
+            window: ErrorSums(*(row[f"{window}_{f}"] for f in FIELDS)).scores() for window in WINDOWS
+        }
     return dict(out)
 
 
 def fleet_realised(store: Store, now: int, window: str = "day") -> dict[str, dict]:
     """Per model, the realised scores pooled over every instance for forecasts made in the window (the digest's table)."""
-    rows = store.db.query("SELECT model, " + ", ".join(f"SUM({f}) AS {f}" for f in FIELDS) + " FROM realised WHERE hour >= ? "
-                          "GROUP BY model ORDER BY model", (now - WINDOWS[window],))
+    rows = store.db.query(
+        "SELECT model, " + ", ".join(f"SUM({f}) AS {f}" for f in FIELDS) + " FROM realised WHERE hour >= ? "
+        "GROUP BY model ORDER BY model",
+        (now - WINDOWS[window],),
+    )
     return {row["model"]: total([row]).scores() for row in rows}

@@ -34,12 +34,20 @@ def serve_api(settings: Settings, workers: int = 1) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config("forecasting.api:app", host=settings.api_host, port=settings.api_port, workers=workers,
-                            proxy_headers=False, server_header=False)
+    config = uvicorn.Config(
+        "forecasting.api:app",
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        proxy_headers=False,
+        server_header=False,
+    )
     try:
         sock = bind(settings.api_host, settings.api_port)
     except OSError as error:
-        print(f"headroom api: cannot listen on {settings.api_host}:{settings.api_port}: {error.strerror or error}", file=sys.stderr)
+        print(
+            f"headroom api: cannot listen on {settings.api_host}:{settings.api_port}: {error.strerror or error}", file=sys.stderr
+        )
         return 1
     host = str(sock.getsockname()[0])
     problem = exposure_problem(host, settings)
@@ -48,8 +56,12 @@ def serve_api(settings: Settings, workers: int = 1) -> int:
         print(f"headroom api: {problem}", file=sys.stderr)
         return 2
     shown = f"[{host}]" if ":" in host else host
-    print(f"headroom api: serving on http://{shown}:{sock.getsockname()[1]} ({workers} process{'es' * (workers > 1)}, "
-          f"token {'required' if settings.api_token else 'not required'})", file=sys.stderr, flush=True)
+    print(
+        f"headroom api: serving on http://{shown}:{sock.getsockname()[1]} ({workers} process{'es' * (workers > 1)}, "
+        f"token {'required' if settings.api_token else 'not required'})",
+        file=sys.stderr,
+        flush=True,
+    )
     if workers > 1:
         Multiprocess(config, sockets=[sock]).run()
     else:

@@ -69,19 +69,32 @@ class _Outcome:
 
     def score_row(self) -> dict[str, Any]:
         if self.backtest is None:
-            return {"model": self.name, "status": "skipped", "reason": self.reason, **dict.fromkeys(METRICS),
-                    "fit_seconds": None, "predict_seconds": None}
+            return {
+                "model": self.name,
+                "status": "skipped",
+                "reason": self.reason,
+                **dict.fromkeys(METRICS),
+                "fit_seconds": None,
+                "predict_seconds": None,
+            }
         clean = {k: _finite(self.backtest.scores.get(k)) for k in METRICS}
-        return {"model": self.name, "status": "ok", "reason": None, **clean,
-                "fit_seconds": round(self.backtest.fit_seconds, 4), "predict_seconds": round(self.backtest.predict_seconds, 5)}
+        return {
+            "model": self.name,
+            "status": "ok",
+            "reason": None,
+            **clean,
+            "fit_seconds": round(self.backtest.fit_seconds, 4),
+            "predict_seconds": round(self.backtest.predict_seconds, 5),
+        }
 
 
 def _finite(value: Any) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def prepare_frame(samples: Samples, period: int, train_days: float, now: int | None = None,
-                  metrics: list[str] | None = None) -> pd.DataFrame:
+def prepare_frame(
+    samples: Samples, period: int, train_days: float, now: int | None = None, metrics: list[str] | None = None
+) -> pd.DataFrame:
     """Samples → the training frame: nothing after ``now``, the last ``train_days``, no empty CPU rows at either end.
 
     With ``metrics`` (the configured ones), stored series of other metrics are left out: a metric
@@ -90,17 +103,21 @@ def prepare_frame(samples: Samples, period: int, train_days: float, now: int | N
     if metrics is not None:
         samples = {m: series for m, series in samples.items() if m in metrics or m == TARGET}
     if now is not None:
-        samples = {m: (np.asarray(ts)[np.asarray(ts) <= now], np.asarray(v)[np.asarray(ts) <= now]) for m, (ts, v) in samples.items()}
+        samples = {
+            m: (np.asarray(ts)[np.asarray(ts) <= now], np.asarray(v)[np.asarray(ts) <= now]) for m, (ts, v) in samples.items()
+        }
     frame = to_frame(samples, period)
     if len(frame) == 0 or "cpu" not in frame or not frame["cpu"].notna().any():
         return pd.DataFrame(columns=["cpu"], index=pd.Index([], dtype=np.int64, name="ts"))
     seen = np.flatnonzero(frame["cpu"].notna().to_numpy())
-    frame = frame.iloc[seen[0]: seen[-1] + 1]
+    frame = frame.iloc[seen[0] : seen[-1] + 1]
     start = int(frame.index[-1]) - int(train_days * DAY)
-    return frame.loc[start + 1:]
+    return frame.loc[start + 1 :]
 
 
-def models_for(frame: pd.DataFrame, configured: list[str], requested: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+def models_for(
+    frame: pd.DataFrame, configured: list[str], requested: list[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     """Models to train on this frame, and the ones left out with why (each family declares the history it needs).
 
     ``requested`` defaults to the ``configured`` set; a combination brings the configured single
@@ -110,13 +127,17 @@ def models_for(frame: pd.DataFrame, configured: list[str], requested: list[str] 
     if any(family(n).combines for n in names):
         names += [n for n in configured if n not in names and not family(n).combines]
     span_days = (int(frame.index[-1]) - int(frame.index[0])) / DAY if len(frame) else 0.0
-    left_out = {name: f"needs {family(name).min_history_days:g} days of history, has {span_days:.1f} d"
-                for name in names if span_days < family(name).min_history_days}
+    left_out = {
+        name: f"needs {family(name).min_history_days:g} days of history, has {span_days:.1f} d"
+        for name in names
+        if span_days < family(name).min_history_days
+    }
     return [n for n in names if n not in left_out], left_out
 
 
-def _evaluate(frame: pd.DataFrame, settings: Settings, names: list[str], horizon: int,
-              progress: Progress | None, label: str) -> list[_Outcome]:
+def _evaluate(
+    frame: pd.DataFrame, settings: Settings, names: list[str], horizon: int, progress: Progress | None, label: str
+) -> list[_Outcome]:
     """Backtest each model (fitted once, then deployed as it is) and build the combinations; skip failures."""
     plan = plan_backtest(frame, settings.period, horizon, settings.backtest_days)
     singles = [n for n in names if not family(n).combines]
@@ -146,8 +167,9 @@ def _deployable(model: ForecastModel, backtest: ModelBacktest, frame: pd.DataFra
     return model
 
 
-def _combine(name: str, outcomes: list[_Outcome], frame: pd.DataFrame, plan: BacktestPlan, settings: Settings,
-             horizon: int) -> _Outcome:
+def _combine(
+    name: str, outcomes: list[_Outcome], frame: pd.DataFrame, plan: BacktestPlan, settings: Settings, horizon: int
+) -> _Outcome:
     """A combination of the models that held up on the choosing origins, backtested and calibrated like a model."""
     fitted = {o.name: (o.backtest, o.model) for o in outcomes if o.backtest is not None and o.model is not None}
     members = combination_members({n: backtest.choosing_mase for n, (backtest, _) in fitted.items()})
@@ -169,17 +191,29 @@ def _report(progress: Progress | None, message: str, fraction: float) -> None:
             log.debug("progress callback failed", exc_info=True)
 
 
-def _result(instance_id: str, frame: pd.DataFrame, outcomes: list[_Outcome], left_out: dict[str, str],
-            started_at: int, elapsed: float, model_dir: str | None) -> TrainingResult:
+def _result(
+    instance_id: str,
+    frame: pd.DataFrame,
+    outcomes: list[_Outcome],
+    left_out: dict[str, str],
+    started_at: int,
+    elapsed: float,
+    model_dir: str | None,
+) -> TrainingResult:
     scores = [o.score_row() for o in outcomes]
     scores += [_Outcome(name, reason=reason).score_row() for name, reason in left_out.items()]
     champion = choose_deployed({o.name: o.backtest for o in outcomes if o.backtest is not None})
     backtest = [row for o in outcomes if o.backtest is not None for row in o.backtest.rows()]
     has_cpu = len(frame) > 0
     run = {
-        "instance_id": instance_id, "started_at": int(started_at), "finished_at": int(started_at + round(elapsed)),
-        "train_start": int(frame.index[0]) if has_cpu else None, "train_end": int(frame.index[-1]) if has_cpu else None,
-        "points": int(frame["cpu"].notna().sum()) if has_cpu else 0, "champion": champion, "model_dir": model_dir,
+        "instance_id": instance_id,
+        "started_at": int(started_at),
+        "finished_at": int(started_at + round(elapsed)),
+        "train_start": int(frame.index[0]) if has_cpu else None,
+        "train_end": int(frame.index[-1]) if has_cpu else None,
+        "points": int(frame["cpu"].notna().sum()) if has_cpu else 0,
+        "champion": champion,
+        "model_dir": model_dir,
     }
     return TrainingResult(instance_id, run, scores, backtest, champion)
 
@@ -189,8 +223,9 @@ def _no_data_outcomes(names: list[str], frame: pd.DataFrame) -> list[_Outcome]:
     return [_Outcome(name, reason=reason) for name in names] if reason else []
 
 
-def train_instance(instance_id: str, samples: Samples, settings: Settings, now: int,
-                   progress: Progress | None = None) -> TrainingResult:
+def train_instance(
+    instance_id: str, samples: Samples, settings: Settings, now: int, progress: Progress | None = None
+) -> TrainingResult:
     """Fit and backtest every configured model for one instance once, save them, choose what is deployed."""
     clock = time.perf_counter()
     frame = prepare_frame(samples, settings.period, settings.train_days, now, settings.metrics)
@@ -200,8 +235,14 @@ def train_instance(instance_id: str, samples: Samples, settings: Settings, now: 
     model_dir = _save_run(instance_id, saved, settings, now) if saved else None
     result = _result(instance_id, frame, outcomes, left_out, now, time.perf_counter() - clock, model_dir)
     _report(progress, f"done: champion {result.champion or 'none'}", 1.0)
-    log.info("%s: trained %d/%d models in %.1f s, champion %s", instance_id, len(saved), len(outcomes) + len(left_out),
-             time.perf_counter() - clock, result.champion)
+    log.info(
+        "%s: trained %d/%d models in %.1f s, champion %s",
+        instance_id,
+        len(saved),
+        len(outcomes) + len(left_out),
+        time.perf_counter() - clock,
+        result.champion,
+    )
     return result
 
 
@@ -239,8 +280,9 @@ def _prune_runs(base: Path, keep: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def validate_samples(samples: Samples, settings: Settings, models: list[str] | None = None,
-                     progress: Progress | None = None) -> TrainingResult:
+def validate_samples(
+    samples: Samples, settings: Settings, models: list[str] | None = None, progress: Progress | None = None
+) -> TrainingResult:
     """Backtest the models on uploaded samples and choose a champion; writes no files."""
     clock, started = time.perf_counter(), int(time.time())
     frame = prepare_frame(samples, settings.period, settings.train_days, metrics=settings.metrics)
@@ -251,8 +293,9 @@ def validate_samples(samples: Samples, settings: Settings, models: list[str] | N
     return result
 
 
-def predict_samples(samples: Samples, settings: Settings, model: str = "auto", horizon: int | None = None,
-                    progress: Progress | None = None) -> Forecast:
+def predict_samples(
+    samples: Samples, settings: Settings, model: str = "auto", horizon: int | None = None, progress: Progress | None = None
+) -> Forecast:
     """Forecast after the last sample with ``model`` (``auto``: what training would deploy), with calibrated bounds."""
     horizon = horizon or settings.horizon
     frame = prepare_frame(samples, settings.period, settings.train_days, metrics=settings.metrics)

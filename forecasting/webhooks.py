@@ -77,8 +77,10 @@ def summary_line(kind: str, alert: Mapping[str, Any], at: int, margin: float | N
         return f"{who}: CPU warning cleared{below}"
     sure = BASIS_TEXT.get(alert["basis"], alert["basis"])
     prefix = {"opened": "", "reopened": "again: ", "updated": "update: "}.get(kind, "")
-    return (f"{prefix}{who} will cross {threshold} CPU at {iso_utc(alert['crossing_ts'])}, in about "
-            f"{_minutes_left(alert, at):.0f} min (peak {alert['peak']:.1f} %, {alert['model']}, {sure})")
+    return (
+        f"{prefix}{who} will cross {threshold} CPU at {iso_utc(alert['crossing_ts'])}, in about "
+        f"{_minutes_left(alert, at):.0f} min (peak {alert['peak']:.1f} %, {alert['model']}, {sure})"
+    )
 
 
 def event_message(kind: str, alert: Mapping[str, Any], event_id: int, at: int, margin: float | None = None) -> dict[str, Any]:

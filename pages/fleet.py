@@ -12,16 +12,29 @@ from app.fleet_table import LEVELS, level_counts
 from app.format import when_text
 from forecasting.crossing import AT_RISK
 
-TABLE_COLUMNS = ["status", "name", "instance_id", "cpu_now", "sparkline", "peak", "threshold",
-                 "to_threshold_min", "alert", "champion", "link"]
+TABLE_COLUMNS = [
+    "status",
+    "name",
+    "instance_id",
+    "cpu_now",
+    "sparkline",
+    "peak",
+    "threshold",
+    "to_threshold_min",
+    "alert",
+    "champion",
+    "link",
+]
 SHOWN_LINKS = 8
 
 nav.require_entry()
 config = data.settings()
 db = data.db_key(config)
 st.title("Fleet")
-st.caption(f"Instances sorted by risk, worst first; "
-           f"forecast horizon {config.horizon * config.period // 60} min. Refreshes every {data.REFRESH_SECONDS} s.")
+st.caption(
+    f"Instances sorted by risk, worst first; "
+    f"forecast horizon {config.horizon * config.period // 60} min. Refreshes every {data.REFRESH_SECONDS} s."
+)
 
 
 def _style(frame: pd.DataFrame) -> pd.io.formats.style.Styler:
@@ -37,20 +50,42 @@ def _table(frame: pd.DataFrame) -> None:
         "instance_id": st.column_config.TextColumn("Instance", width="medium"),
         "cpu_now": st.column_config.ProgressColumn("CPU now", min_value=0, max_value=100, format="%.0f %%", width="small"),
         "sparkline": st.column_config.LineChartColumn("CPU, last 24 h", y_min=0, y_max=100, width="medium"),
-        "peak": st.column_config.NumberColumn("Peak", format="%.0f %%", width="small", help="Highest forecast within the horizon, as the alerts read it (HEADROOM_ALERT_ON)"),
+        "peak": st.column_config.NumberColumn(
+            "Peak",
+            format="%.0f %%",
+            width="small",
+            help="Highest forecast within the horizon, as the alerts read it (HEADROOM_ALERT_ON)",
+        ),
         "threshold": st.column_config.NumberColumn("Limit", format="%.0f %%", width="small"),
-        "to_threshold_min": st.column_config.NumberColumn("Min to limit", format="%.0f", width="small", help="Minutes until the forecast first reaches the limit, by the alerts' rule"),
+        "to_threshold_min": st.column_config.NumberColumn(
+            "Min to limit",
+            format="%.0f",
+            width="small",
+            help="Minutes until the forecast first reaches the limit, by the alerts' rule",
+        ),
         "alert": st.column_config.TextColumn("Alert", width="small"),
-        "champion": st.column_config.TextColumn("Champion", width=115, help="Model with the lowest backtest MASE on this instance"),
-        "link": st.column_config.LinkColumn("Link", display_text="open", width="small", help="A shareable link to the instance page"),
+        "champion": st.column_config.TextColumn(
+            "Champion", width=115, help="Model with the lowest backtest MASE on this instance"
+        ),
+        "link": st.column_config.LinkColumn(
+            "Link", display_text="open", width="small", help="A shareable link to the instance page"
+        ),
     }
     columns = TABLE_COLUMNS
     if frame["threshold"].nunique() == 1:  # one limit for all: say it once instead of in every row
         columns = [c for c in TABLE_COLUMNS if c != "threshold"]
         st.caption(f"Every instance's CPU limit is {frame['threshold'].iloc[0]:.0f} %.")
-    event = st.dataframe(_style(frame), column_order=columns, column_config=column_config, hide_index=True, placeholder="—",
-                         on_select="rerun", selection_mode="single-row", key="fleet_table",
-                         height=min(38 + 35 * len(frame), 720))
+    event = st.dataframe(
+        _style(frame),
+        column_order=columns,
+        column_config=column_config,
+        hide_index=True,
+        placeholder="—",
+        on_select="rerun",
+        selection_mode="single-row",
+        key="fleet_table",
+        height=min(38 + 35 * len(frame), 720),
+    )
     rows = event.selection.rows if event is not None else []
     if rows:
         st.switch_page(ui.INSTANCE_PAGE, query_params={"instance": frame.iloc[rows[0]]["instance_id"]})
@@ -76,13 +111,19 @@ def live() -> None:
     risky = frame[frame["level"].isin(AT_RISK)].head(SHOWN_LINKS)
     for row in risky.itertuples():
         when = when_text(row.to_threshold_min)
-        st.page_link(ui.INSTANCE_PAGE, label=f"{row.name} ({row.instance_id}): {LEVELS[row.level].badge}, reaches the limit {when}",
-                     icon=LEVELS[row.level].icon, query_params={"instance": row.instance_id})
+        st.page_link(
+            ui.INSTANCE_PAGE,
+            label=f"{row.name} ({row.instance_id}): {LEVELS[row.level].badge}, reaches the limit {when}",
+            icon=LEVELS[row.level].icon,
+            query_params={"instance": row.instance_id},
+        )
     _table(frame)
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     labels = dict(zip(frame["instance_id"], frame["name"] + " (" + frame["instance_id"] + ")", strict=True))
     chosen = left.selectbox("Open an instance", list(labels), format_func=labels.get, key="open_instance")
-    right.page_link(ui.INSTANCE_PAGE, label=f"Open {labels[chosen]}", icon=":material/open_in_new:", query_params={"instance": chosen})
+    right.page_link(
+        ui.INSTANCE_PAGE, label=f"Open {labels[chosen]}", icon=":material/open_in_new:", query_params={"instance": chosen}
+    )
     st.caption(f"Updated {time.strftime('%H:%M:%S', time.gmtime())} UTC. Select a row or use a link to open an instance.")
 
 

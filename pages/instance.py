@@ -46,9 +46,15 @@ def _alerts_table(alerts: list[AlertRecord]) -> None:
     frame["opened"] = frame["opened_at"].map(utc_text)
     frame["predicted crossing"] = frame["crossing_ts"].map(utc_text)
     frame["outcome"] = frame["outcome"].fillna("")
-    st.dataframe(frame[["alert_id", "state", "opened", "predicted crossing", "lead_minutes", "peak", "model", "basis", "outcome"]],
-                 hide_index=True, placeholder="—", column_config={"lead_minutes": st.column_config.NumberColumn("lead (min)", format="%.0f"),
-                                                 "peak": st.column_config.NumberColumn("peak", format="%.0f %%")})
+    st.dataframe(
+        frame[["alert_id", "state", "opened", "predicted crossing", "lead_minutes", "peak", "model", "basis", "outcome"]],
+        hide_index=True,
+        placeholder="—",
+        column_config={
+            "lead_minutes": st.column_config.NumberColumn("lead (min)", format="%.0f"),
+            "peak": st.column_config.NumberColumn("peak", format="%.0f %%"),
+        },
+    )
 
 
 @st.fragment(run_every=data.REFRESH_SECONDS)
@@ -70,27 +76,42 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
 
     cols = st.columns([1, 1, 1, 1.5, 1])
     cols[0].metric("CPU now", percent_text(cpu_now), help=f"at {utc_text(view.newest)}")
-    cols[1].metric("Predicted peak", percent_text(seen.peak if seen is not None else None),
-                   help=f"highest forecast in the next {config.horizon * config.period // 60} min, as the alerts read it "
-                        f"(HEADROOM_ALERT_ON={config.alert_on})")
-    cols[2].metric("Time to limit", minutes_to_text(minutes_to_limit(crossing, now) if crossing else None), help=f"limit {threshold:.0f} %")
+    cols[1].metric(
+        "Predicted peak",
+        percent_text(seen.peak if seen is not None else None),
+        help=f"highest forecast in the next {config.horizon * config.period // 60} min, as the alerts read it "
+        f"(HEADROOM_ALERT_ON={config.alert_on})",
+    )
+    cols[2].metric(
+        "Time to limit", minutes_to_text(minutes_to_limit(crossing, now) if crossing else None), help=f"limit {threshold:.0f} %"
+    )
     cols[3].metric("Champion", (run.champion if run else None) or "—", help="lowest backtest MASE in the latest training run")
-    cols[4].metric("Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert.opened_at, now)}" if open_alert else None)
+    cols[4].metric(
+        "Alert", "open" if open_alert else "none", help=f"opened {ago_text(open_alert.opened_at, now)}" if open_alert else None
+    )
     if run is None:
         ui.no_models_help()
-    figure = charts.instance_figure(samples, forecasts, threshold, run.champion if run else None, show_all, crossing, past,
-                                    config.metrics)
+    figure = charts.instance_figure(
+        samples, forecasts, threshold, run.champion if run else None, show_all, crossing, past, config.metrics
+    )
     st.plotly_chart(figure, key="instance_chart", config={"displaylogo": False})
     if champion:
-        st.caption(f"Forecast by {champion.model} made {ago_text(champion.made_at, now)} from data up to "
-                   f"{utc_text(champion.origin_ts)}; the band is the calibrated interval from the backtest."
-                   + (f" The dotted line is the forecast deployed {ago_text(past.made_at, now)}, over what happened since."
-                      if past else ""))
+        st.caption(
+            f"Forecast by {champion.model} made {ago_text(champion.made_at, now)} from data up to "
+            f"{utc_text(champion.origin_ts)}; the band is the calibrated interval from the backtest."
+            + (
+                f" The dotted line is the forecast deployed {ago_text(past.made_at, now)}, over what happened since."
+                if past
+                else ""
+            )
+        )
     if view.alerts:
         st.subheader("Alerts on this instance")
         _alerts_table(view.alerts)
 
 
-st.caption(f"{ui.instance_label(next(i for i in instances if i.instance_id == instance_id))} · "
-           f"share this view: `?instance={instance_id}`")
+st.caption(
+    f"{ui.instance_label(next(i for i in instances if i.instance_id == instance_id))} · "
+    f"share this view: `?instance={instance_id}`"
+)
 live(instance_id, RANGES[span], bool(show_all))

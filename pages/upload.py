@@ -38,7 +38,8 @@ aws cloudwatch get-metric-data --start-time 2026-11-20T00:00:00Z --end-time 2026
 Name queries NAMES (or include the instance id, e.g. `cpu_i_0abc…`).
 A CSV works too: a `timestamp` column (ISO 8601 or unix seconds) and a `cpu` column, optionally INPUTS.
 At least two days of 5-minute data let every model run; less runs the baselines and ARIMA only.""".replace(
-    "NAMES", ", ".join(f"`{key}`" for key in METRICS)).replace("INPUTS", ", ".join(f"`{key}`" for key in METRICS if key != TARGET))
+    "NAMES", ", ".join(f"`{key}`" for key in METRICS)
+).replace("INPUTS", ", ".join(f"`{key}`" for key in METRICS if key != TARGET))
 
 nav.require_entry()
 config = data.settings()
@@ -92,7 +93,10 @@ if result is not None and result["digest"] != digest:
 
 validate_tab, predict_tab = st.tabs(["Validate", "Predict"])
 with validate_tab:
-    choice = st.segmented_control("Models to backtest", list(VALIDATE_CHOICES), default="ARIMA", key="validate_choice", required=True) or "ARIMA"
+    choice = (
+        st.segmented_control("Models to backtest", list(VALIDATE_CHOICES), default="ARIMA", key="validate_choice", required=True)
+        or "ARIMA"
+    )
     st.caption("A rolling-origin backtest on this upload; the baselines run beside the choice. LSTM and TCN train for a while.")
     if st.button("Validate", type="primary", key="validate"):
         report, bar = progress_bar("starting…")
@@ -100,16 +104,27 @@ with validate_tab:
             from forecasting.training import validate_samples  # lazily: imports the models (and TensorFlow)
 
             done = validate_samples(series, config, models=validate_models(choice, config.models), progress=report)
-            result = {"digest": digest, "kind": "validate", "choice": choice, "champion": done.champion,
-                      "scores": list(done.scores), "backtest": list(done.backtest)}
+            result = {
+                "digest": digest,
+                "kind": "validate",
+                "choice": choice,
+                "champion": done.champion,
+                "scores": list(done.scores),
+                "backtest": list(done.backtest),
+            }
             st.session_state["upload_result"] = result
         except Exception as error:  # any failure of the engine on user data: one line, page stays usable
             bar.empty()
             st.error(f"validation failed: {one_line(error)}", icon=":material/block:")
     if result is not None and result["kind"] == "validate":
         st.subheader(f"Scores ({result['choice']}); champion: {result['champion'] or 'none'}")
-        st.dataframe(scores_frame(result["scores"], result["champion"]), hide_index=True, placeholder="—", key="validate_scores",
-                     column_config=ui.score_columns())
+        st.dataframe(
+            scores_frame(result["scores"], result["champion"]),
+            hide_index=True,
+            placeholder="—",
+            key="validate_scores",
+            column_config=ui.score_columns(),
+        )
         points = backtest_frame(result["backtest"])
         models = list(pd.unique(points["model"])) if not points.empty else []
         shown = [result["champion"]] if result["champion"] in models else models[:1]
@@ -117,10 +132,20 @@ with validate_tab:
 
 with predict_tab:
     left, right = st.columns(2)
-    model = left.selectbox("Model", ["auto", *MODEL_NAMES], key="predict_model",
-                           format_func=lambda m: "auto (what training would deploy on this upload)" if m == "auto" else m)
-    horizon = right.number_input("Steps ahead", min_value=1, max_value=288, value=config.horizon, key="predict_horizon",
-                                 help=f"one step is {config.period // 60} min")
+    model = left.selectbox(
+        "Model",
+        ["auto", *MODEL_NAMES],
+        key="predict_model",
+        format_func=lambda m: "auto (what training would deploy on this upload)" if m == "auto" else m,
+    )
+    horizon = right.number_input(
+        "Steps ahead",
+        min_value=1,
+        max_value=288,
+        value=config.horizon,
+        key="predict_horizon",
+        help=f"one step is {config.period // 60} min",
+    )
     if st.button("Predict", type="primary", key="predict"):
         report, bar = progress_bar("starting…")
         try:
@@ -134,8 +159,17 @@ with predict_tab:
             st.error(f"prediction failed: {one_line(error)}", icon=":material/block:")
     if result is not None and result["kind"] == "predict":
         forecast = result["forecast"]
-        st.plotly_chart(charts.forecast_figure(series["cpu"], forecast, threshold), key="predict_chart", config={"displaylogo": False})
+        st.plotly_chart(
+            charts.forecast_figure(series["cpu"], forecast, threshold), key="predict_chart", config={"displaylogo": False}
+        )
         left, right, _ = st.columns([1, 1, 4])
-        left.download_button("Download CSV", forecast_csv(forecast), file_name=f"forecast-{instance_id}.csv", mime="text/csv", key="download_csv")
-        right.download_button("Download JSON", forecast_json(forecast, instance_id), file_name=f"forecast-{instance_id}.json",
-                              mime="application/json", key="download_json")
+        left.download_button(
+            "Download CSV", forecast_csv(forecast), file_name=f"forecast-{instance_id}.csv", mime="text/csv", key="download_csv"
+        )
+        right.download_button(
+            "Download JSON",
+            forecast_json(forecast, instance_id),
+            file_name=f"forecast-{instance_id}.json",
+            mime="application/json",
+            key="download_json",
+        )

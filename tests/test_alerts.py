@@ -31,9 +31,18 @@ def store(settings: Settings):
 
 def forecast(origin: int, mean: list[float], spread: float = 4.0, model: str = "arima") -> dict:
     """A forecast row as run_forecasts writes it: 12 steps after ``origin``, a symmetric band."""
-    return {"instance_id": IID, "run_id": 1, "model": model, "is_champion": True, "made_at": origin + P, "origin_ts": origin,
-            "timestamps": [origin + P * (k + 1) for k in range(len(mean))], "mean": mean,
-            "lower": [m - spread for m in mean], "upper": [m + spread for m in mean]}
+    return {
+        "instance_id": IID,
+        "run_id": 1,
+        "model": model,
+        "is_champion": True,
+        "made_at": origin + P,
+        "origin_ts": origin,
+        "timestamps": [origin + P * (k + 1) for k in range(len(mean))],
+        "mean": mean,
+        "lower": [m - spread for m in mean],
+        "upper": [m + spread for m in mean],
+    }
 
 
 def ramp(start: float, end: float, steps: int = 12) -> list[float]:
@@ -72,7 +81,13 @@ def test_open_update_hysteresis_clear_and_false_alarm(store: Store, settings: Se
     assert report.opened == [IID] and "1 alerts opened" in report.summary()
     (alert,) = store.alerts.recent()
     crossing_ts = T + 8 * P
-    assert (alert.state, alert.crossing_ts, alert.lead_minutes, alert.basis, alert.model) == ("open", crossing_ts, 40.0, "mean", "arima")
+    assert (alert.state, alert.crossing_ts, alert.lead_minutes, alert.basis, alert.model) == (
+        "open",
+        crossing_ts,
+        40.0,
+        "mean",
+        "arima",
+    )
     assert alert.peak == 90.0 and alert.threshold == 80.0 and alert.outcome is None and alert.opened_at == T
 
     cycle(store, settings, T + P, ramp(70, 95))  # still crossing, earlier now: updated, one alert only
@@ -118,7 +133,9 @@ def test_an_alert_opened_while_cpu_is_already_above_is_late(store: Store, settin
     assert events(store, alert.alert_id) == ["opened", "crossed"]
 
 
-def test_a_crossing_forecast_within_the_grace_reopens_the_same_alert_and_later_opens_a_new_one(store: Store, settings: Settings) -> None:
+def test_a_crossing_forecast_within_the_grace_reopens_the_same_alert_and_later_opens_a_new_one(
+    store: Store, settings: Settings
+) -> None:
     cpu(store, {T - k * P: 60.0 for k in range(1, 13)})
     cycle(store, settings, T, ramp(70, 90))
     for k in (1, 2):
@@ -153,7 +170,9 @@ def test_a_forecast_whose_horizon_has_passed_changes_nothing(store: Store, setti
     assert report.stale == [IID] and alert.below_count == 0 and alert.state == "open"
 
 
-def test_all_writes_of_an_evaluation_commit_together_or_not_at_all(store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_all_writes_of_an_evaluation_commit_together_or_not_at_all(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = "i-0abc0000000000002"
     store.samples.upsert_instance(other, "web-2", 80.0, T)
     store.forecasts.record([forecast(T - P, ramp(70, 90)), {**forecast(T - P, ramp(70, 90)), "instance_id": other}])

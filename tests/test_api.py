@@ -51,7 +51,7 @@ def client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
 
 
 @pytest.fixture()
-async def api(worker_db: Path) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def api(worker_db: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app on the worker-filled store, without a token."""
     async with client(create_app(api_settings(worker_db))) as session:
         yield session
@@ -64,7 +64,7 @@ def seconds(text: str) -> int:
 
 
 # ---- read endpoints -----------------------------------------------------------------
-async def test_health_reports_version_data_age_and_worker_jobs(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
+async def test_health_reports_version_data_age_and_worker_jobs(api: httpx.AsyncClient, worker_db: Path) -> None:
     answer = (await api.get("/health")).json()
     with Store(worker_db) as store:
         newest = max(store.samples.newest_ts(i.instance_id) for i in store.samples.instances())
@@ -93,7 +93,7 @@ async def test_health_says_empty_then_degraded(tmp_path: Path) -> None:
     assert answer["jobs"]["ingest"] == {**answer["jobs"]["ingest"], "ok": False, "error": "ThrottlingException: rate exceeded"}
 
 
-async def test_instances_list_champion_and_open_alert(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
+async def test_instances_list_champion_and_open_alert(api: httpx.AsyncClient, worker_db: Path) -> None:
     rows = (await api.get("/instances")).json()["instances"]
     with Store(worker_db) as store:
         known = {i.instance_id: i for i in store.samples.instances()}
@@ -109,7 +109,7 @@ async def test_instances_list_champion_and_open_alert(api: httpx.AsyncClient, wo
     assert any(row["open_alert"] for row in rows)
 
 
-async def test_predictions_are_the_latest_champion_forecasts(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
+async def test_predictions_are_the_latest_champion_forecasts(api: httpx.AsyncClient, worker_db: Path) -> None:
     answer = (await api.get("/predictions")).json()["predictions"]
     with Store(worker_db) as store:
         stored = {f.instance_id: f for f in store.forecasts.latest()}
@@ -126,7 +126,7 @@ async def test_predictions_are_the_latest_champion_forecasts(api: httpx.AsyncCli
     assert one == [answer[1]]
 
 
-async def test_compare_gives_scores_and_champion(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
+async def test_compare_gives_scores_and_champion(api: httpx.AsyncClient, worker_db: Path) -> None:
     iid = "i-0de00000000000002"
     answer = (await api.get("/compare", params={"instance": iid})).json()["comparisons"]
     with Store(worker_db) as store:
@@ -143,7 +143,7 @@ async def test_compare_gives_scores_and_champion(api: httpx.AsyncClient, worker_
     assert [c["instance_id"] for c in everything] == sorted(store_ids(worker_db)) and answer[0] in everything
 
 
-async def test_compare_shows_the_realised_accuracy_of_stored_forecasts(worker_db: Path, tmp_path: Path) -> None:  # noqa: F811
+async def test_compare_shows_the_realised_accuracy_of_stored_forecasts(worker_db: Path, tmp_path: Path) -> None:
     from forecasting.scoring import CURSOR, realised_scores, score_realised
 
     db = tmp_path / "copy.db"
@@ -154,9 +154,22 @@ async def test_compare_shows_the_realised_accuracy_of_stored_forecasts(worker_db
         ts, cpu = store.samples.series(iid, metrics=["cpu"])["cpu"]
         run = store.runs.latest()[iid]
         origin = int(ts[-13])  # a forecast whose twelve actuals have all arrived, made two hours ago
-        store.forecasts.record([{"instance_id": iid, "run_id": run.run_id, "model": "naive", "is_champion": False,
-                                 "made_at": now - 7200, "origin_ts": origin, "timestamps": [int(t) for t in ts[-12:]],
-                                 "mean": [float(cpu[-13])] * 12, "lower": [0.0] * 12, "upper": [100.0] * 12}])
+        store.forecasts.record(
+            [
+                {
+                    "instance_id": iid,
+                    "run_id": run.run_id,
+                    "model": "naive",
+                    "is_champion": False,
+                    "made_at": now - 7200,
+                    "origin_ts": origin,
+                    "timestamps": [int(t) for t in ts[-12:]],
+                    "mean": [float(cpu[-13])] * 12,
+                    "lower": [0.0] * 12,
+                    "upper": [100.0] * 12,
+                }
+            ]
+        )
         store.jobs.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
         score_realised(store, api_settings(db), now)
         expected = realised_scores(store, now, iid)[iid]["naive"]
@@ -174,7 +187,7 @@ def store_ids(db: Path) -> list[str]:
         return [i.instance_id for i in store.samples.instances()]
 
 
-async def test_alerts_filter_by_state_and_instance(api: httpx.AsyncClient, worker_db: Path) -> None:  # noqa: F811
+async def test_alerts_filter_by_state_and_instance(api: httpx.AsyncClient, worker_db: Path) -> None:
     with Store(worker_db) as store:
         every = store.alerts.recent()
         opened = store.alerts.open()
@@ -189,16 +202,19 @@ async def test_alerts_filter_by_state_and_instance(api: httpx.AsyncClient, worke
     assert mine and all(a["instance_id"] == first["instance_id"] for a in mine)
 
 
-@pytest.mark.parametrize(("path", "status", "says"), [
-    ("/predictions?instance=i-0nope", 404, "i-0nope"),
-    ("/compare?instance=i-0nope", 404, "not monitored"),
-    ("/alerts?instance=i-0nope", 404, "not monitored"),
-    ("/alerts?state=closed", 422, "state"),
-    ("/alerts?limit=0", 422, "limit"),
-    ("/predictions?instance=", 422, "instance"),
-    ("/predictions?instanse=i-0de00000000000001", 422, "unknown query parameter 'instanse'"),
-    ("/nowhere", 404, "Not Found"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("/predictions?instance=i-0nope", 404, "i-0nope"),
+        ("/compare?instance=i-0nope", 404, "not monitored"),
+        ("/alerts?instance=i-0nope", 404, "not monitored"),
+        ("/alerts?state=closed", 422, "state"),
+        ("/alerts?limit=0", 422, "limit"),
+        ("/predictions?instance=", 422, "instance"),
+        ("/predictions?instanse=i-0de00000000000001", 422, "unknown query parameter 'instanse'"),
+        ("/nowhere", 404, "Not Found"),
+    ],
+)
 async def test_bad_requests_get_a_json_error_saying_what(api: httpx.AsyncClient, path: str, status: int, says: str) -> None:
     response = await api.get(path)
     assert response.status_code == status
@@ -206,7 +222,7 @@ async def test_bad_requests_get_a_json_error_saying_what(api: httpx.AsyncClient,
 
 
 # ---- auth -----------------------------------------------------------------------------
-async def test_token_guards_every_endpoint_and_the_docs_but_health(worker_db: Path) -> None:  # noqa: F811
+async def test_token_guards_every_endpoint_and_the_docs_but_health(worker_db: Path) -> None:
     async with client(create_app(api_settings(worker_db, api_token=TOKEN))) as session:
         assert (await session.get("/health")).status_code == 200
         for path in [*READ_PATHS, "/docs", "/redoc", "/openapi.json"]:
@@ -263,19 +279,23 @@ def import_message(tmp_path: Path, content: bytes) -> str:
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
     env = {**os.environ, "HEADROOM_DB": str(tmp_path / "import.db"), "HEADROOM_CONFIG": str(tmp_path / "none.toml")}
-    done = subprocess.run([sys.executable, "-m", "forecasting", "import", str(bad)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "forecasting", "import", str(bad)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     return done.stderr.strip().removeprefix("headroom import: bad.json: ")
 
 
-@pytest.mark.parametrize("content", [
-    b'{"MetricDataResults": [{"Id": "cpu", "Timestamps": ["2025-01-01T00:00:00Z"], "Values": [1, 2]}]}',
-    b'{"MetricDataResults": [{"Id": "cpu", "Timestamps": ["yesterday"], "Values": [1]}]}',
-    b'{"MetricDataResults": [{"Id": "disk", "Timestamps": [], "Values": []}]}',
-    b'{"Metric',
-    b"",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"MetricDataResults": [{"Id": "cpu", "Timestamps": ["2025-01-01T00:00:00Z"], "Values": [1, 2]}]}',
+        b'{"MetricDataResults": [{"Id": "cpu", "Timestamps": ["yesterday"], "Values": [1]}]}',
+        b'{"MetricDataResults": [{"Id": "disk", "Timestamps": [], "Values": []}]}',
+        b'{"Metric',
+        b"",
+    ],
+)
 async def test_malformed_export_gets_the_import_commands_message(api: httpx.AsyncClient, tmp_path: Path, content: bytes) -> None:
     response = await api.post("/predict", content=content)
     assert response.status_code == 422
@@ -292,15 +312,18 @@ def two_instances() -> bytes:
     return json.dumps({"MetricDataResults": first + second}).encode()
 
 
-@pytest.mark.parametrize(("query", "status", "says"), [
-    ("?model=prophet", 422, "model"),
-    ("?horizon=0", 422, "horizon"),
-    ("?horizon=289", 422, "horizon"),
-    ("?model=naive", 422, "choose one with ?instance="),
-    ("?model=naive&instance=i-0cccccccccccccccc", 422, "is not in the export"),
-    ("?model=naive&instance=i-0bbbbbbbbbbbbbbbb", 200, None),
-    ("?model=lstm&instance=i-0aaaaaaaaaaaaaaaa", 422, "needs 2 days of history"),
-])
+@pytest.mark.parametrize(
+    ("query", "status", "says"),
+    [
+        ("?model=prophet", 422, "model"),
+        ("?horizon=0", 422, "horizon"),
+        ("?horizon=289", 422, "horizon"),
+        ("?model=naive", 422, "choose one with ?instance="),
+        ("?model=naive&instance=i-0cccccccccccccccc", 422, "is not in the export"),
+        ("?model=naive&instance=i-0bbbbbbbbbbbbbbbb", 200, None),
+        ("?model=lstm&instance=i-0aaaaaaaaaaaaaaaa", 422, "needs 2 days of history"),
+    ],
+)
 async def test_predict_rejects_what_it_cannot_do(api: httpx.AsyncClient, query: str, status: int, says: str | None) -> None:
     response = await api.post("/predict" + query, content=two_instances())
     assert response.status_code == status, response.text
@@ -335,7 +358,7 @@ class Chunks:
             yield self.chunk
 
 
-async def test_body_limit_stops_reading_a_large_stream(worker_db: Path) -> None:  # noqa: F811
+async def test_body_limit_stops_reading_a_large_stream(worker_db: Path) -> None:
     app = create_app(api_settings(worker_db, api_body_limit_mb=1))
     body = Chunks(total_mb=200)
     async with client(app) as session:
@@ -365,7 +388,9 @@ async def test_time_limit_answers_503_and_the_slot_stays_taken(worker_db: Path, 
             await asyncio.sleep(0.1)
         assert freed  # the slot comes back once the LSTM's thread ends
         done = await session.post("/predict?model=naive", content=export_body)
-        assert not done.json().get("detail", "").startswith("busy"), done.text  # (it may still hit the 0.05 s limit on a slow machine)
+        assert not done.json().get("detail", "").startswith("busy"), (
+            done.text
+        )  # (it may still hit the 0.05 s limit on a slow machine)
 
 
 async def test_training_runs_off_the_event_loop(api: httpx.AsyncClient, export_body: bytes) -> None:  # noqa: F811
@@ -391,7 +416,7 @@ async def test_unexpected_errors_are_a_generic_500(tmp_path: Path, caplog: pytes
     assert "Traceback" not in response.text and "GET /instances failed" in caplog.text
 
 
-def test_api_starts_without_tensorflow(worker_db: Path) -> None:  # noqa: F811
+def test_api_starts_without_tensorflow(worker_db: Path) -> None:
     script = (
         "import asyncio, sys, httpx\n"
         "from forecasting.api import app\n"
@@ -406,7 +431,9 @@ def test_api_starts_without_tensorflow(worker_db: Path) -> None:  # noqa: F811
     export.write_bytes(demo_export(0.5))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
     env.update(HEADROOM_DB=str(worker_db), HEADROOM_CONFIG=str(worker_db.parent / "none.toml"))
-    done = subprocess.run([sys.executable, "-c", script, str(export)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(export)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.strip() == "[200, 200, 200, 200, 200] []", done.stderr[-2000:]
 
 

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +60,33 @@ def wait_for(url: str, process: subprocess.Popen[str], headers: dict[str, str] |
 
 
 def test_the_launcher_refuses_a_non_loopback_address_without_a_token(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "forecasting", "api"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env=api_env(tmp_path, HEADROOM_API_HOST="0.0.0.0", HEADROOM_API_PORT=str(free_port())))
+    done = subprocess.run(
+        [sys.executable, "-m", "forecasting", "api"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=api_env(tmp_path, HEADROOM_API_HOST="0.0.0.0", HEADROOM_API_PORT=str(free_port())),
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "headroom api: refusing to serve on 0.0.0.0, a non-loopback address, without HEADROOM_API_TOKEN: set a token, "
-        "or HEADROOM_API_OPEN=true if anyone who reaches it may read and upload"]
+        "or HEADROOM_API_OPEN=true if anyone who reaches it may read and upload"
+    ]
 
 
 @pytest.mark.parametrize("allowed_by", ["token", "open"])
 def test_the_launcher_serves_an_exposed_address_with_a_token_or_when_meant_open(tmp_path: Path, allowed_by: str) -> None:
     port = free_port()
     extra = {"HEADROOM_API_TOKEN": TOKEN} if allowed_by == "token" else {"HEADROOM_API_OPEN": "true"}
-    process = subprocess.Popen([sys.executable, "-m", "forecasting", "api"], cwd=ROOT, text=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=api_env(tmp_path, HEADROOM_API_HOST="0.0.0.0", HEADROOM_API_PORT=str(port), **extra))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forecasting", "api"],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=api_env(tmp_path, HEADROOM_API_HOST="0.0.0.0", HEADROOM_API_PORT=str(port), **extra),
+    )
     try:
         assert wait_for(f"http://127.0.0.1:{port}/health", process) == 200
         assert wait_for(f"http://127.0.0.1:{port}/openapi.json", process) == (401 if allowed_by == "token" else 200)
@@ -83,10 +96,18 @@ def test_the_launcher_serves_an_exposed_address_with_a_token_or_when_meant_open(
 
 
 def test_plain_uvicorn_with_a_bad_setting_or_an_exposed_host_stops_in_one_line(tmp_path: Path) -> None:
-    for extra, expected in (({"HEADROOM_API_TIMEOUT": "-1"}, "invalid setting HEADROOM_API_TIMEOUT"),
-                            ({"HEADROOM_API_HOST": "0.0.0.0"}, "refusing to serve on 0.0.0.0")):
-        done = subprocess.run([sys.executable, "-m", "uvicorn", "forecasting.api:app", "--port", str(free_port())], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60, env=api_env(tmp_path, **extra))
+    for extra, expected in (
+        ({"HEADROOM_API_TIMEOUT": "-1"}, "invalid setting HEADROOM_API_TIMEOUT"),
+        ({"HEADROOM_API_HOST": "0.0.0.0"}, "refusing to serve on 0.0.0.0"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "uvicorn", "forecasting.api:app", "--port", str(free_port())],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=api_env(tmp_path, **extra),
+        )
         assert done.returncode != 0
         assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) <= 4, done.stderr  # uvicorn's own lines around the one of ours
@@ -105,7 +126,9 @@ async def test_a_request_that_arrives_on_a_non_loopback_address_without_a_token_
         assert (await meant_open.get("/predictions")).status_code == 200
     async with client(create_app(api_settings(worker_db, api_token=TOKEN)), "10.1.2.3") as with_token:
         assert (await with_token.get("/predictions", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
-        assert (await with_token.get("/predictions", headers={"Authorization": f"Bearer {TOKEN}", "Forwarded": "for=1.2.3.4"})).status_code == 200
+        assert (
+            await with_token.get("/predictions", headers={"Authorization": f"Bearer {TOKEN}", "Forwarded": "for=1.2.3.4"})
+        ).status_code == 200
 
 
 async def test_health_details_and_job_errors_only_with_the_token(worker_db: Path) -> None:
@@ -141,10 +164,13 @@ async def test_a_database_still_being_created_answers_empty_not_500(tmp_path: Pa
 async def test_an_export_ending_near_year_9999_gets_422(tmp_path: Path) -> None:
     end = 253_402_300_799 // 300 * 300
     stamps = list(range(end - 86_400, end, 300))
-    result = {"Id": "cpu", "Label": "CPUUtilization", "StatusCode": "Complete", "Values": [40.0 + i % 7 for i in range(len(stamps))],
-              "Timestamps": [datetime.fromtimestamp(t, timezone.utc).isoformat() for t in stamps]}
+    result = {
+        "Id": "cpu",
+        "Label": "CPUUtilization",
+        "StatusCode": "Complete",
+        "Values": [40.0 + i % 7 for i in range(len(stamps))],
+        "Timestamps": [datetime.fromtimestamp(t, UTC).isoformat() for t in stamps],
+    }
     async with client(create_app(api_settings(tmp_path / "none.db"))) as session:
         answer = await session.post("/predict?model=naive", content=json.dumps({"MetricDataResults": [result]}))
     assert answer.status_code == 422 and "9999" in answer.json()["detail"]
-
-

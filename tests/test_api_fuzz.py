@@ -32,7 +32,7 @@ schema.hook(map_query)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fuzzed_store(worker_db: Path) -> Iterator[None]:  # noqa: F811
+def fuzzed_store(worker_db: Path) -> Iterator[None]:
     """Point the fuzzed app at the worker-filled store, with a token so auth is fuzzed too."""
     APP.state.headroom = ApiState(api_settings(worker_db, api_token=TOKEN, api_timeout=60, api_concurrency=2))
     yield

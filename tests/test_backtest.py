@@ -32,7 +32,9 @@ from forecasting.models.registry import make_model
 from forecasting.settings import load_settings
 from tests.test_features import PERIOD, demo_samples
 
-HAVE_NEURAL = importlib.util.find_spec("forecasting.models.neural") is not None and importlib.util.find_spec("tensorflow") is not None
+HAVE_NEURAL = (
+    importlib.util.find_spec("forecasting.models.neural") is not None and importlib.util.find_spec("tensorflow") is not None
+)
 
 
 # ---- metrics against hand-computed values ------------------------------------
@@ -97,7 +99,7 @@ def test_conformal_offsets_always_bracket_the_forecast_and_never_narrow() -> Non
 def test_cross_fitted_bounds_calibrate_each_half_on_the_other() -> None:
     actual = np.vstack([np.full((10, 2), 1.0), np.full((10, 2), 100.0)])
     mean = np.zeros((20, 2))
-    lower, upper = cross_fitted_bounds(actual, mean, np.ones(20))
+    _lower, upper = cross_fitted_bounds(actual, mean, np.ones(20))
     assert upper[:10].max() == 100.0  # first half calibrated on the large residuals of the second
     assert upper[10:].max() == 1.0  # and the other way round: the second half is not covered
 
@@ -175,7 +177,10 @@ def test_champion_is_the_lowest_mase_among_models_that_fit() -> None:
         {"model": "tcn", "status": "ok", "mase": float("nan")},
     ]
     assert choose_champion(scores) == "arima"
-    assert choose_champion([{"model": "linear", "status": "ok", "mase": 0.9}, {"model": "naive", "status": "ok", "mase": 0.9}]) == "naive"
+    assert (
+        choose_champion([{"model": "linear", "status": "ok", "mase": 0.9}, {"model": "naive", "status": "ok", "mase": 0.9}])
+        == "naive"
+    )
     assert choose_champion([{"model": "lstm", "status": "skipped", "mase": None}]) is None
 
 
@@ -196,7 +201,9 @@ def test_the_combination_is_deployed_unless_one_model_beats_it_clearly_on_both_h
     clear = _halves("arima", edge - 0.01, edge - 0.02)
     clearer = _halves("tcn", edge - 0.2, edge - 0.1)
     assert choose_deployed({"combined": combined, "arima": clear, "tcn": clearer}) == "tcn"
-    assert choose_deployed({"arima": _halves("arima", 0.9, 0.9), "naive": _halves("naive", 0.8, 1.2)}) == "arima"  # no combination: lowest MASE
+    assert (
+        choose_deployed({"arima": _halves("arima", 0.9, 0.9), "naive": _halves("naive", 0.8, 1.2)}) == "arima"
+    )  # no combination: lowest MASE
     assert choose_deployed({}) is None
 
 
@@ -207,19 +214,23 @@ LEAK_MODELS = [m for m in MODEL_NAMES if (m not in NEURAL or HAVE_NEURAL) and no
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LEAK_MODELS)
 def test_changing_data_after_the_origin_changes_no_forecast_made_before_it(name: str, tmp_path) -> None:
-    settings = load_settings(db=tmp_path / "h.db", model={"lookback": 12, "units": 4, "epochs": 2, "batch_size": 64,
-                                                          "max_windows": 400, "dilations": [1, 2], "patience": 1})
+    settings = load_settings(
+        db=tmp_path / "h.db",
+        model={"lookback": 12, "units": 4, "epochs": 2, "batch_size": 64, "max_windows": 400, "dilations": [1, 2], "patience": 1},
+    )
     if FAMILIES[name].pooled:  # learned across other instances first, as the retrain pass does
         from forecasting.fleet_model import train_fleet_model
 
         others = [(f"i-{k}", demo_samples(2.6, index=k), 0) for k in (1, 2, 3)]
         now = int(others[0][1]["cpu"][0][-1])
-        settings = settings.model_copy(update={"fleet_model": train_fleet_model([(i, s, now) for i, s, _ in others], settings, now)})
+        settings = settings.model_copy(
+            update={"fleet_model": train_fleet_model([(i, s, now) for i, s, _ in others], settings, now)}
+        )
     frame = to_frame(demo_samples(2.6, index=0), PERIOD)
     rows = np.array([len(frame) - 301, len(frame) - 1])  # the later origin sees a day of changed data
     model = make_model(name, settings, 12).fit(frame.iloc[: rows[0] + 1])
     changed = frame.copy()
-    changed.iloc[rows[0] + 1:] = changed.iloc[rows[0] + 1:] * 0.5 + 20  # rewrite everything after the first origin
+    changed.iloc[rows[0] + 1 :] = changed.iloc[rows[0] + 1 :] * 0.5 + 20  # rewrite everything after the first origin
     before = model.predict_at(frame, rows[:1], 12)
     after = model.predict_at(changed, rows[:1], 12)
     assert np.allclose(before, after, rtol=0, atol=1e-6)

@@ -27,7 +27,7 @@ def test_offsets_are_in_units_of_the_local_scale_and_bounds_follow_it() -> None:
     residuals = rng.normal(size=(400, 3)) * scales[:, None]  # errors proportional to the volatility
     calibration = calibrate(residuals, scales)
     assert calibration.offsets[:, 1] == pytest.approx([1.645] * 3, rel=0.2)  # ≈ the normal 95 % point in scale units
-    lower, upper = calibration.bounds(np.full((2, 3), 50.0), np.array([1.0, 4.0]))
+    _lower, upper = calibration.bounds(np.full((2, 3), 50.0), np.array([1.0, 4.0]))
     assert (upper[1] - 50) == pytest.approx(4 * (upper[0] - 50))  # four times as volatile: four times as wide
     fixed = Calibration(np.array([[-2.0, 3.0]]), adaptive=False)
     assert fixed.scales(np.arange(10.0), np.array([5, 9])).tolist() == [1.0, 1.0]
@@ -46,7 +46,9 @@ def test_the_deployed_model_covers_90_percent_of_new_data_with_known_noise(tmp_p
     values = _noisy(6, sigma=3.0, seed=5)
     trained_on = int(4 * 86_400 / PERIOD)
     samples = {"cpu": (START + PERIOD * np.arange(len(values), dtype=np.int64), values)}
-    settings = load_settings(db=tmp_path / "h.db", models=["naive", "seasonal_naive", "linear", "arima", "combined"], backtest_days=1.5)
+    settings = load_settings(
+        db=tmp_path / "h.db", models=["naive", "seasonal_naive", "linear", "arima", "combined"], backtest_days=1.5
+    )
     seen = {"cpu": (samples["cpu"][0][:trained_on], values[:trained_on])}
     result = train_instance("i-noise", seen, settings, int(seen["cpu"][0][-1]))
     deployed = load_model(f"{result.run['model_dir']}/{result.champion}")
@@ -97,7 +99,7 @@ def test_recent_recalibration_never_reads_an_actual_after_the_origin() -> None:
     past = recent_origins(rows)
     bounds = recent_bounds(calibration, cpu, _flat_forecasts(rows), rows, past, _flat_forecasts(past))
     future = cpu.copy()
-    future[rows[0] + 1:] = 99.0  # whatever happens next must not change this forecast's interval
+    future[rows[0] + 1 :] = 99.0  # whatever happens next must not change this forecast's interval
     again = recent_bounds(calibration, future, _flat_forecasts(rows), rows, past, _flat_forecasts(past))
     assert np.array_equal(bounds[0], again[0]) and np.array_equal(bounds[1], again[1])
     assert past.max() < rows[0] and past.min() >= rows[0] - 288

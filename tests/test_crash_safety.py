@@ -19,7 +19,12 @@ WAL_MID_WRITE = 4 * 1024 * 1024  # the ingest transaction has started spilling p
 
 def worker_env(db: Path) -> dict[str, str]:
     env = environ_without_settings()
-    env.update(HEADROOM_SOURCE="demo", HEADROOM_DB=str(db), HEADROOM_DEMO_INSTANCES=str(INSTANCES), HEADROOM_CONFIG=str(db.parent / "none.toml"))
+    env.update(
+        HEADROOM_SOURCE="demo",
+        HEADROOM_DB=str(db),
+        HEADROOM_DEMO_INSTANCES=str(INSTANCES),
+        HEADROOM_CONFIG=str(db.parent / "none.toml"),
+    )
     return env
 
 
@@ -33,7 +38,10 @@ def series_counts(db: Path) -> tuple[int, int, dict[tuple[str, str], int]]:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         samples = conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
         instances = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
-        per_series = {(i, m): n for i, m, n in conn.execute("SELECT instance_id, metric, COUNT(*) FROM samples GROUP BY instance_id, metric")}
+        per_series = {
+            (i, m): n
+            for i, m, n in conn.execute("SELECT instance_id, metric, COUNT(*) FROM samples GROUP BY instance_id, metric")
+        }
     return samples, instances, per_series
 
 

@@ -23,8 +23,19 @@ T = 1_800_000_000  # a cycle time on the 5-minute grid
 
 def forecast(origin: int, mean: list[float], spread: float = 4.0) -> ForecastRecord:
     """12 steps after ``origin`` with a symmetric band, as the store reads a forecast back."""
-    return ForecastRecord(1, "i-a", 1, "arima", True, origin + P, origin, tuple(origin + P * (k + 1) for k in range(len(mean))),
-                          tuple(mean), tuple(m - spread for m in mean), tuple(m + spread for m in mean))
+    return ForecastRecord(
+        1,
+        "i-a",
+        1,
+        "arima",
+        True,
+        origin + P,
+        origin,
+        tuple(origin + P * (k + 1) for k in range(len(mean))),
+        tuple(mean),
+        tuple(m - spread for m in mean),
+        tuple(m + spread for m in mean),
+    )
 
 
 def ramp(start: float, end: float, steps: int = 12) -> list[float]:
@@ -50,7 +61,12 @@ def test_only_the_upper_bound_crossing_opens_nothing_on_mean_and_an_upper_alert_
     f = forecast(T - P, ramp(60, 77), spread=6)  # mean peaks at 77, upper at 83, first ≥ 80 at step 8
     assert find_crossing(f, 80, "mean", now=T) is None
     c = find_crossing(f, 80, "upper", now=T)
-    assert c is not None and c.basis == "upper" and c.step == int(np.argmax(np.asarray(f.upper) >= 80)) and c.peak == pytest.approx(83)
+    assert (
+        c is not None
+        and c.basis == "upper"
+        and c.step == int(np.argmax(np.asarray(f.upper) >= 80))
+        and c.peak == pytest.approx(83)
+    )
     both = forecast(T - P, ramp(70, 90), spread=6)  # both cross: the point forecast's crossing is reported
     assert find_crossing(both, 80, "upper", now=T).basis == "mean"  # type: ignore[union-attr]
     assert find_crossing(both, 80, "upper", now=T).ts == both.timestamps[int(np.argmax(np.asarray(both.mean) >= 80))]  # type: ignore[union-attr]
@@ -65,7 +81,7 @@ def test_likely_opens_when_a_step_has_a_40_percent_chance_read_from_the_interval
     assert c.peak == pytest.approx(79.5 + LIKELY_SHARE * 6)
     assert find_crossing(closer, 80, "mean", now=T) is None  # the point forecast alone does not cross
     assert find_crossing(near, 80, "upper", now=T).basis == "upper"  # type: ignore[union-attr]
-    assert LIKELY_SHARE == pytest.approx(0.154, abs=1e-3)
+    assert pytest.approx(0.154, abs=1e-3) == LIKELY_SHARE
 
 
 def test_the_peak_is_the_crossing_series_or_without_a_crossing_the_widest_watched_one() -> None:

@@ -23,8 +23,9 @@ PERIOD = 300
 START = 1_700_000_000 // DAY * DAY  # a midnight, UTC
 
 
-def demo_samples(days: float, index: int = 0, metrics: tuple[str, ...] = ("cpu", "memory", "network_in", "network_out"),
-                 start: int = START) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def demo_samples(
+    days: float, index: int = 0, metrics: tuple[str, ...] = ("cpu", "memory", "network_in", "network_out"), start: int = START
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``days`` of the demo feed for one simulated instance, as {metric: (ts, values)} (shared by the engine tests)."""
     source = DemoSource(count=6, seed=42, anchor=start, period=PERIOD)
     ts = start + PERIOD * np.arange(int(days * DAY // PERIOD), dtype=np.int64)
@@ -109,7 +110,7 @@ def test_scaler_is_fitted_on_training_rows_only_and_round_trips() -> None:
     assert scaler.scale["flat"] == 1.0  # a constant column is not divided by zero
     back = Scaler.from_dict(scaler.to_dict())
     assert back.transform(frame)["cpu"].iloc[3] == pytest.approx((100.0 - 2.0) / 1.0)
-    assert back.transform(frame)['cpu'].iloc[:3].tolist() == pytest.approx([-1.0, 0.0, 1.0])
+    assert back.transform(frame)["cpu"].iloc[:3].tolist() == pytest.approx([-1.0, 0.0, 1.0])
     without = back.transform(frame[["cpu"]])  # a fitted column the frame lacks comes back missing, not invented
     assert list(without.columns) == ["cpu", "flat"] and without["flat"].isna().all()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from forecasting.retrain_pool import retrain_due
 from forecasting.fleet_model import WINDOWS_PER_INSTANCE, fit_fleet, fleet_dir, latest_fleet_model, learnable_rows
 from forecasting.forecast import ModelCache, run_forecasts
+from forecasting.retrain_pool import retrain_due
 from forecasting.sources.demo import DemoSource
 from tests.test_features import demo_samples
 from tests.test_fleet import NOW, P, fleet_store
@@ -49,7 +49,7 @@ def test_an_instance_with_six_hours_of_history_gets_a_fleet_forecast_in_the_next
     stamps = NOW - P * np.arange(72)[::-1]
     cpu = DemoSource(count=6, seed=7, anchor=NOW - 86_400, period=P).values(5, "cpu", stamps)
     store.samples.upsert_instance("i-newcomer", "newcomer", 80.0, NOW)
-    store.samples.upsert(("i-newcomer", "cpu", int(t), float(v)) for t, v in zip(stamps, cpu))
+    store.samples.upsert(("i-newcomer", "cpu", int(t), float(v)) for t, v in zip(stamps, cpu, strict=False))
 
     report = retrain_due(store, settings, NOW)
     assert report.due == 5 and not report.failed, report.summary()

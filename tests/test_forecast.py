@@ -94,8 +94,20 @@ def test_a_missing_model_is_skipped_and_the_others_still_forecast(trained_store)
 
 def test_an_instance_without_a_model_directory_is_reported_not_fatal(trained_store) -> None:
     settings, store, now = trained_store
-    store.runs.record({"instance_id": "i-new", "started_at": now, "finished_at": now, "train_start": None,
-                               "train_end": None, "points": 0, "champion": None, "model_dir": None}, [], [])
+    store.runs.record(
+        {
+            "instance_id": "i-new",
+            "started_at": now,
+            "finished_at": now,
+            "train_start": None,
+            "train_end": None,
+            "points": 0,
+            "champion": None,
+            "model_dir": None,
+        },
+        [],
+        [],
+    )
     run = store.runs.latest()["i-0de00000000000000"]
     shutil.rmtree(run.model_dir)
     report = run_forecasts(store, settings, now, cache=ModelCache())
@@ -122,8 +134,9 @@ def test_an_unloadable_champion_is_replaced_by_the_next_best_model_and_queued_fo
     assert before.model == run.champion
     garble(run.model_dir, run.champion)
     report = run_forecasts(store, settings, now + 300, cache=ModelCache())
-    ranked = sorted((s for s in store.runs.scores(run_id=run.run_id) if s.model != run.champion and s.status == "ok"),
-                    key=lambda s: s.mase)
+    ranked = sorted(
+        (s for s in store.runs.scores(run_id=run.run_id) if s.model != run.champion and s.status == "ok"), key=lambda s: s.mase
+    )
     after = store.forecasts.latest(iid)[0]
     assert after.made_at == now + 300 and after.forecast_id != before.forecast_id  # /predictions moves on
     assert after.model == ranked[0].model  # the run's next best model by backtest MASE stands in
@@ -136,8 +149,13 @@ def test_fallback_order_ranks_by_mase_then_naive() -> None:
     def score(model: str, status: str, mase: float | None) -> Score:
         return Score(1, "i-a", model, status, None, None, None, mase, None, None, None, None)
 
-    scores = [score("combined", "ok", 0.5), score("lstm", "ok", 0.9), score("arima", "ok", 0.7), score("tcn", "skipped", None),
-              score("linear", "ok", None)]
+    scores = [
+        score("combined", "ok", 0.5),
+        score("lstm", "ok", 0.9),
+        score("arima", "ok", 0.7),
+        score("tcn", "skipped", None),
+        score("linear", "ok", None),
+    ]
     assert fallback_order("combined", scores) == ["arima", "lstm", "linear", "naive"]
     assert fallback_order("arima", [score("naive", "ok", 2.0)]) == ["naive"]
 

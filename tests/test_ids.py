@@ -10,8 +10,22 @@ from forecasting.ids import MAX_ID_LENGTH, InstanceIdError, check_instance_id, f
 from forecasting.settings import SettingsError, load_settings
 
 GOOD = ["i-0abc1234def567890", "i-0de00000000000000", "web-1", "db.prod:1", "A" * MAX_ID_LENGTH, "upload"]
-HOSTILE = ["../etc", "..", ".hidden", "-flag", "", "i-a/b", "i-a b", "i-a\\b", "i-1\nforged", "i-\x00", "i-\x1b[31m",
-           "a" * (MAX_ID_LENGTH + 1), "x" * 10_000, "i-é"]
+HOSTILE = [
+    "../etc",
+    "..",
+    ".hidden",
+    "-flag",
+    "",
+    "i-a/b",
+    "i-a b",
+    "i-a\\b",
+    "i-1\nforged",
+    "i-\x00",
+    "i-\x1b[31m",
+    "a" * (MAX_ID_LENGTH + 1),
+    "x" * 10_000,
+    "i-é",
+]
 
 
 @pytest.mark.parametrize("instance_id", GOOD)

@@ -23,9 +23,9 @@ from forecasting.notify import (
     send_digest_if_due,
     send_test_mail,
 )
+from forecasting.scoring import score_realised
 from forecasting.settings import Settings, load_settings
 from forecasting.store import ForecastRecord, Store
-from forecasting.scoring import score_realised
 from tests.fixtures.services import SmtpSink, free_port
 from tests.fixtures.stores import environ_without_settings
 
@@ -36,9 +36,16 @@ IID = "i-0feed000000000001"
 
 
 def mail_settings(tmp_path: Path, sink: SmtpSink | None, **overrides: object) -> Settings:
-    base: dict[str, object] = {"db": tmp_path / "headroom.db", "threshold": 80, "smtp_host": "127.0.0.1", "smtp_tls": "none",
-                               "smtp_port": sink.port if sink else free_port(), "mail_from": "headroom@example.com",
-                               "mail_to": ["ops@example.com", "oncall@example.com"], "alert_cooldown": 60}
+    base: dict[str, object] = {
+        "db": tmp_path / "headroom.db",
+        "threshold": 80,
+        "smtp_host": "127.0.0.1",
+        "smtp_tls": "none",
+        "smtp_port": sink.port if sink else free_port(),
+        "mail_from": "headroom@example.com",
+        "mail_to": ["ops@example.com", "oncall@example.com"],
+        "alert_cooldown": 60,
+    }
     return load_settings(**{**base, **overrides})
 
 
@@ -48,9 +55,22 @@ def rising(store: Store, iid: str = IID, now: int = T, name: str = "web-1") -> N
     ts = np.arange(now - 24 * P, now, P)
     store.samples.upsert((iid, "cpu", int(t), float(v)) for t, v in zip(ts, np.linspace(40, 72, len(ts)), strict=True))
     mean = list(np.linspace(73.5, 90, 12))
-    store.forecasts.record([{"instance_id": iid, "run_id": 1, "model": "linear", "is_champion": True, "made_at": now,
-                             "origin_ts": int(ts[-1]), "timestamps": [int(ts[-1]) + P * (k + 1) for k in range(12)], "mean": mean,
-                             "lower": [m - 5 for m in mean], "upper": [m + 5 for m in mean]}])
+    store.forecasts.record(
+        [
+            {
+                "instance_id": iid,
+                "run_id": 1,
+                "model": "linear",
+                "is_champion": True,
+                "made_at": now,
+                "origin_ts": int(ts[-1]),
+                "timestamps": [int(ts[-1]) + P * (k + 1) for k in range(12)],
+                "mean": mean,
+                "lower": [m - 5 for m in mean],
+                "upper": [m + 5 for m in mean],
+            }
+        ]
+    )
 
 
 def parts(message: EmailMessage) -> tuple[str, str, list[EmailMessage]]:
@@ -76,7 +96,10 @@ def test_an_alert_mails_once_with_id_crossing_time_and_the_chart_inline(opened, 
     (message,) = smtp_sink.messages
     (alert,) = store.alerts.recent()
     assert smtp_sink.envelopes == [("headroom@example.com", ["ops@example.com", "oncall@example.com"])]
-    assert message["Subject"] == f"[Headroom] {IID} (web-1) will cross 80 % CPU in about {round((alert.crossing_ts - T - 30) / 60)} min"
+    assert (
+        message["Subject"]
+        == f"[Headroom] {IID} (web-1) will cross 80 % CPU in about {round((alert.crossing_ts - T - 30) / 60)} min"
+    )
     plain, html, images = parts(message)
     crossing = iso_utc(alert.crossing_ts)
     for body in (plain, html):
@@ -102,7 +125,7 @@ def test_the_cooldown_holds_a_new_alert_of_the_same_instance_back(opened, smtp_s
     evaluate_alerts(store, settings, T + 1200)
     assert len(store.alerts.open()) == 1 and store.alerts.open()[0].alert_id != first
     assert send_alert_mail(store, settings, T + 1200) == "mailed 0 alerts to 2 recipients, 1 held back by the 60 min cooldown"
-    assert send_alert_mail(store, settings, T + 3599) .endswith("1 held back by the 60 min cooldown")
+    assert send_alert_mail(store, settings, T + 3599).endswith("1 held back by the 60 min cooldown")
     assert len(smtp_sink.messages) == 1
     assert send_alert_mail(store, settings, T + 3600) == "mailed 1 alert to 2 recipients"
     other = "i-0feed000000000002"
@@ -112,15 +135,23 @@ def test_the_cooldown_holds_a_new_alert_of_the_same_instance_back(opened, smtp_s
     assert [m["Subject"].split()[1] for m in smtp_sink.messages] == [IID, IID, other]
 
 
-def test_a_refusing_server_leaves_the_alert_stored_with_the_error_and_it_is_retried(opened, smtp_sink: SmtpSink,
-                                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_a_refusing_server_leaves_the_alert_stored_with_the_error_and_it_is_retried(
+    opened, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
     settings, store = opened
     smtp_sink.refuse = True
     with caplog.at_level(logging.WARNING, logger="headroom.notify"):
         summary = send_alert_mail(store, settings, T)
-    assert summary.startswith("mailed 0 alerts to 2 recipients, 1 failed (SMTPDataError: ") and summary.endswith("retried next cycle")
+    assert summary.startswith("mailed 0 alerts to 2 recipients, 1 failed (SMTPDataError: ") and summary.endswith(
+        "retried next cycle"
+    )
     (alert,) = store.alerts.recent()
-    assert alert.state == "open" and alert.emailed_at is None and "550" in alert.email_error and "relaying denied" in alert.email_error
+    assert (
+        alert.state == "open"
+        and alert.emailed_at is None
+        and "550" in alert.email_error
+        and "relaying denied" in alert.email_error
+    )
     assert store.alerts.events(alert.alert_id)[-1].kind == "email_failed"
     assert any("mail failed, retried next cycle" in r.getMessage() for r in caplog.records)
     smtp_sink.refuse = False
@@ -139,7 +170,9 @@ def test_a_server_that_is_down_fails_fast_and_never_raises(tmp_path: Path, clean
     assert "1 failed (ConnectionRefusedError" in summary
     assert alert.email_error.startswith("ConnectionRefusedError") and alert.emailed_at is None and alert.state == "open"
     ok, message = send_test_mail(settings)
-    assert not ok and message.startswith(f"test message not sent via 127.0.0.1:{settings.smtp_port} (none, no login): ConnectionRefusedError")
+    assert not ok and message.startswith(
+        f"test message not sent via 127.0.0.1:{settings.smtp_port} (none, no login): ConnectionRefusedError"
+    )
 
 
 def test_no_host_means_mailing_off_said_once(tmp_path: Path, clean_env: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -154,7 +187,9 @@ def test_no_host_means_mailing_off_said_once(tmp_path: Path, clean_env: Path, ca
             assert send_alert_mail(store, settings, T) == "mailing is off: HEADROOM_SMTP_HOST is not set"
         assert send_digest_if_due(store, settings, T) == "mailing is off: HEADROOM_SMTP_HOST is not set"
         assert store.alerts.recent()[0].email_error is None and store.jobs.get_meta(DIGEST_META) is None
-    assert [r.getMessage() for r in caplog.records if r.name == "headroom.notify"] == ["mailing is off: HEADROOM_SMTP_HOST is not set"]
+    assert [r.getMessage() for r in caplog.records if r.name == "headroom.notify"] == [
+        "mailing is off: HEADROOM_SMTP_HOST is not set"
+    ]
     assert send_test_mail(settings) == (False, "mailing is off: HEADROOM_SMTP_HOST is not set")
 
 
@@ -177,21 +212,27 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
         self.entries.pop((service, username), None)
 
 
-def test_login_with_the_password_setting_or_the_keyring_and_never_log_it(tmp_path: Path, clean_env: Path, smtp_sink: SmtpSink,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_login_with_the_password_setting_or_the_keyring_and_never_log_it(
+    tmp_path: Path, clean_env: Path, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
     smtp_sink.logins = {"alerts@example.com": "pa55-w0rd"}
     caplog.set_level(logging.DEBUG)
     with_secret = mail_settings(tmp_path, smtp_sink, smtp_user="alerts@example.com", smtp_password="pa55-w0rd")
-    assert send_test_mail(with_secret) == (True, f"test message sent to ops@example.com, oncall@example.com via 127.0.0.1:{smtp_sink.port} "
-                                                 "(none, login as alerts@example.com)")
+    assert send_test_mail(with_secret) == (
+        True,
+        f"test message sent to ops@example.com, oncall@example.com via 127.0.0.1:{smtp_sink.port} "
+        "(none, login as alerts@example.com)",
+    )
     previous = keyring.get_keyring()
     memory = MemoryKeyring()
     keyring.set_keyring(memory)
     try:
         from_keyring = mail_settings(tmp_path, smtp_sink, smtp_user="alerts@example.com")
         ok, message = send_test_mail(from_keyring)
-        assert not ok and message.endswith("MailError: no SMTP password for alerts@example.com: set HEADROOM_SMTP_PASSWORD "
-                                           "or run `keyring set headroom alerts@example.com`")
+        assert not ok and message.endswith(
+            "MailError: no SMTP password for alerts@example.com: set HEADROOM_SMTP_PASSWORD "
+            "or run `keyring set headroom alerts@example.com`"
+        )
         memory.set_password("headroom", "alerts@example.com", "pa55-w0rd")
         assert send_test_mail(from_keyring)[0] is True
         memory.set_password("headroom", "alerts@example.com", "wrong")
@@ -209,16 +250,41 @@ def test_the_digest_goes_out_on_its_interval_with_fleet_alerts_scores_and_charts
     quiet = "i-0feed000000000003"
     store.samples.upsert_instance(quiet, "cache-1", 80.0, T)
     store.samples.upsert([(quiet, "cpu", T - P, 12.5)])
-    run = {"instance_id": IID, "started_at": T - 3600, "finished_at": T - 3500, "train_start": T - 86_400, "train_end": T - 3600,
-           "points": 276, "champion": "linear", "model_dir": None}
-    scores = [{"model": "linear", "status": "ok", "mase": 0.8, "mape": 4.0, "coverage": 0.9},
-              {"model": "naive", "status": "ok", "mase": 1.0, "mape": 5.5, "coverage": 0.85}]
+    run = {
+        "instance_id": IID,
+        "started_at": T - 3600,
+        "finished_at": T - 3500,
+        "train_start": T - 86_400,
+        "train_end": T - 3600,
+        "points": 276,
+        "champion": "linear",
+        "model_dir": None,
+    }
+    scores = [
+        {"model": "linear", "status": "ok", "mase": 0.8, "mape": 4.0, "coverage": 0.9},
+        {"model": "naive", "status": "ok", "mase": 1.0, "mape": 5.5, "coverage": 0.85},
+    ]
     store.runs.record(run, scores, [])
-    store.runs.record({**run, "instance_id": quiet, "champion": "naive"}, [{**scores[0], "mase": 1.2}, {**scores[1], "mase": 0.6}], [])
+    store.runs.record(
+        {**run, "instance_id": quiet, "champion": "naive"}, [{**scores[0], "mase": 1.2}, {**scores[1], "mase": 0.6}], []
+    )
     made = T - 90 * 60  # a forecast whose twelve steps have all arrived by T: scored into the realised accuracy
-    store.forecasts.record([{"instance_id": IID, "run_id": 1, "model": "arima", "is_champion": False, "made_at": made,
-                             "origin_ts": made, "timestamps": [made + P * k for k in range(1, 13)], "mean": [50.0] * 12,
-                             "lower": [0.0] * 12, "upper": [100.0] * 12}])
+    store.forecasts.record(
+        [
+            {
+                "instance_id": IID,
+                "run_id": 1,
+                "model": "arima",
+                "is_champion": False,
+                "made_at": made,
+                "origin_ts": made,
+                "timestamps": [made + P * k for k in range(1, 13)],
+                "mean": [50.0] * 12,
+                "lower": [0.0] * 12,
+                "upper": [100.0] * 12,
+            }
+        ]
+    )
     assert score_realised(store, settings, T).points == 12
     summary = send_digest_if_due(store, settings, T)
     assert summary == "digest mailed to 2 recipients (1 charts)" and store.jobs.get_meta(DIGEST_META) == str(T)
@@ -246,15 +312,28 @@ def test_the_digest_goes_out_on_its_interval_with_fleet_alerts_scores_and_charts
 
 def test_cli_mail_test_sends_through_the_configured_server(tmp_path: Path, clean_env: Path, smtp_sink: SmtpSink) -> None:
     env = environ_without_settings()
-    env.update(HEADROOM_CONFIG=str(tmp_path / "none.toml"), HEADROOM_DB=str(tmp_path / "h.db"), HEADROOM_SMTP_HOST="127.0.0.1",
-               HEADROOM_SMTP_PORT=str(smtp_sink.port), HEADROOM_SMTP_TLS="none", HEADROOM_MAIL_TO="ops@example.com, dev@example.com")
-    done = subprocess.run([sys.executable, "-m", "forecasting", "mail", "--test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env.update(
+        HEADROOM_CONFIG=str(tmp_path / "none.toml"),
+        HEADROOM_DB=str(tmp_path / "h.db"),
+        HEADROOM_SMTP_HOST="127.0.0.1",
+        HEADROOM_SMTP_PORT=str(smtp_sink.port),
+        HEADROOM_SMTP_TLS="none",
+        HEADROOM_MAIL_TO="ops@example.com, dev@example.com",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "forecasting", "mail", "--test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"test message sent to ops@example.com, dev@example.com via 127.0.0.1:{smtp_sink.port} (none, no login)"
+    assert (
+        done.stdout.strip()
+        == f"test message sent to ops@example.com, dev@example.com via 127.0.0.1:{smtp_sink.port} (none, no login)"
+    )
     (message,) = smtp_sink.messages
     assert message["To"] == "ops@example.com, dev@example.com" and "test message from Headroom" in parts(message)[0]
     env["HEADROOM_SMTP_PORT"] = str(free_port())
-    done = subprocess.run([sys.executable, "-m", "forecasting", "mail", "--test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "forecasting", "mail", "--test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and "ConnectionRefusedError" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
@@ -275,16 +354,34 @@ def climbing_instance(aws: object) -> tuple[str, int]:
 
 def worker_env(tmp_path: Path, port: int) -> dict[str, str]:
     env = environ_without_settings()
-    env.update(HEADROOM_SOURCE="cloudwatch", HEADROOM_DB=str(tmp_path / "headroom.db"), HEADROOM_CONFIG=str(tmp_path / "none.toml"),
-               HEADROOM_TRAIN_DAYS="0.25", HEADROOM_HISTORY_DAYS="1", HEADROOM_BACKTEST_DAYS="0.125", HEADROOM_MODELS="naive,linear",
-               HEADROOM_THRESHOLD="80", HEADROOM_WORKERS="1", HEADROOM_SMTP_HOST="127.0.0.1", HEADROOM_SMTP_PORT=str(port),
-               HEADROOM_SMTP_TLS="none", HEADROOM_MAIL_FROM="headroom@example.com", HEADROOM_MAIL_TO="ops@example.com")
+    env.update(
+        HEADROOM_SOURCE="cloudwatch",
+        HEADROOM_DB=str(tmp_path / "headroom.db"),
+        HEADROOM_CONFIG=str(tmp_path / "none.toml"),
+        HEADROOM_TRAIN_DAYS="0.25",
+        HEADROOM_HISTORY_DAYS="1",
+        HEADROOM_BACKTEST_DAYS="0.125",
+        HEADROOM_MODELS="naive,linear",
+        HEADROOM_THRESHOLD="80",
+        HEADROOM_WORKERS="1",
+        HEADROOM_SMTP_HOST="127.0.0.1",
+        HEADROOM_SMTP_PORT=str(port),
+        HEADROOM_SMTP_TLS="none",
+        HEADROOM_MAIL_FROM="headroom@example.com",
+        HEADROOM_MAIL_TO="ops@example.com",
+    )
     return env
 
 
 def worker_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once"], cwd=env["HEADROOM_DB"].rsplit("/", 1)[0], env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "worker.py"), "--once"],
+        cwd=env["HEADROOM_DB"].rsplit("/", 1)[0],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def alert_mails(sink: SmtpSink) -> list[EmailMessage]:
@@ -308,7 +405,9 @@ def test_worker_once_mails_an_alert_for_an_instance_climbing_in_cloudwatch(aws, 
     assert message["Subject"].startswith(f"[Headroom] {iid} (batch-1) will cross 80 % CPU in about ")
     assert f"Predicted crossing: {iso_utc(alert.crossing_ts)} (UTC)" in plain and iso_utc(alert.crossing_ts) in html
     assert len(images) == 1 and images[0].get_content()[:4] == b"\x89PNG"
-    assert [m["Subject"] for m in smtp_sink.messages if "digest" in m["Subject"]] == ["[Headroom] digest: 1 instances, 1 open alerts"]
+    assert [m["Subject"] for m in smtp_sink.messages if "digest" in m["Subject"]] == [
+        "[Headroom] digest: 1 instances, 1 open alerts"
+    ]
 
     second = worker_once(env)  # the next cycle, well inside the 60-minute cooldown
     assert second.returncode == 0, second.stderr[-3000:]
@@ -316,7 +415,9 @@ def test_worker_once_mails_an_alert_for_an_instance_climbing_in_cloudwatch(aws, 
 
 
 @pytest.mark.slow
-def test_a_refusing_or_dead_smtp_server_leaves_the_worker_running_and_the_alert_stored(aws, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+def test_a_refusing_or_dead_smtp_server_leaves_the_worker_running_and_the_alert_stored(
+    aws, tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
     iid, _ = climbing_instance(aws)
     env = worker_env(tmp_path, smtp_sink.port)
     smtp_sink.refuse = True
@@ -343,7 +444,7 @@ def test_a_refusing_or_dead_smtp_server_leaves_the_worker_running_and_the_alert_
 def _colour_pixels(png: bytes, hex_colour: str) -> np.ndarray:
     """Mask of the pixels near one colour (±40/255 per channel: lines are antialiased) in a PNG."""
     pixels = matplotlib.image.imread(io.BytesIO(png), format="png")[:, :, :3]
-    target = np.array([int(hex_colour[i: i + 2], 16) / 255 for i in (1, 3, 5)])
+    target = np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
     return np.all(np.abs(pixels - target) < 40 / 255, axis=2)
 
 
@@ -363,8 +464,19 @@ def test_the_chart_draws_history_forecast_band_threshold_and_crossing_without_a_
 
     ts = np.arange(T - 72 * P, T, P)
     mean = np.linspace(70, 95, 12)
-    forecast = ForecastRecord(1, IID, 1, "arima", True, int(ts[-1]), int(ts[-1]), tuple(int(ts[-1]) + P * np.arange(1, 13)),
-                              tuple(mean), tuple(mean - 8), tuple(mean + 8))
+    forecast = ForecastRecord(
+        1,
+        IID,
+        1,
+        "arima",
+        True,
+        int(ts[-1]),
+        int(ts[-1]),
+        tuple(int(ts[-1]) + P * np.arange(1, 13)),
+        tuple(mean),
+        tuple(mean - 8),
+        tuple(mean + 8),
+    )
     full = forecast_chart((ts, np.linspace(30, 70, len(ts))), forecast, 80.0, crossing_ts=int(ts[-1] + 4 * P), title=IID)
     bare = forecast_chart((ts, np.linspace(30, 70, len(ts))), None, 80.0)  # no forecast yet: still a chart
     for png in (full, bare):

@@ -33,15 +33,25 @@ FORECASTS = {  # mean (the band is ± 6): which series reach 80 %
     "only upper crosses": list(np.linspace(62, 77, 12)),  # upper bound 83, 60 % level 77.9
     "nothing crosses": [40.0] * 12,
 }
-OPENS = {"mean": {"mean crosses"}, "likely": {"mean crosses", "only likely crosses"},
-         "upper": {"mean crosses", "only likely crosses", "only upper crosses"}}
+OPENS = {
+    "mean": {"mean crosses"},
+    "likely": {"mean crosses", "only likely crosses"},
+    "upper": {"mean crosses", "only likely crosses", "only upper crosses"},
+}
 
 
 def fleet_row(store: Store, settings: Settings) -> dict:
     """The instance's Fleet row, from the same reads the dashboard makes."""
-    frame = build_fleet_table(store.samples.instances(), store.samples.trailing(DAY, "cpu"), store.forecasts.latest(champion_only=True),
-                              store.runs.latest(), store.alerts.open(), T, settings.alert_on,
-                              settings.alert_margin)
+    frame = build_fleet_table(
+        store.samples.instances(),
+        store.samples.trailing(DAY, "cpu"),
+        store.forecasts.latest(champion_only=True),
+        store.runs.latest(),
+        store.alerts.open(),
+        T,
+        settings.alert_on,
+        settings.alert_margin,
+    )
     return frame.iloc[0].to_dict()
 
 
@@ -51,8 +61,10 @@ async def api_answers(settings: Settings) -> tuple[dict[str, dict[str, float]], 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as session:
         text = (await session.get("/metrics")).text
         alerts = (await session.get("/alerts", params={"state": "open"})).json()["alerts"]
-    metrics = {family.name: {s.labels["instance_id"]: s.value for s in family.samples if "instance_id" in s.labels}
-               for family in text_string_to_metric_families(text)}
+    metrics = {
+        family.name: {s.labels["instance_id"]: s.value for s in family.samples if "instance_id" in s.labels}
+        for family in text_string_to_metric_families(text)
+    }
     return metrics, alerts
 
 
@@ -65,9 +77,22 @@ async def test_page_api_and_mail_agree_with_the_alert(tmp_path: Path, clean_env:
     with Store(settings.db) as store:
         store.samples.upsert_instance(IID, "web-7", 80.0, T - DAY)
         store.samples.upsert((IID, "cpu", T - k * P, 60.0) for k in range(1, 13))
-        store.forecasts.record([{"instance_id": IID, "run_id": 1, "model": "arima", "is_champion": True, "made_at": T, "origin_ts": T - P,
-                                 "timestamps": [T + P * k for k in range(12)], "mean": mean, "lower": [m - 6 for m in mean],
-                                 "upper": [m + 6 for m in mean]}])
+        store.forecasts.record(
+            [
+                {
+                    "instance_id": IID,
+                    "run_id": 1,
+                    "model": "arima",
+                    "is_champion": True,
+                    "made_at": T,
+                    "origin_ts": T - P,
+                    "timestamps": [T + P * k for k in range(12)],
+                    "mean": mean,
+                    "lower": [m - 6 for m in mean],
+                    "upper": [m + 6 for m in mean],
+                }
+            ]
+        )
         before = fleet_row(store, settings)  # the page between the forecast and the alert evaluation
         evaluate_alerts(store, settings, T)
         alerts = store.alerts.recent()
@@ -86,14 +111,20 @@ async def test_page_api_and_mail_agree_with_the_alert(tmp_path: Path, clean_env:
         # the page: "will cross" before the evaluation, the alert after it; the same crossing, time to limit and peak
         assert (before["level"], after["level"]) == ("risk", "alert") and after["alert"] == f"open ({alert.basis})"
         for row in (before, after):
-            assert row["crossing_ts"] == alert.crossing_ts and row["to_threshold_min"] == pytest.approx(alert.lead_minutes, abs=0.05)
+            assert row["crossing_ts"] == alert.crossing_ts and row["to_threshold_min"] == pytest.approx(
+                alert.lead_minutes, abs=0.05
+            )
             assert row["peak"] == pytest.approx(alert.peak, abs=0.005)
         # the API: the same minutes to the limit, peak and crossing time
         assert metrics["headroom_minutes_to_limit"][IID] == alert.lead_minutes and metrics["headroom_warning_open"][IID] == 1.0
         assert metrics["headroom_predicted_peak_cpu_percent"][IID] == pytest.approx(alert.peak, abs=0.005)
         (shown,) = api_alerts
         assert (shown["crossing_at"], shown["lead_minutes"], shown["peak"], shown["basis"]) == (
-            iso_utc(alert.crossing_ts), alert.lead_minutes, alert.peak, alert.basis)
+            iso_utc(alert.crossing_ts),
+            alert.lead_minutes,
+            alert.peak,
+            alert.basis,
+        )
         # the mail: the same crossing, lead, peak and basis; the digest lists it as alerted, with the same peak
         message = alert_message(store, settings, alert, T)
         text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]

@@ -28,9 +28,18 @@ SECRET = "s3cret"
 
 
 def forecast(origin: int, mean: list[float]) -> dict:
-    return {"instance_id": IID, "run_id": 1, "model": "arima", "is_champion": True, "made_at": origin + P, "origin_ts": origin,
-            "timestamps": [origin + P * (k + 1) for k in range(len(mean))], "mean": mean,
-            "lower": [m - 4 for m in mean], "upper": [m + 4 for m in mean]}
+    return {
+        "instance_id": IID,
+        "run_id": 1,
+        "model": "arima",
+        "is_champion": True,
+        "made_at": origin + P,
+        "origin_ts": origin,
+        "timestamps": [origin + P * (k + 1) for k in range(len(mean))],
+        "mean": mean,
+        "lower": [m - 4 for m in mean],
+        "upper": [m + 4 for m in mean],
+    }
 
 
 def cycle(store: Store, settings: Settings, now: int, mean: list[float]) -> None:
@@ -43,8 +52,15 @@ QUIET = [40.0] * 12
 
 
 def make_settings(tmp_path: Path, **destinations: object) -> Settings:
-    base = {"db": tmp_path / "headroom.db", "threshold": 80, "alert_margin": 5, "horizon": 12, "webhook_timeout": 2,
-            "webhook_attempts": 3, "webhook_deadline": 10}
+    base = {
+        "db": tmp_path / "headroom.db",
+        "threshold": 80,
+        "alert_margin": 5,
+        "horizon": 12,
+        "webhook_timeout": 2,
+        "webhook_attempts": 3,
+        "webhook_deadline": 10,
+    }
     return load_settings(**{**base, **destinations})
 
 
@@ -60,10 +76,16 @@ def act(store: Store, settings: Settings, now: int):
     return deliver(store, settings, now)
 
 
-def test_open_then_clear_reach_every_destination_once_each(store: Store, tmp_path: Path, webhook_sink: WebhookSink,
-                                                          second_sink: WebhookSink) -> None:
-    settings = make_settings(tmp_path, webhook_url=webhook_sink.url, webhook_secret=SECRET, pagerduty_routing_key="R0UTING",
-                             pagerduty_url=second_sink.url)
+def test_open_then_clear_reach_every_destination_once_each(
+    store: Store, tmp_path: Path, webhook_sink: WebhookSink, second_sink: WebhookSink
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        webhook_url=webhook_sink.url,
+        webhook_secret=SECRET,
+        pagerduty_routing_key="R0UTING",
+        pagerduty_url=second_sink.url,
+    )
     cycle(store, settings, T, CROSSING)
     report = act(store, settings, T)
     assert [d.sent for d in report.destinations] == [1, 1], report.summary()
@@ -80,8 +102,12 @@ def test_open_then_clear_reach_every_destination_once_each(store: Store, tmp_pat
     act(store, settings, T + 3 * P)  # nothing new: nothing sent
     assert len(webhook_sink.received) == 2 and len(second_sink.received) == 2
     rows = store.db.query("SELECT destination, kind, state, attempts FROM outbox ORDER BY outbox_id")
-    assert [tuple(r) for r in rows] == [("webhook", "opened", "delivered", 1), ("pagerduty", "opened", "delivered", 1),
-                                        ("webhook", "cleared", "delivered", 1), ("pagerduty", "cleared", "delivered", 1)]
+    assert [tuple(r) for r in rows] == [
+        ("webhook", "opened", "delivered", 1),
+        ("pagerduty", "opened", "delivered", 1),
+        ("webhook", "cleared", "delivered", 1),
+        ("pagerduty", "cleared", "delivered", 1),
+    ]
 
 
 def test_a_500_is_retried_with_backoff_and_delivered_once(store: Store, tmp_path: Path, webhook_sink: WebhookSink) -> None:
@@ -97,9 +123,9 @@ def test_a_500_is_retried_with_backoff_and_delivered_once(store: Store, tmp_path
     assert len(webhook_sink.received) == 3  # after the 200, never again
 
 
-def test_a_destination_down_for_a_cycle_loses_nothing_and_sends_nothing_twice(store: Store, tmp_path: Path,
-                                                                              webhook_sink: WebhookSink,
-                                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_destination_down_for_a_cycle_loses_nothing_and_sends_nothing_twice(
+    store: Store, tmp_path: Path, webhook_sink: WebhookSink, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(tmp_path, webhook_url=webhook_sink.url, webhook_attempts=2)
     webhook_sink.default = 503
     cycle(store, settings, T, CROSSING)
@@ -121,7 +147,9 @@ def test_a_destination_down_for_a_cycle_loses_nothing_and_sends_nothing_twice(st
     assert pending(store) == {}
 
 
-def test_a_refused_message_is_kept_as_rejected_and_the_next_goes_on(store: Store, tmp_path: Path, webhook_sink: WebhookSink) -> None:
+def test_a_refused_message_is_kept_as_rejected_and_the_next_goes_on(
+    store: Store, tmp_path: Path, webhook_sink: WebhookSink
+) -> None:
     settings = make_settings(tmp_path, webhook_url=webhook_sink.url)
     webhook_sink.statuses = [400]
     cycle(store, settings, T, CROSSING)
@@ -133,10 +161,12 @@ def test_a_refused_message_is_kept_as_rejected_and_the_next_goes_on(store: Store
     assert states == [("opened", "rejected", "HTTP 400"), ("cleared", "delivered", None)]
 
 
-def test_one_silent_destination_delays_neither_the_others_nor_the_cycle(store: Store, tmp_path: Path, webhook_sink: WebhookSink,
-                                                                         second_sink: WebhookSink) -> None:
-    settings = make_settings(tmp_path, webhook_url=webhook_sink.url, slack_webhook_url=second_sink.url, webhook_timeout=1,
-                             webhook_deadline=3)
+def test_one_silent_destination_delays_neither_the_others_nor_the_cycle(
+    store: Store, tmp_path: Path, webhook_sink: WebhookSink, second_sink: WebhookSink
+) -> None:
+    settings = make_settings(
+        tmp_path, webhook_url=webhook_sink.url, slack_webhook_url=second_sink.url, webhook_timeout=1, webhook_deadline=3
+    )
     webhook_sink.hang = 30  # accepts the connection, never answers in time
     cycle(store, settings, T, CROSSING)
     started = time.monotonic()
@@ -168,8 +198,16 @@ def test_updates_are_sent_only_when_material(store: Store, tmp_path: Path, webho
 
 
 def test_materiality_rule() -> None:
-    alert = {"alert_id": 1, "instance_id": IID, "threshold": 80.0, "crossing_ts": T + 1800, "peak": 85.0, "model": "arima",
-             "basis": "mean", "opened_at": T}
+    alert = {
+        "alert_id": 1,
+        "instance_id": IID,
+        "threshold": 80.0,
+        "crossing_ts": T + 1800,
+        "peak": 85.0,
+        "model": "arima",
+        "basis": "mean",
+        "opened_at": T,
+    }
     first = event_message("opened", alert, 1, T)
     assert is_material(None, first, 15)
     assert not is_material(first, event_message("updated", {**alert, "crossing_ts": T + 1800 + 600}, 2, T), 15)
@@ -178,8 +216,9 @@ def test_materiality_rule() -> None:
     assert is_material(event_message("cleared", alert, 3, T), event_message("updated", alert, 4, T), 15)
 
 
-def test_no_destination_moves_the_cursor_so_turning_one_on_later_replays_nothing(store: Store, tmp_path: Path,
-                                                                                 webhook_sink: WebhookSink) -> None:
+def test_no_destination_moves_the_cursor_so_turning_one_on_later_replays_nothing(
+    store: Store, tmp_path: Path, webhook_sink: WebhookSink
+) -> None:
     off = make_settings(tmp_path)
     cycle(store, off, T, CROSSING)
     assert enqueue(store, off, T) == 0
@@ -203,14 +242,18 @@ def test_the_cursor_and_the_rows_commit_together(store: Store, tmp_path: Path) -
     assert enqueue(store, settings, T) == 1 and enqueue(store, settings, T) == 0
 
 
-def test_a_reopened_warning_triggers_pagerduty_again_on_the_same_dedup_key(store: Store, tmp_path: Path,
-                                                                            webhook_sink: WebhookSink) -> None:
+def test_a_reopened_warning_triggers_pagerduty_again_on_the_same_dedup_key(
+    store: Store, tmp_path: Path, webhook_sink: WebhookSink
+) -> None:
     settings = make_settings(tmp_path, pagerduty_routing_key="R0UTING", pagerduty_url=webhook_sink.url)
     steps = [CROSSING, QUIET, QUIET, CROSSING]  # open, two quiet cycles clear it, a crossing within the hour reopens it
     for k, mean in enumerate(steps):
         cycle(store, settings, T + k * P, mean)
         act(store, settings, T + k * P)
     sent = [r.json() for r in webhook_sink.received]
-    assert [(s["event_action"], s["dedup_key"]) for s in sent] == [("trigger", "headroom-alert-1"), ("resolve", "headroom-alert-1"),
-                                                                   ("trigger", "headroom-alert-1")]
+    assert [(s["event_action"], s["dedup_key"]) for s in sent] == [
+        ("trigger", "headroom-alert-1"),
+        ("resolve", "headroom-alert-1"),
+        ("trigger", "headroom-alert-1"),
+    ]
     assert sent[2]["payload"]["summary"].startswith("again: ")

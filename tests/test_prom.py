@@ -102,14 +102,29 @@ def readme_rules() -> list[dict[str, Any]]:
 
 def test_realised_accuracy_is_the_stored_one_of_the_deployed_forecasts(tmp_path: Path, clean_env: Path) -> None:
     t0, p = 1_800_000_000, 300
-    forecast = {"timestamps": [t0 + p, t0 + 2 * p, t0 + 3 * p], "mean": [50.0, 60.0, 70.0], "lower": [45.0, 55.0, 65.0],
-                "upper": [55.0, 65.0, 75.0]}
+    forecast = {
+        "timestamps": [t0 + p, t0 + 2 * p, t0 + 3 * p],
+        "mean": [50.0, 60.0, 70.0],
+        "lower": [45.0, 55.0, 65.0],
+        "upper": [55.0, 65.0, 75.0],
+    }
     settings = load_settings(db=tmp_path / "h.db")
     with Store(settings.db) as store:
         store.samples.upsert_instance("i-a", None, 80.0, t0)
         store.samples.upsert([("i-a", "cpu", t0 + p, 40.0), ("i-a", "cpu", t0 + 2 * p, 60.0)])  # the third never arrived
-        store.forecasts.record([{**forecast, "instance_id": "i-a", "run_id": 1, "model": "naive", "is_champion": True, "made_at": t0,
-                                 "origin_ts": t0}])
+        store.forecasts.record(
+            [
+                {
+                    **forecast,
+                    "instance_id": "i-a",
+                    "run_id": 1,
+                    "model": "naive",
+                    "is_champion": True,
+                    "made_at": t0,
+                    "origin_ts": t0,
+                }
+            ]
+        )
         now = t0 + 2 * 3600
         score_realised(store, settings, now)  # what the worker's forecast job does first
         page = samples_of(render(store, settings, now=now).decode())

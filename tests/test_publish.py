@@ -4,7 +4,7 @@ and the alarm and target-tracking policy of docs/alerts.md created in moto on th
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -23,9 +23,18 @@ README_INSTANCE = "i-0123456789abcdef0"  # the instance of the alarm example in 
 
 
 def forecast(iid: str, made_at: int, mean: list[float]) -> dict:
-    return {"instance_id": iid, "run_id": 1, "model": "arima", "is_champion": True, "made_at": made_at, "origin_ts": made_at - P,
-            "timestamps": [made_at + P * k for k in range(len(mean))], "mean": mean,
-            "lower": [m - 5 for m in mean], "upper": [m + 5 for m in mean]}
+    return {
+        "instance_id": iid,
+        "run_id": 1,
+        "model": "arima",
+        "is_champion": True,
+        "made_at": made_at,
+        "origin_ts": made_at - P,
+        "timestamps": [made_at + P * k for k in range(len(mean))],
+        "mean": mean,
+        "lower": [m - 5 for m in mean],
+        "upper": [m + 5 for m in mean],
+    }
 
 
 def stored(row: dict) -> ForecastRecord:
@@ -41,7 +50,9 @@ def test_figures_follow_the_forecast_and_the_alert_crossing_rule() -> None:
     assert f.minutes_to_limit == 40.0  # first step at or above 80 % is step 8: 8 × 5 min from now
     flat = instance_figures(stored(forecast("i-b", now, [30.0] * 12)), threshold=80, alert_on="mean", warning_open=False, now=now)
     assert flat.minutes_to_limit is None and flat.peak == 30.0
-    near = stored(forecast("i-c", now, list(np.linspace(60, 79.5, 12))))  # only the 60 % level (79.5 + 0.154 · 5) reaches 80, at step 11
+    near = stored(
+        forecast("i-c", now, list(np.linspace(60, 79.5, 12)))
+    )  # only the 60 % level (79.5 + 0.154 · 5) reaches 80, at step 11
     assert instance_figures(near, threshold=80, alert_on="mean", warning_open=False, now=now).minutes_to_limit is None
     likely = instance_figures(near, threshold=80, alert_on="likely", warning_open=False, now=now)
     assert likely.minutes_to_limit == 55.0 and likely.peak == pytest.approx(79.5 + 0.154 * 5, abs=0.01)
@@ -49,8 +60,11 @@ def test_figures_follow_the_forecast_and_the_alert_crossing_rule() -> None:
 
 def test_datums_dimensions_group_aggregates_and_the_fewest_calls() -> None:
     at = 1_800_000_000
-    figs = [Figures("i-a", at, 70.0, 80.0, 90.0, 12.0, True), Figures("i-b", at, 50.0, 60.0, 55.0, None, False),
-            Figures("i-c", at, 20.0, 30.0, 25.0, None, False)]
+    figs = [
+        Figures("i-a", at, 70.0, 80.0, 90.0, 12.0, True),
+        Figures("i-b", at, 50.0, 60.0, 55.0, None, False),
+        Figures("i-c", at, 20.0, 30.0, 25.0, None, False),
+    ]
     items = datums(figs, {"i-a": "web-asg", "i-b": "web-asg"})
     dims = {(d["MetricName"], tuple((x["Name"], x["Value"]) for x in d["Dimensions"])): d["Value"] for d in items}
     assert dims[("PredictedCPU", (("InstanceId", "i-a"), ("AutoScalingGroupName", "web-asg")))] == 70.0
@@ -59,11 +73,20 @@ def test_datums_dimensions_group_aggregates_and_the_fewest_calls() -> None:
     assert dims[("WarningOpen", (("InstanceId", "i-c"),))] == 0.0  # not in a group: InstanceId alone
     group = (("AutoScalingGroupName", "web-asg"),)
     assert dims[("PredictedCPU", group)] == 60.0 and dims[("PredictedCPUUpper", group)] == 70.0  # the members' mean
-    assert dims[("PredictedPeakCPU", group)] == 90.0 and dims[("WarningOpen", group)] == 1.0 and dims[("MinutesToLimit", group)] == 12.0
+    assert (
+        dims[("PredictedPeakCPU", group)] == 90.0
+        and dims[("WarningOpen", group)] == 1.0
+        and dims[("MinutesToLimit", group)] == 12.0
+    )
     assert len(items) == 5 + 4 + 4 + 5
     units = {d["MetricName"]: d["Unit"] for d in items}
-    assert units == {"PredictedCPU": "Percent", "PredictedCPUUpper": "Percent", "PredictedPeakCPU": "Percent",
-                     "MinutesToLimit": "None", "WarningOpen": "None"}
+    assert units == {
+        "PredictedCPU": "Percent",
+        "PredictedCPUUpper": "Percent",
+        "PredictedPeakCPU": "Percent",
+        "MinutesToLimit": "None",
+        "WarningOpen": "None",
+    }
     many = [{"n": k} for k in range(2 * MAX_DATUMS + 1)]
     assert [len(b) for b in batches(many)] == [1000, 1000, 1]
     assert batches([]) == []
@@ -76,33 +99,61 @@ def settings(tmp_path: Path, clean_env: Path, aws: MotoServer) -> Settings:
 
 def make_group(name: str, size: int) -> list[str]:
     """An Auto Scaling group in moto; its instances carry the aws:autoscaling:groupName tag, as on AWS."""
-    boto3.client("ec2").create_launch_template(LaunchTemplateName=f"{name}-lt", LaunchTemplateData={"ImageId": "ami-12c6146b",
-                                                                                                    "InstanceType": "t3.micro"})
+    boto3.client("ec2").create_launch_template(
+        LaunchTemplateName=f"{name}-lt", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
+    )
     asg = boto3.client("autoscaling")
-    asg.create_auto_scaling_group(AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": f"{name}-lt"}, MinSize=size,
-                                  MaxSize=size * 3, DesiredCapacity=size, AvailabilityZones=["us-east-1a"])
-    return sorted(i["InstanceId"] for i in asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]["Instances"])
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateName": f"{name}-lt"},
+        MinSize=size,
+        MaxSize=size * 3,
+        DesiredCapacity=size,
+        AvailabilityZones=["us-east-1a"],
+    )
+    return sorted(
+        i["InstanceId"]
+        for i in asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]["Instances"]
+    )
 
 
 def read_back(metric: str, dims: dict[str, str], at: int) -> list[float]:
     """GetMetricData for one published series around ``at``."""
     response = boto3.client("cloudwatch").get_metric_data(
-        MetricDataQueries=[{"Id": "q", "MetricStat": {"Metric": {"Namespace": "Headroom", "MetricName": metric,
-                                                                 "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]},
-                                                      "Period": 60, "Stat": "Maximum"}}],
-        StartTime=datetime.fromtimestamp(at - 600, timezone.utc), EndTime=datetime.fromtimestamp(at + 600, timezone.utc))
+        MetricDataQueries=[
+            {
+                "Id": "q",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "Headroom",
+                        "MetricName": metric,
+                        "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+                    },
+                    "Period": 60,
+                    "Stat": "Maximum",
+                },
+            }
+        ],
+        StartTime=datetime.fromtimestamp(at - 600, UTC),
+        EndTime=datetime.fromtimestamp(at + 600, UTC),
+    )
     return response["MetricDataResults"][0]["Values"]
 
 
 def test_a_cycle_is_published_and_read_back_with_get_metric_data(settings: Settings) -> None:
     members = make_group("web-asg", 2)
-    now = int(datetime.now(timezone.utc).timestamp()) // 60 * 60
+    now = int(datetime.now(UTC).timestamp()) // 60 * 60
     with Store(settings.db) as store:
         for iid in (README_INSTANCE, *members):
             store.samples.upsert_instance(iid, None, 80.0, now - 86_400)
-        store.forecasts.record([forecast(README_INSTANCE, now, list(np.linspace(60, 90, 12))),
-                                forecast(members[0], now, [40.0] * 11 + [50.0]), forecast(members[1], now, [60.0] * 11 + [70.0]),
-                                {**forecast("i-0ffffffffffffffff", now - 3600, [99.0] * 12)}])  # an old forecast: not published
+        store.forecasts.record(
+            [
+                forecast(README_INSTANCE, now, list(np.linspace(60, 90, 12))),
+                forecast(members[0], now, [40.0] * 11 + [50.0]),
+                forecast(members[1], now, [60.0] * 11 + [70.0]),
+                {**forecast("i-0ffffffffffffffff", now - 3600, [99.0] * 12)},
+            ]
+        )  # an old forecast: not published
         store.samples.upsert_instance("i-0ffffffffffffffff", None, 80.0, now - 86_400)
         evaluate_alerts(store, settings, now)  # README_INSTANCE crosses: a warning opens
         publisher = Publisher()
@@ -121,8 +172,9 @@ def test_a_cycle_is_published_and_read_back_with_get_metric_data(settings: Setti
     assert read_back("PredictedCPU", {"InstanceId": "i-0ffffffffffffffff"}, now) == []
 
 
-def test_cloudwatch_down_costs_one_line_and_never_raises(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_cloudwatch_down_costs_one_line_and_never_raises(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from tests.fixtures.services import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
@@ -164,15 +216,21 @@ def test_the_readme_alarm_and_scaling_policy_are_created_in_moto_on_the_publishe
     assert policy["PolicyType"] == "TargetTrackingScaling"
     spec = policy["TargetTrackingConfiguration"]["CustomizedMetricSpecification"]
     # both watch a metric Headroom really publishes, with exactly its dimensions
-    now = int(datetime.now(timezone.utc).timestamp())
-    figures = [Figures(README_INSTANCE, now, 85.0, 95.0, 90.0, 20.0, True)] + [Figures(m, now, 70.0, 80.0, 75.0, None, False) for m in members]
+    now = int(datetime.now(UTC).timestamp())
+    figures = [Figures(README_INSTANCE, now, 85.0, 95.0, 90.0, 20.0, True)] + [
+        Figures(m, now, 70.0, 80.0, 75.0, None, False) for m in members
+    ]
     assert Publisher().publish(figures, settings).error is None
     cloudwatch = boto3.client("cloudwatch")
-    for namespace, metric, dims in ((alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]),
-                                    (spec["Namespace"], spec["MetricName"], spec["Dimensions"])):
+    for namespace, metric, dims in (
+        (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]),
+        (spec["Namespace"], spec["MetricName"], spec["Dimensions"]),
+    ):
         listed = cloudwatch.list_metrics(Namespace=namespace, MetricName=metric, Dimensions=dims)["Metrics"]
         assert any(sorted(m["Dimensions"], key=str) == sorted(dims, key=str) for m in listed), (metric, dims)
-    assert read_back(alarm["MetricName"], {d["Name"]: d["Value"] for d in alarm["Dimensions"]}, now) == [1.0]  # the alarm would fire
+    assert read_back(alarm["MetricName"], {d["Name"]: d["Value"] for d in alarm["Dimensions"]}, now) == [
+        1.0
+    ]  # the alarm would fire
     assert read_back(spec["MetricName"], {d["Name"]: d["Value"] for d in spec["Dimensions"]}, now) == [70.0]
 
 
@@ -183,7 +241,7 @@ def test_publishing_off_publishes_nothing(tmp_path: Path, clean_env: Path) -> No
         assert cycle_figures(store, 1_800_000_000, 300, "likely") == []
 
 
-def test_a_hung_cloudwatch_never_holds_the_process_at_exit(tmp_path: Path, webhook_sink) -> None:  # noqa: ANN001
+def test_a_hung_cloudwatch_never_holds_the_process_at_exit(tmp_path: Path, webhook_sink) -> None:
     """A publish into an endpoint that accepts and never answers: the process still ends soon after its work."""
     import subprocess
     import sys
@@ -192,10 +250,18 @@ def test_a_hung_cloudwatch_never_holds_the_process_at_exit(tmp_path: Path, webho
     from tests.fixtures.stores import environ_without_settings
 
     webhook_sink.hang = 120
-    script = ("from forecasting.publish import PUBLISHER, Figures; from forecasting.settings import load_settings; "
-              "print(PUBLISHER.submit([Figures('i-a', 1800000000, 50.0, 60.0, 55.0, None, False)], load_settings(cloudwatch_publish=True)))")
-    env = {**environ_without_settings(), "AWS_ENDPOINT_URL": webhook_sink.url.rsplit("/", 1)[0], "AWS_ACCESS_KEY_ID": "t",
-           "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1", "HEADROOM_CONFIG": str(tmp_path / "none.toml")}
+    script = (
+        "from forecasting.publish import PUBLISHER, Figures; from forecasting.settings import load_settings; "
+        "print(PUBLISHER.submit([Figures('i-a', 1800000000, 50.0, 60.0, 55.0, None, False)], load_settings(cloudwatch_publish=True)))"
+    )
+    env = {
+        **environ_without_settings(),
+        "AWS_ENDPOINT_URL": webhook_sink.url.rsplit("/", 1)[0],
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HEADROOM_CONFIG": str(tmp_path / "none.toml"),
+    }
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     took = time.monotonic() - started

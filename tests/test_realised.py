@@ -19,8 +19,9 @@ def test_score_forecast_sums_match_a_hand_computation() -> None:
     mean, lower, upper = np.array([10.0, 20.0, 30.0]), np.array([8.0, 19.0, 20.0]), np.array([12.0, 21.0, 40.0])
     # actuals: 12 at step 1, none at step 2 (a gap), 0 at step 3 (left out of MAPE, kept in the rest)
     sums = score_forecast(stamps, mean, lower, upper, np.array([T0, T0 + P, T0 + 3 * P]), np.array([5.0, 12.0, 0.0]), 4.0)
-    assert sums == ErrorSums(points=2, abs_error=32.0, scaled_error=8.0, pct_error=pytest.approx(2 / 12 * 100),
-                             pct_points=1, inside=1)
+    assert sums == ErrorSums(
+        points=2, abs_error=32.0, scaled_error=8.0, pct_error=pytest.approx(2 / 12 * 100), pct_points=1, inside=1
+    )
     scores = sums.scores()
     assert scores["mape"] == pytest.approx(16.6667, abs=1e-4)
     assert scores["mase"] == pytest.approx(4.0) and scores["coverage"] == pytest.approx(0.5) and scores["points"] == 2
@@ -37,19 +38,35 @@ def test_stored_forecasts_are_scored_once_against_actuals_with_hand_computed_map
     settings = load_settings(db=store.path, horizon=2)
     # two days of history before T0 rising by 4 a day, so the one-day seasonal difference (the MASE scale) is 4 everywhere
     history = [("i-a", "cpu", T0 - 2 * 86_400 + k * P, 10.0 + 4 * k / 288) for k in range(576)]
-    actuals = [("i-a", "cpu", T0, 18.0), ("i-a", "cpu", T0 + P, 16.0), ("i-a", "cpu", T0 + 2 * P, 10.0),
-               ("i-a", "cpu", T0 + 3 * P, 20.0)]
+    actuals = [
+        ("i-a", "cpu", T0, 18.0),
+        ("i-a", "cpu", T0 + P, 16.0),
+        ("i-a", "cpu", T0 + 2 * P, 10.0),
+        ("i-a", "cpu", T0 + 3 * P, 20.0),
+    ]
     store.samples.upsert(history + actuals)
 
     def forecast(model: str, origin: int, mean: list[float], lower: list[float], upper: list[float], champion: bool) -> dict:
-        return {"instance_id": "i-a", "run_id": 1, "model": model, "is_champion": champion, "made_at": origin + 60,
-                "origin_ts": origin, "timestamps": [origin + P, origin + 2 * P], "mean": mean, "lower": lower, "upper": upper}
+        return {
+            "instance_id": "i-a",
+            "run_id": 1,
+            "model": model,
+            "is_champion": champion,
+            "made_at": origin + 60,
+            "origin_ts": origin,
+            "timestamps": [origin + P, origin + 2 * P],
+            "mean": mean,
+            "lower": lower,
+            "upper": upper,
+        }
 
-    store.forecasts.record([
-        forecast("naive", T0, [14.0, 14.0], [13.0, 13.0], [15.0, 15.0], True),   # vs 16, 10: errors 2, 4; none inside
-        forecast("arima", T0, [15.0, 12.0], [10.0, 5.0], [20.0, 11.0], False),   # errors 1, 2; both inside
-        forecast("naive", T0 + P, [16.0, 16.0], [10.0, 10.0], [30.0, 30.0], True),  # vs 10, 20: errors 6, 4; both inside
-    ])
+    store.forecasts.record(
+        [
+            forecast("naive", T0, [14.0, 14.0], [13.0, 13.0], [15.0, 15.0], True),  # vs 16, 10: errors 2, 4; none inside
+            forecast("arima", T0, [15.0, 12.0], [10.0, 5.0], [20.0, 11.0], False),  # errors 1, 2; both inside
+            forecast("naive", T0 + P, [16.0, 16.0], [10.0, 10.0], [30.0, 30.0], True),  # vs 10, 20: errors 6, 4; both inside
+        ]
+    )
     now = T0 + 3 * P + 15 * 60 + 120  # every step of the last forecast is 15 minutes old
     report = score_realised(store, settings, now)
     assert (report.forecasts, report.points) == (3, 6)

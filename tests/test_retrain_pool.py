@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from forecasting.retrain_pool import due_instances, make_executor, retrain_due
+from forecasting.ids import folder_name
 from forecasting.ingest import run_ingest
+from forecasting.retrain_pool import due_instances, make_executor, retrain_due
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
-from forecasting.ids import folder_name
 
 P = 300
 NOW = 1_800_000_000 // P * P
@@ -21,8 +21,15 @@ FAST = ["naive", "seasonal_naive", "linear"]
 
 def fleet_store(folder: Path, instances: int = 4, **overrides: object) -> tuple[Settings, Store]:
     """A store filled by the ingest job from the demo feed: ``instances`` instances, 2 days each."""
-    base: dict[str, object] = {"db": folder / "headroom.db", "demo_instances": instances, "train_days": 2, "history_days": 2,
-                               "backtest_days": 0.5, "models": FAST, "workers": 2}
+    base: dict[str, object] = {
+        "db": folder / "headroom.db",
+        "demo_instances": instances,
+        "train_days": 2,
+        "history_days": 2,
+        "backtest_days": 0.5,
+        "models": FAST,
+        "workers": 2,
+    }
     settings = load_settings(**{**base, **overrides})
     store = Store(settings.db)
     store.jobs.set_meta("demo_anchor", str(NOW - 2 * 86_400))
@@ -61,8 +68,9 @@ def test_dask_local_cluster_and_the_process_pool_choose_the_same_champions(tmp_p
         store.close()
 
 
-def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_path: Path, clean_env: Path,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(
+    tmp_path: Path, clean_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings, store = fleet_store(tmp_path, instances=3, workers=1)
     ids = [i.instance_id for i in store.samples.instances()]
     broken = ids[1]
@@ -81,8 +89,16 @@ def test_a_failing_instance_is_logged_with_its_id_and_the_others_are_kept(tmp_pa
 def test_due_means_never_trained_or_older_than_the_cadence(tmp_path: Path, clean_env: Path) -> None:
     settings, store = fleet_store(tmp_path, instances=3, retrain_every=6)
     ids = [i.instance_id for i in store.samples.instances()]
-    run = {"instance_id": ids[0], "started_at": NOW - 7 * 3600, "finished_at": NOW - 7 * 3600, "train_start": None, "train_end": None,
-           "points": 0, "champion": None, "model_dir": None}
+    run = {
+        "instance_id": ids[0],
+        "started_at": NOW - 7 * 3600,
+        "finished_at": NOW - 7 * 3600,
+        "train_start": None,
+        "train_end": None,
+        "points": 0,
+        "champion": None,
+        "model_dir": None,
+    }
     store.runs.record(run, [], [])
     store.runs.record({**run, "instance_id": ids[1], "started_at": NOW - 3600}, [], [])
     assert due_instances(store, settings.retrain_every, NOW) == [ids[2], ids[0]]  # never trained first, then the oldest

@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_instance_scores_every_model_and_saves_them(trained) -> None:
-    settings, samples, result, _ = trained
+    settings, _samples, result, _ = trained
     assert [s["model"] for s in result.scores] == FAST
     assert all(s["status"] == "ok" and s["mase"] > 0 for s in result.scores)
     ok = {s["model"]: s["mase"] for s in result.scores}
@@ -163,7 +163,9 @@ def test_too_little_data_gives_no_champion_and_no_files(tmp_path, values) -> Non
     result = train_instance("i-tiny", samples, settings_for(tmp_path), START + DAY)
     assert result.champion is None and result.run["model_dir"] is None
     assert all(s["status"] == "skipped" and s["reason"] for s in result.scores)
-    assert not (tmp_path / "models" / folder_name("i-tiny")).exists() or not any((tmp_path / "models" / folder_name("i-tiny")).iterdir())
+    assert not (tmp_path / "models" / folder_name("i-tiny")).exists() or not any(
+        (tmp_path / "models" / folder_name("i-tiny")).iterdir()
+    )
 
 
 def test_old_runs_are_pruned_but_the_newest_kept(tmp_path) -> None:

@@ -25,18 +25,39 @@ from tests.fixtures.services import free_port
 from tests.fixtures.webhooks import WebhookSink
 
 T = 1_800_000_000
-ALERT = {"alert_id": 7, "instance_id": "i-0abc0000000000001", "name": "web-1", "threshold": 80.0, "crossing_ts": T + 35 * 60,
-         "peak": 88.25, "model": "arima", "basis": "mean", "opened_at": T, "cleared_at": None}
+ALERT = {
+    "alert_id": 7,
+    "instance_id": "i-0abc0000000000001",
+    "name": "web-1",
+    "threshold": 80.0,
+    "crossing_ts": T + 35 * 60,
+    "peak": 88.25,
+    "model": "arima",
+    "basis": "mean",
+    "opened_at": T,
+    "cleared_at": None,
+}
 
 
 def test_the_generic_message_carries_the_documented_fields() -> None:
     message = event_message("opened", ALERT, event_id=31, at=T, margin=5)
     assert message["id"] == "headroom-7-31" and message["event"] == "opened" and message["occurred_at"] == "2027-01-15T08:00:00Z"
     alert = message["alert"]
-    assert alert["state"] == "open" and alert["minutes_to_limit"] == 35.0 and alert["predicted_crossing_at"] == "2027-01-15T08:35:00Z"
-    assert alert["predicted_peak"] == 88.25 and alert["model"] == "arima" and alert["basis"] == "mean" and alert["cleared_at"] is None
-    assert message["summary"] == ("i-0abc0000000000001 (web-1) will cross 80 % CPU at 2027-01-15T08:35:00Z, in about 35 min "
-                                  "(peak 88.2 %, arima, point forecast)")
+    assert (
+        alert["state"] == "open"
+        and alert["minutes_to_limit"] == 35.0
+        and alert["predicted_crossing_at"] == "2027-01-15T08:35:00Z"
+    )
+    assert (
+        alert["predicted_peak"] == 88.25
+        and alert["model"] == "arima"
+        and alert["basis"] == "mean"
+        and alert["cleared_at"] is None
+    )
+    assert message["summary"] == (
+        "i-0abc0000000000001 (web-1) will cross 80 % CPU at 2027-01-15T08:35:00Z, in about 35 min "
+        "(peak 88.2 %, arima, point forecast)"
+    )
     cleared = event_message("cleared", {**ALERT, "cleared_at": T + 3600}, event_id=40, at=T + 3600, margin=5)
     assert cleared["alert"]["state"] == "cleared" and cleared["alert"]["minutes_to_limit"] == 0.0
     assert cleared["summary"] == "i-0abc0000000000001 (web-1): CPU warning cleared (forecast peak below 75 %)"
@@ -57,12 +78,19 @@ def test_slack_and_pagerduty_bodies() -> None:
 
 
 def test_destinations_come_from_settings_and_never_show_their_secrets(clean_env: Path) -> None:
-    settings = load_settings(webhook_url="https://hooks.example.com/in?token=abc123", webhook_secret="s3cret",
-                             slack_webhook_url="https://hooks.slack.com/services/T0/B0/xyzsecret", pagerduty_routing_key="R0UTING")
+    settings = load_settings(
+        webhook_url="https://hooks.example.com/in?token=abc123",
+        webhook_secret="s3cret",
+        slack_webhook_url="https://hooks.slack.com/services/T0/B0/xyzsecret",
+        pagerduty_routing_key="R0UTING",
+    )
     found = destinations(settings)
     assert [d.name for d in found] == ["webhook", "slack", "pagerduty"]
-    assert [d.shown for d in found] == ["webhook (https://hooks.example.com)", "slack (https://hooks.slack.com)",
-                                        "pagerduty (https://events.pagerduty.com)"]
+    assert [d.shown for d in found] == [
+        "webhook (https://hooks.example.com)",
+        "slack (https://hooks.slack.com)",
+        "pagerduty (https://events.pagerduty.com)",
+    ]
     assert found[0].key == "s3cret" and found[2].key == "R0UTING"
     assert "abc123" not in repr(settings) and "xyzsecret" not in repr(settings) and "R0UTING" not in repr(settings)
     assert destinations(load_settings()) == []
@@ -112,7 +140,6 @@ def test_a_closed_port_and_a_silent_server_are_errors_within_the_timeout(webhook
     assert not silent.ok and time.monotonic() - started < 2 and "timed out" in (silent.error or "")
 
 
-
 def test_a_bad_destination_setting_is_refused_without_echoing_it(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEADROOM_SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/t0psecret")
     with pytest.raises(SettingsError) as refused:
@@ -122,4 +149,7 @@ def test_a_bad_destination_setting_is_refused_without_echoing_it(clean_env: Path
     monkeypatch.setenv("HEADROOM_PAGERDUTY_URL", "ftp://events.example.com")
     with pytest.raises(SettingsError) as shown:  # not a secret: shown as given
         load_settings()
-    assert str(shown.value) == "invalid setting HEADROOM_PAGERDUTY_URL: expected an http:// or https:// URL (got 'ftp://events.example.com')"
+    assert (
+        str(shown.value)
+        == "invalid setting HEADROOM_PAGERDUTY_URL: expected an http:// or https:// URL (got 'ftp://events.example.com')"
+    )

@@ -30,7 +30,9 @@ NOW = 1_800_000_000  # where the in-process worker's manual clock starts (on the
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A demo worker on a database in tmp_path, no headroom.toml, no HEADROOM_* from outside."""
     env = environ_without_settings()
-    env.update(HEADROOM_SOURCE="demo", HEADROOM_DB=str(tmp_path / "headroom.db"), HEADROOM_CONFIG=str(tmp_path / "none.toml"), **extra)
+    env.update(
+        HEADROOM_SOURCE="demo", HEADROOM_DB=str(tmp_path / "headroom.db"), HEADROOM_CONFIG=str(tmp_path / "none.toml"), **extra
+    )
     return env
 
 
@@ -53,7 +55,11 @@ def test_once_only_ingest_fills_the_demo_fleet_and_a_rerun_duplicates_nothing(tm
     assert set(before) == expected_series and len(expected_series) == 6 * 4 - 1  # the cache has no memory
     assert {len(points) for points in before.values()} == {14 * DAY // P}  # the training window, backfilled
     ingest_lines = [line for line in first.stderr.splitlines() if "headroom.worker: ingest:" in line]
-    assert len(ingest_lines) == 1 and f"6 instances, {14 * 288 * 23} datapoints" in ingest_lines[0] and ingest_lines[0].endswith(" s)")
+    assert (
+        len(ingest_lines) == 1
+        and f"6 instances, {14 * 288 * 23} datapoints" in ingest_lines[0]
+        and ingest_lines[0].endswith(" s)")
+    )
 
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
@@ -115,7 +121,8 @@ def test_a_job_that_raises_anything_still_returns_and_the_cycle_goes_on(worker: 
 
 
 def test_the_loop_runs_a_cycle_every_ingest_every_minutes_and_retries_a_failing_ingest_until_it_works(
-        worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+    worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
     worker.store.jobs.set_meta("demo_anchor", "broken")
     caplog.set_level(logging.INFO, logger="headroom.worker")
     turns: list[int] = []
@@ -140,10 +147,14 @@ def test_the_loop_runs_a_cycle_every_ingest_every_minutes_and_retries_a_failing_
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_forever_loop_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
-    env = worker_env(tmp_path, HEADROOM_DEMO_INSTANCES="2", HEADROOM_TRAIN_DAYS="1", HEADROOM_MODELS="naive", HEADROOM_WORKERS="1")
+    env = worker_env(
+        tmp_path, HEADROOM_DEMO_INSTANCES="2", HEADROOM_TRAIN_DAYS="1", HEADROOM_MODELS="naive", HEADROOM_WORKERS="1"
+    )
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:  # the first cycle ends with the digest job; then the loop waits five minutes for the next
             assert wait_until(lambda: "headroom.worker: digest:" in log_path.read_text() or process.poll() is not None, 180)
             assert process.poll() is None, log_path.read_text()
@@ -171,9 +182,18 @@ def test_a_database_path_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: 
     else:
         target.write_text("these are my notes, not a database\n" * 10)
     env = {**worker_env(tmp_path), "HEADROOM_DB": str(target)}
-    done = subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once", "--only", "ingest"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "worker.py"), "--once", "--only", "ingest"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
-    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(f"headroom: cannot open the database HEADROOM_DB={target}: ")
+    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(
+        f"headroom: cannot open the database HEADROOM_DB={target}: "
+    )
     assert kind == "a folder" or target.read_text().startswith("these are my notes")  # left alone
 
 

@@ -72,7 +72,9 @@ class SeriesReplay:
         """Scores of one model over every origin it forecast from, plus its mean fit/predict seconds."""
         f = self.forecasts[model]
         out = score(self.actual, f["mean"], f["lower"], f["upper"], self.scale)
-        fits = [r["scores"][model]["fit_seconds"] for r in self.retrains if r["scores"].get(model, {}).get("fit_seconds") is not None]
+        fits = [
+            r["scores"][model]["fit_seconds"] for r in self.retrains if r["scores"].get(model, {}).get("fit_seconds") is not None
+        ]
         if model == "auto":
             fits = [r["scores"][r["champion"]]["fit_seconds"] for r in self.retrains if r["champion"]]
         out["fit_seconds"] = float(np.mean(fits)) if fits else None
@@ -88,8 +90,9 @@ def evaluation_plan(rows: int, period: int, horizon: int) -> tuple[int, np.ndarr
     return start, np.arange(start - 1, rows - horizon, ORIGIN_EVERY, dtype=np.int64)
 
 
-def replay_series(name: str, samples: Samples, settings: Settings, retrain_every_days: float = 2.0,
-                  log: Callable[[str], None] = print) -> SeriesReplay:
+def replay_series(
+    name: str, samples: Samples, settings: Settings, retrain_every_days: float = 2.0, log: Callable[[str], None] = print
+) -> SeriesReplay:
     """Replay one series with the benchmark protocol; ``settings.models_dir`` receives the saved models."""
     horizon, period = settings.horizon, settings.period
     frame = to_frame(samples, period)
@@ -97,8 +100,9 @@ def replay_series(name: str, samples: Samples, settings: Settings, retrain_every
     index = frame.index.to_numpy(dtype=np.int64)
     start, origins = evaluation_plan(len(frame), period, horizon)
     ahead = origins[:, None] + np.arange(1, horizon + 1)
-    replay = SeriesReplay(name, len(samples["cpu"][0]), mase_scale(cpu[:start], DAY // period), index[origins],
-                          index[ahead], cpu[ahead])
+    replay = SeriesReplay(
+        name, len(samples["cpu"][0]), mase_scale(cpu[:start], DAY // period), index[origins], index[ahead], cpu[ahead]
+    )
     shape = (len(origins), horizon)
     for model in [*settings.models, "auto"]:
         replay.forecasts[model] = {k: np.full(shape, np.nan) for k in ("mean", "lower", "upper")}
@@ -118,9 +122,11 @@ def replay_series(name: str, samples: Samples, settings: Settings, retrain_every
         seconds = time.perf_counter() - clock
         scores = {s["model"]: s for s in result.scores}
         replay.retrains.append({"ts": now, "champion": result.champion, "seconds": seconds, "scores": scores})
-        log(f"  retrain {k + 1}/{len(retrain_at)} at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(now))}: "
+        log(
+            f"  retrain {k + 1}/{len(retrain_at)} at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(now))}: "
             f"{seconds:.1f} s, rss {_rss_mb():.0f} MB, champion {result.champion}, "
-            + ", ".join(f"{m} {s['mase']:.3f}" if s["mase"] is not None else f"{m} skipped" for m, s in scores.items()))
+            + ", ".join(f"{m} {s['mase']:.3f}" if s["mase"] is not None else f"{m} skipped" for m, s in scores.items())
+        )
         model_dir = result.run["model_dir"]
         gc.collect()
         visible = frame.iloc[: int(origins[last - 1]) + 1]
@@ -146,7 +152,7 @@ def replay_series(name: str, samples: Samples, settings: Settings, retrain_every
 def first_retrain_ts(samples: Samples, settings: Settings) -> int:
     """When ``replay_series`` first retrains this series: the first origin of its evaluation window."""
     frame = to_frame(samples, settings.period)
-    start, origins = evaluation_plan(len(frame), settings.period, settings.horizon)
+    _start, origins = evaluation_plan(len(frame), settings.period, settings.horizon)
     return int(frame.index[origins[0]]) if len(origins) else int(frame.index[-1])
 
 
@@ -194,13 +200,23 @@ def series_from(data_dir: Path, command: str) -> list[tuple[str, Samples]] | Non
 
 def summarise(replays: list[SeriesReplay], models: list[str]) -> dict:
     """The results document: per series per model metrics, the last champion, and per-model medians."""
-    series: list[dict[str, Any]] = [{"name": r.name, "points": r.points, "models": {m: r.metrics(m) for m in models},
-               "champion": r.retrains[-1]["champion"] if r.retrains else None} for r in replays]
+    series: list[dict[str, Any]] = [
+        {
+            "name": r.name,
+            "points": r.points,
+            "models": {m: r.metrics(m) for m in models},
+            "champion": r.retrains[-1]["champion"] if r.retrains else None,
+        }
+        for r in replays
+    ]
     summary: dict[str, dict[str, float | None]] = {}
     for model in models:
         mases = [s["models"][model]["mase"] for s in series if s["models"][model]["mase"] is not None]
-        relative = [s["models"][model]["mase"] / s["models"]["naive"]["mase"] for s in series
-                    if "naive" in s["models"] and s["models"][model]["mase"] is not None and s["models"]["naive"]["mase"]]
+        relative = [
+            s["models"][model]["mase"] / s["models"]["naive"]["mase"]
+            for s in series
+            if "naive" in s["models"] and s["models"][model]["mase"] is not None and s["models"]["naive"]["mase"]
+        ]
         covers = [s["models"][model]["coverage"] for s in series if s["models"][model]["coverage"] is not None]
         summary[model] = {
             "median_mase": float(np.median(mases)) if mases else None,
@@ -220,14 +236,18 @@ def print_table(doc: dict, models: list[str]) -> None:
     for s in doc["series"]:
         for m in models:
             r = s["models"][m]
-            print(f"{s['name'][:40]:40s} {m:15s} {_fmt(r['mase']):>7s} {_fmt(r['smape'], '.2f'):>7s} {_fmt(r['mape'], '.2f'):>8s} "
-                  f"{_fmt(None if r['coverage'] is None else 100 * r['coverage'], '.1f'):>6s} {_fmt(r['fit_seconds'], '.2f'):>7s}")
+            print(
+                f"{s['name'][:40]:40s} {m:15s} {_fmt(r['mase']):>7s} {_fmt(r['smape'], '.2f'):>7s} {_fmt(r['mape'], '.2f'):>8s} "
+                f"{_fmt(None if r['coverage'] is None else 100 * r['coverage'], '.1f'):>6s} {_fmt(r['fit_seconds'], '.2f'):>7s}"
+            )
     print()
     for m in models:
         sm = doc["summary"][m]
         cover = sm["median_coverage"]
-        print(f"{m:15s} median MASE {_fmt(sm['median_mase'])}, relative to naive {_fmt(sm['median_relative_mase'])}, "
-              f"median coverage {_fmt(None if cover is None else 100 * cover, '.1f')} %")
+        print(
+            f"{m:15s} median MASE {_fmt(sm['median_mase'])}, relative to naive {_fmt(sm['median_relative_mase'])}, "
+            f"median coverage {_fmt(None if cover is None else 100 * cover, '.1f')} %"
+        )
 
 
 def check_targets(doc: dict, models: list[str]) -> list[str]:
@@ -243,18 +263,27 @@ def check_targets(doc: dict, models: list[str]) -> list[str]:
         lines.append(f"median over series of auto ÷ naive MASE {ratio:.3f} (target ≤ 0.80): {verdict(ratio <= 0.80)}")
     if auto.get("median_mase") is not None and naive.get("median_mase"):
         a, n = auto["median_mase"], naive["median_mase"]
-        lines.append(f"auto median MASE {a:.3f} vs 0.85 × naive's {n:.3f} = {0.85 * n:.3f}: {verdict(a <= 0.85 * n)} ({a / n:.3f} × naive)")
-    singles = {m: summary[m]["median_mase"] for m in models
-               if m != "auto" and m in FAMILIES and not FAMILIES[m].combines and summary[m]["median_mase"] is not None}
+        lines.append(
+            f"auto median MASE {a:.3f} vs 0.85 × naive's {n:.3f} = {0.85 * n:.3f}: {verdict(a <= 0.85 * n)} ({a / n:.3f} × naive)"
+        )
+    singles = {
+        m: summary[m]["median_mase"]
+        for m in models
+        if m != "auto" and m in FAMILIES and not FAMILIES[m].combines and summary[m]["median_mase"] is not None
+    }
     if auto.get("median_mase") is not None and singles:
         best = min(singles, key=singles.get)  # type: ignore[arg-type]
-        lines.append(f"auto {auto['median_mase']:.3f} vs best single model ({best} {singles[best]:.3f}): "
-                     f"{verdict(auto['median_mase'] <= singles[best] + 1e-12)}")
+        lines.append(
+            f"auto {auto['median_mase']:.3f} vs best single model ({best} {singles[best]:.3f}): "
+            f"{verdict(auto['median_mase'] <= singles[best] + 1e-12)}"
+        )
     fleet = summary.get("fleet", {}).get("median_mase")
     for rival in ("lstm", "tcn"):
         theirs = summary.get(rival, {}).get("median_mase")
         if fleet is not None and theirs is not None:
-            lines.append(f"fleet median MASE {fleet:.3f} vs per-instance {rival} {theirs:.3f} (target ≤): {verdict(fleet <= theirs)}")
+            lines.append(
+                f"fleet median MASE {fleet:.3f} vs per-instance {rival} {theirs:.3f} (target ≤): {verdict(fleet <= theirs)}"
+            )
     worst = []
     for s in doc["series"]:
         base = [s["models"][m]["mase"] for m in BASELINES if m in s["models"] and s["models"][m]["mase"] is not None]
@@ -264,17 +293,25 @@ def check_targets(doc: dict, models: list[str]) -> list[str]:
     if worst:
         ratio, name = max(worst)
         lines.append(f"auto vs best baseline per series: worst {ratio:.2f} × on {name} (target ≤ 1.05): {verdict(ratio <= 1.05)}")
-    covers = [(s["models"]["auto"]["coverage"], s["name"]) for s in doc["series"] if s["models"].get("auto", {}).get("coverage") is not None]
+    covers = [
+        (s["models"]["auto"]["coverage"], s["name"])
+        for s in doc["series"]
+        if s["models"].get("auto", {}).get("coverage") is not None
+    ]
     if covers:
         median = 100 * float(np.median([c for c, _ in covers]))
         low, name = min(covers)
-        lines.append(f"auto coverage median {median:.1f} % (target 88–92 %): {verdict(88 <= median <= 92)}; "
-                     f"lowest {100 * low:.1f} % on {name} (target ≥ 80 %): {verdict(low >= 0.80)}")
+        lines.append(
+            f"auto coverage median {median:.1f} % (target 88–92 %): {verdict(88 <= median <= 92)}; "
+            f"lowest {100 * low:.1f} % on {name} (target ≥ 80 %): {verdict(low >= 0.80)}"
+        )
     seconds = [r for r in doc.get("retrain_seconds", [])]
     if seconds:
         median = float(np.median(seconds))
-        lines.append(f"training one instance: median {median:.1f} s over {len(seconds)} retrains, range {min(seconds):.1f}–{max(seconds):.1f} s "
-                     f"(target ≤ 10 s): {verdict(median <= 10.0)}")
+        lines.append(
+            f"training one instance: median {median:.1f} s over {len(seconds)} retrains, range {min(seconds):.1f}–{max(seconds):.1f} s "
+            f"(target ≤ 10 s): {verdict(median <= 10.0)}"
+        )
     return lines
 
 
@@ -282,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecasting.bench accuracy", description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path, help="folder of CSV (timestamp,value) or CloudWatch JSON exports")
     parser.add_argument("--horizon", type=int, default=12, help="steps to forecast (default 12 = 1 h at 5 min)")
-    parser.add_argument("--models", nargs="+", default=None, help=f"models to run (default: settings; from {', '.join(MODEL_NAMES)})")
+    parser.add_argument(
+        "--models", nargs="+", default=None, help=f"models to run (default: settings; from {', '.join(MODEL_NAMES)})"
+    )
     parser.add_argument("--retrain-every", type=float, default=2.0, help="days of replayed time between retrains (default 2)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -299,15 +338,21 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(**overrides)
         if "fleet" in settings.models:
             settings = settings.model_copy(update={"fleet_model": fleet_model_before_evaluation(series, settings)})
-        print(f"{len(series)} series, models {', '.join(settings.models)}, horizon {settings.horizon}, "
-              f"retrain every {args.retrain_every:g} d on ≤ {settings.train_days:g} d", flush=True)
+        print(
+            f"{len(series)} series, models {', '.join(settings.models)}, horizon {settings.horizon}, "
+            f"retrain every {args.retrain_every:g} d on ≤ {settings.train_days:g} d",
+            flush=True,
+        )
         replays = []
         for k, (name, samples) in enumerate(series, 1):
             print(f"[{k}/{len(series)}] {name} ({time.perf_counter() - started:.0f} s so far)", flush=True)
             replays.append(replay_series(name, samples, settings, args.retrain_every, log=lambda t: print(t, flush=True)))
     names = [*settings.models, "auto"]
-    doc = {"horizon": settings.horizon, **summarise(replays, names),
-           "retrain_seconds": [round(r["seconds"], 2) for replay in replays for r in replay.retrains]}
+    doc = {
+        "horizon": settings.horizon,
+        **summarise(replays, names),
+        "retrain_seconds": [round(r["seconds"], 2) for replay in replays for r in replay.retrains],
+    }
     print_table(doc, names)
     for line in check_targets(doc, names):
         print(line)

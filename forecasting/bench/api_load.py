@@ -58,9 +58,20 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
         for inst in store.samples.instances():
             scores = [_score(rng, model) for model in MODEL_NAMES]
             champion = min(scores, key=lambda s: s["mase"])["model"]
-            store.runs.record({"instance_id": inst.instance_id, "started_at": now - 900, "finished_at": now - 600,
-                               "train_start": now - DAY, "train_end": now - 900, "points": 288, "champion": champion,
-                               "model_dir": f"models/{inst.instance_id}/bench"}, scores, [])
+            store.runs.record(
+                {
+                    "instance_id": inst.instance_id,
+                    "started_at": now - 900,
+                    "finished_at": now - 600,
+                    "train_start": now - DAY,
+                    "train_end": now - 900,
+                    "points": 288,
+                    "champion": champion,
+                    "model_dir": f"models/{inst.instance_id}/bench",
+                },
+                scores,
+                [],
+            )
         runs = store.runs.latest()
         stored = 0
         for cycle in range(cycles):
@@ -70,10 +81,20 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
                 origin, value = last[iid][0] - (cycles - 1 - cycle) * PERIOD, last[iid][1]
                 for model in MODEL_NAMES:
                     mean = np.clip(value + np.cumsum(rng.normal(0, 2, HORIZON)), 0, 100)
-                    rows.append({"instance_id": iid, "run_id": run.run_id, "model": model,
-                                 "is_champion": model == run.champion, "made_at": made, "origin_ts": origin,
-                                 "timestamps": [origin + PERIOD * k for k in range(1, HORIZON + 1)], "mean": mean,
-                                 "lower": np.clip(mean - 8, 0, 100), "upper": np.clip(mean + 8, 0, 100)})
+                    rows.append(
+                        {
+                            "instance_id": iid,
+                            "run_id": run.run_id,
+                            "model": model,
+                            "is_champion": model == run.champion,
+                            "made_at": made,
+                            "origin_ts": origin,
+                            "timestamps": [origin + PERIOD * k for k in range(1, HORIZON + 1)],
+                            "mean": mean,
+                            "lower": np.clip(mean - 8, 0, 100),
+                            "upper": np.clip(mean + 8, 0, 100),
+                        }
+                    )
             store.forecasts.record(rows)
             stored += len(rows)
         for job in ("ingest", "retrain", "forecast", "digest"):
@@ -83,9 +104,18 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
 
 def _score(rng: np.random.Generator, model: str) -> dict[str, object]:
     mase = float(rng.uniform(0.3, 1.5))
-    return {"model": model, "status": "ok", "reason": None, "mape": mase * 9, "smape": mase * 8.5, "mase": mase,
-            "rmse": mase * 4, "coverage": float(rng.uniform(0.7, 0.95)), "fit_seconds": float(rng.uniform(0.001, 20)),
-            "predict_seconds": float(rng.uniform(0.0001, 0.05))}
+    return {
+        "model": model,
+        "status": "ok",
+        "reason": None,
+        "mape": mase * 9,
+        "smape": mase * 8.5,
+        "mase": mase,
+        "rmse": mase * 4,
+        "coverage": float(rng.uniform(0.7, 0.95)),
+        "fit_seconds": float(rng.uniform(0.001, 20)),
+        "predict_seconds": float(rng.uniform(0.0001, 0.05)),
+    }
 
 
 def free_port() -> int:
@@ -100,9 +130,24 @@ def start_server(db: Path, port: int, workers: int = 1) -> subprocess.Popen[byte
     """``uvicorn forecasting.api:app`` in a child process; returns once /health answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
     env.update(HEADROOM_DB=str(db), HEADROOM_CONFIG=str(db.parent / "absent.toml"))
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "forecasting.api:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
-                            env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "forecasting.api:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
@@ -142,8 +187,10 @@ class Result:
         # Little's law: requests in flight on average; well under ``clients`` means the load generator, not the
         # server, set the pace, and the latencies are not those of ``clients`` concurrent clients.
         in_flight = rate * self.mean / 1000
-        return (f"| {self.name} | {self.clients} | {self.requests} | {self.p50:.1f} | {self.p95:.1f} | {self.p99:.1f} | {self.max:.1f} "
-                f"| {rate:.0f} | {in_flight:.1f} | {1000 * self.server_cpu / self.requests:.2f} | {self.errors} |")
+        return (
+            f"| {self.name} | {self.clients} | {self.requests} | {self.p50:.1f} | {self.p95:.1f} | {self.p99:.1f} | {self.max:.1f} "
+            f"| {rate:.0f} | {in_flight:.1f} | {1000 * self.server_cpu / self.requests:.2f} | {self.errors} |"
+        )
 
 
 WRK_SCRIPT = r"""
@@ -168,13 +215,19 @@ def wrk_load(base: str, name: str, paths: list[str], clients: int, seconds: floa
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % ", ".join(f'"{path}"' for path in paths))
     try:
-        done = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "-s", script.name, base],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "-s", script.name, base],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         os.unlink(script.name)
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
     count, secs, p50, p95, p99, top, mean, errors = line.split()[1:]
-    return Result(name, clients, int(count), float(secs), float(p50), float(p95), float(p99), float(top), float(mean), int(errors))
+    return Result(
+        name, clients, int(count), float(secs), float(p50), float(p95), float(p99), float(top), float(mean), int(errors)
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -223,6 +276,7 @@ async def _httpx_client(base: str) -> AsyncIterator[Callable[[str], Awaitable[in
     import httpx
 
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=1)) as session:
+
         async def get(path: str) -> int:
             return (await session.get(path)).status_code
 
@@ -257,10 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet-requests", type=int, default=200, help="requests of /predictions for the whole fleet")
     parser.add_argument("--cycles", type=int, default=12, help="forecast cycles stored per instance")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--client", choices=("wrk", "asyncio", "httpx"), default="wrk" if shutil.which("wrk") else "asyncio",
-                        help="load generator: wrk (default when installed: Debian's `wrk`), a minimal asyncio "
-                             "HTTP/1.1 client, or httpx.AsyncClient (both in this process: on a small machine they "
-                             "cannot keep many requests in flight, see the in-flight column)")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "asyncio", "httpx"),
+        default="wrk" if shutil.which("wrk") else "asyncio",
+        help="load generator: wrk (default when installed: Debian's `wrk`), a minimal asyncio "
+        "HTTP/1.1 client, or httpx.AsyncClient (both in this process: on a small machine they "
+        "cannot keep many requests in flight, see the in-flight column)",
+    )
     parser.add_argument("--seconds", type=float, default=15, help="with wrk: seconds per endpoint and concurrency")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="headroom-api-bench-") as folder:
@@ -276,9 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             random.Random(3).shuffle(ids)
             base = f"http://127.0.0.1:{port}"
             asyncio.run(load(base, "warm-up", [f"/predictions?instance={i}" for i in ids], args.clients, 500, args.client))
-            plans = [("/predictions?instance=ID", [f"/predictions?instance={i}" for i in ids], args.requests),
-                     ("/compare?instance=ID", [f"/compare?instance={i}" for i in ids], args.requests),
-                     (f"/predictions (all {len(ids)})", ["/predictions"], args.fleet_requests)]
+            plans = [
+                ("/predictions?instance=ID", [f"/predictions?instance={i}" for i in ids], args.requests),
+                ("/compare?instance=ID", [f"/compare?instance={i}" for i in ids], args.requests),
+                (f"/predictions (all {len(ids)})", ["/predictions"], args.fleet_requests),
+            ]
             results = []
             for name, paths, total in plans:
                 for clients in (1, args.clients):
@@ -295,9 +355,13 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(timeout=30)
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    print(f"\n{args.instances} instances; uvicorn ({args.workers} worker) on {http} + {loop}; {args.client} load clients; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
-    print("| endpoint | clients | requests | p50 ms | p95 ms | p99 ms | max ms | requests/s | in flight | server CPU ms/request | errors |")
+    print(
+        f"\n{args.instances} instances; uvicorn ({args.workers} worker) on {http} + {loop}; {args.client} load clients; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| endpoint | clients | requests | p50 ms | p95 ms | p99 ms | max ms | requests/s | in flight | server CPU ms/request | errors |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for result in results:
         print(result.row())

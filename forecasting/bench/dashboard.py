@@ -40,7 +40,9 @@ def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -
     end = align(now, PERIOD) + PERIOD
     start = end - int(hours * HOUR)
     infos = source.list_instances()
-    requests = [SeriesRequest(info.instance_id, metric, start) for info in infos for metric in source.metrics_of(info.instance_id)]
+    requests = [
+        SeriesRequest(info.instance_id, metric, start) for info in infos for metric in source.metrics_of(info.instance_id)
+    ]
     fetched = source.fetch(requests, end)
     rng = np.random.default_rng(7)
     with Store(db) as store:
@@ -52,12 +54,32 @@ def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -
         forecast_rows = 0
         for info in infos:
             iid = info.instance_id
-            scores = [{"model": m, "status": "ok", "reason": None, "mape": float(rng.uniform(3, 30)), "smape": float(rng.uniform(3, 30)),
-                       "mase": float(rng.uniform(0.5, 1.5)), "rmse": float(rng.uniform(1, 10)), "coverage": float(rng.uniform(0.7, 0.95)),
-                       "fit_seconds": float(rng.uniform(0.01, 20)), "predict_seconds": 0.01} for m in MODEL_NAMES]
+            scores = [
+                {
+                    "model": m,
+                    "status": "ok",
+                    "reason": None,
+                    "mape": float(rng.uniform(3, 30)),
+                    "smape": float(rng.uniform(3, 30)),
+                    "mase": float(rng.uniform(0.5, 1.5)),
+                    "rmse": float(rng.uniform(1, 10)),
+                    "coverage": float(rng.uniform(0.7, 0.95)),
+                    "fit_seconds": float(rng.uniform(0.01, 20)),
+                    "predict_seconds": 0.01,
+                }
+                for m in MODEL_NAMES
+            ]
             champion = min(scores, key=lambda s: s["mase"])["model"]
-            run = {"instance_id": iid, "started_at": now - 600, "finished_at": now - 300, "train_start": start, "train_end": end,
-                   "points": int(hours * HOUR / PERIOD), "champion": champion, "model_dir": None}
+            run = {
+                "instance_id": iid,
+                "started_at": now - 600,
+                "finished_at": now - 300,
+                "train_start": start,
+                "train_end": end,
+                "points": int(hours * HOUR / PERIOD),
+                "champion": champion,
+                "model_dir": None,
+            }
             run_id = store.runs.record(run, scores, [])
             ts, cpu = last_cpu[iid]
             rows = []
@@ -66,9 +88,20 @@ def fill_store(db: Path, instances: int, hours: float, batches: int, now: int) -
                 stamps = (origin + PERIOD * np.arange(1, HORIZON + 1)).tolist()
                 for model in MODEL_NAMES:
                     mean = np.clip(cpu[-1] + np.cumsum(rng.normal(0, 2, HORIZON)), 0, 100)
-                    rows.append({"instance_id": iid, "run_id": run_id, "model": model, "is_champion": model == champion,
-                                 "made_at": origin + 60, "origin_ts": origin, "timestamps": stamps, "mean": mean.tolist(),
-                                 "lower": np.clip(mean - 8, 0, 100).tolist(), "upper": np.clip(mean + 8, 0, 100).tolist()})
+                    rows.append(
+                        {
+                            "instance_id": iid,
+                            "run_id": run_id,
+                            "model": model,
+                            "is_champion": model == champion,
+                            "made_at": origin + 60,
+                            "origin_ts": origin,
+                            "timestamps": stamps,
+                            "mean": mean.tolist(),
+                            "lower": np.clip(mean - 8, 0, 100).tolist(),
+                            "upper": np.clip(mean + 8, 0, 100).tolist(),
+                        }
+                    )
             store.forecasts.record(rows)
             forecast_rows += len(rows)
         for job in ("ingest", "retrain", "forecast", "digest"):
@@ -127,16 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         db = Path(tmp) / "headroom.db"
         started = time.perf_counter()
         counts = fill_store(db, args.instances, args.hours, args.batches, int(time.time()))
-        print(f"store: {counts['instances']} instances, {counts['samples']} samples, {counts['forecasts']} forecasts "
-              f"({time.perf_counter() - started:.1f} s to fill)")
+        print(
+            f"store: {counts['instances']} instances, {counts['samples']} samples, {counts['forecasts']} forecasts "
+            f"({time.perf_counter() - started:.1f} s to fill)"
+        )
         os.environ["HEADROOM_DB"] = str(db)
         os.environ["HEADROOM_CONFIG"] = str(Path(tmp) / "absent.toml")
         cold = time_fleet(args.runs, cold=True)
         warm = time_fleet(args.runs, cold=False)
         loads = time_load(args.runs, str(db.resolve()), "likely", 5.0)
     print(f"store read + table build: median {statistics.median(loads):.3f} s")
-    print(f"Fleet page render, cold cache: median {statistics.median(cold):.3f} s (min {min(cold):.3f}, max {max(cold):.3f}, {args.runs} runs)")
-    print(f"Fleet page render, warm cache: median {statistics.median(warm):.3f} s (min {min(warm):.3f}, max {max(warm):.3f}, {args.runs} runs)")
+    print(
+        f"Fleet page render, cold cache: median {statistics.median(cold):.3f} s (min {min(cold):.3f}, max {max(cold):.3f}, {args.runs} runs)"
+    )
+    print(
+        f"Fleet page render, warm cache: median {statistics.median(warm):.3f} s (min {min(warm):.3f}, max {max(warm):.3f}, {args.runs} runs)"
+    )
     verdict = "meets" if statistics.median(cold) <= 2.0 else "misses"
     print(f"target <= 2 s for the cold render: {verdict} it")
     return 0

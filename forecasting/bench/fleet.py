@@ -32,9 +32,9 @@ from pathlib import Path
 import psutil
 
 from forecasting.clock import DAY
-from forecasting.retrain_pool import RetrainReport, retrain_due
 from forecasting.fleet_model import latest_fleet_model
 from forecasting.ingest import run_ingest
+from forecasting.retrain_pool import RetrainReport, retrain_due
 from forecasting.settings import Settings, load_settings
 from forecasting.store import Store
 
@@ -113,8 +113,15 @@ def _run(label: str, settings: Settings) -> dict:
         report, seconds, peak_mb = timed_retrain(store, settings)
         champions = {i: run.champion for i, run in store.runs.latest().items()}
     print(f"{label}: {report.summary()} (store filled in {fill:.0f} s, not included)", flush=True)
-    return {"executor": label, "seconds": seconds, "report": report, "peak_mb": peak_mb, "champions": champions,
-            "fleet_model": fleet_facts(settings), "fill_seconds": round(fill, 1)}
+    return {
+        "executor": label,
+        "seconds": seconds,
+        "report": report,
+        "peak_mb": peak_mb,
+        "champions": champions,
+        "fleet_model": fleet_facts(settings),
+        "fill_seconds": round(fill, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,30 +139,43 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = []
     with tempfile.TemporaryDirectory(prefix="headroom-fleet-") as tmp:
-        base: dict = {"demo_instances": args.instances, "train_days": args.days, "history_days": max(args.days, 1.0),
-                      "workers": args.workers, "retrain_every": 6}
+        base: dict = {
+            "demo_instances": args.instances,
+            "train_days": args.days,
+            "history_days": max(args.days, 1.0),
+            "workers": args.workers,
+            "retrain_every": 6,
+        }
         if args.models:
             base["models"] = [m for part in args.models for m in part.split(",") if m]
         local_settings = load_settings(db=Path(tmp) / "pool" / "headroom.db", **base)
         models = local_settings.models
-        print(f"{args.instances} demo instances, {args.days:g} days each, models {', '.join(models)}, {args.workers} workers",
-              flush=True)
+        print(
+            f"{args.instances} demo instances, {args.days:g} days each, models {', '.join(models)}, {args.workers} workers",
+            flush=True,
+        )
         rows.append(_run(f"local process pool (spawn, {args.workers} processes)", local_settings))
         if args.dask:
             from distributed import LocalCluster
 
             logging.getLogger("distributed").setLevel(logging.ERROR)
             with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-                dask_settings = load_settings(db=Path(tmp) / "dask" / "headroom.db", dask_scheduler=cluster.scheduler_address, **base)
+                dask_settings = load_settings(
+                    db=Path(tmp) / "dask" / "headroom.db", dask_scheduler=cluster.scheduler_address, **base
+                )
                 rows.append(_run(f"Dask LocalCluster ({args.workers} worker processes × 1 thread)", dask_settings))
     print(f"\n{'executor':52s} {'instances':>9s} {'failed':>6s} {'seconds':>8s} {'per instance':>12s} {'peak MB':>8s}")
     for row in rows:
         r = row["report"]
-        print(f"{row['executor']:52s} {len(r.trained):9d} {len(r.failed):6d} {row['seconds']:8.1f} "
-              f"{row['seconds'] / max(1, r.due):11.2f}s {row['peak_mb']:8.0f}")
+        print(
+            f"{row['executor']:52s} {len(r.trained):9d} {len(r.failed):6d} {row['seconds']:8.1f} "
+            f"{row['seconds'] / max(1, r.due):11.2f}s {row['peak_mb']:8.0f}"
+        )
     if rows[0]["fleet_model"]:
         facts = rows[0]["fleet_model"]
-        print(f"fleet model: {facts['windows']} windows from {facts['instances']} instances in {facts['seconds']} s (inside the retrain)")
+        print(
+            f"fleet model: {facts['windows']} windows from {facts['instances']} instances in {facts['seconds']} s (inside the retrain)"
+        )
     parent_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process alone {parent_mb:.0f} MB")
     agree = None
@@ -163,12 +183,27 @@ def main(argv: list[str] | None = None) -> int:
         agree = sum(rows[0]["champions"].get(i) == c for i, c in rows[1]["champions"].items())
         print(f"champions agree on {agree}/{len(rows[1]['champions'])} instances")
     if args.out:
-        doc = {"instances": args.instances, "days": args.days, "models": models, "workers": args.workers, "champions_agree": agree,
-               "parent_peak_mb": round(parent_mb),
-               "runs": [{"executor": row["executor"], "seconds": round(row["seconds"], 1), "trained": len(row["report"].trained),
-                         "failed": len(row["report"].failed), "peak_mb": round(row["peak_mb"]), "fleet_model": row["fleet_model"],
-                         "fill_seconds": row["fill_seconds"],
-                         "seconds_per_instance": round(row["seconds"] / max(1, row["report"].due), 3)} for row in rows]}
+        doc = {
+            "instances": args.instances,
+            "days": args.days,
+            "models": models,
+            "workers": args.workers,
+            "champions_agree": agree,
+            "parent_peak_mb": round(parent_mb),
+            "runs": [
+                {
+                    "executor": row["executor"],
+                    "seconds": round(row["seconds"], 1),
+                    "trained": len(row["report"].trained),
+                    "failed": len(row["report"].failed),
+                    "peak_mb": round(row["peak_mb"]),
+                    "fleet_model": row["fleet_model"],
+                    "fill_seconds": row["fill_seconds"],
+                    "seconds_per_instance": round(row["seconds"] / max(1, row["report"].due), 3),
+                }
+                for row in rows
+            ],
+        }
         args.out.write_text(json.dumps(doc, indent=1))
         print(f"wrote {args.out}")
     return 0 if agree is None or agree == len(rows[1]["champions"]) == len(rows[0]["champions"]) else 1

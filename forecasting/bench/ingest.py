@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,10 @@ def create_fleet(ec2: Any, count: int, tags: dict[str, str] | None = None, prefi
         batch = min(100, count - len(ids))
         extra = [{"Key": key, "Value": value} for key, value in (tags or {}).items()]
         response = ec2.run_instances(
-            ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=batch, MaxCount=batch,
+            ImageId="ami-12c6146b",
+            InstanceType="t3.micro",
+            MinCount=batch,
+            MaxCount=batch,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": prefix}, *extra]}],
         )
         ids.extend(item["InstanceId"] for item in response["Instances"])
@@ -52,7 +55,12 @@ def create_fleet(ec2: Any, count: int, tags: dict[str, str] | None = None, prefi
     return ids
 
 
-def put_points(cloudwatch: Any, points: Iterable[tuple[str, str, int, float]], memory: str = "cwagent", memory_dims: dict[str, list[dict[str, str]]] | None = None) -> int:
+def put_points(
+    cloudwatch: Any,
+    points: Iterable[tuple[str, str, int, float]],
+    memory: str = "cwagent",
+    memory_dims: dict[str, list[dict[str, str]]] | None = None,
+) -> int:
     """Publish (instance, metric key, ts, value) datapoints where CloudWatch would hold them; returns the count."""
     by_namespace: dict[str, list[dict[str, Any]]] = {}
     for instance_id, metric, ts, value in points:
@@ -60,7 +68,7 @@ def put_points(cloudwatch: Any, points: Iterable[tuple[str, str, int, float]], m
         dims = [{"Name": METRICS[metric].dimension, "Value": instance_id}]
         if metric == "memory" and memory_dims and instance_id in memory_dims:
             dims = memory_dims[instance_id]
-        datum = {"MetricName": name, "Dimensions": dims, "Timestamp": datetime.fromtimestamp(ts, timezone.utc), "Value": float(value)}
+        datum = {"MetricName": name, "Dimensions": dims, "Timestamp": datetime.fromtimestamp(ts, UTC), "Value": float(value)}
         by_namespace.setdefault(namespace, []).append(datum)
     total = 0
     for namespace, data in by_namespace.items():
@@ -85,7 +93,11 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -137,7 +149,9 @@ def run(instances: int, hours: float, period: int) -> list[dict[str, Any]]:
     from forecasting.store import Store
 
     server, url = start_moto()
-    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+    )
     os.environ.pop("AWS_PROFILE", None)
     try:
         # moto answers a big GetMetricData far slower than CloudWatch: a longer read timeout avoids retry storms
@@ -149,25 +163,58 @@ def run(instances: int, hours: float, period: int) -> list[dict[str, Any]]:
         first = second - period
         steps = int(hours * HOUR // period)
         metrics = default_metrics()
-        history = [(iid, m, ts, synthetic_value(m, i, ts)) for i, iid in enumerate(ids) for m in metrics for ts in range(first - steps * period, first + 1, period)]
+        history = [
+            (iid, m, ts, synthetic_value(m, i, ts))
+            for i, iid in enumerate(ids)
+            for m in metrics
+            for ts in range(first - steps * period, first + 1, period)
+        ]
         put = put_points(cloudwatch, history)
-        print(f"setup: {instances} instances, {put} datapoints over {hours:g} h written to moto in {time.time() - started:.1f} s", flush=True)
-        settings = load_settings(source="cloudwatch", period=period, train_days=hours / 24, history_days=max(30.0, hours / 24), instances=[], instance_tag=None)
+        print(
+            f"setup: {instances} instances, {put} datapoints over {hours:g} h written to moto in {time.time() - started:.1f} s",
+            flush=True,
+        )
+        settings = load_settings(
+            source="cloudwatch",
+            period=period,
+            train_days=hours / 24,
+            history_days=max(30.0, hours / 24),
+            instances=[],
+            instance_tag=None,
+        )
         source = CloudWatchSource(settings, cloudwatch=cloudwatch, ec2=ec2)
         timer = ApiTimer(ec2, cloudwatch)
         rows = []
         with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "bench.db") as store:
             for label, now in (("backfill", first), ("incremental", second)):
                 if label == "incremental":
-                    put_points(cloudwatch, [(iid, m, second, synthetic_value(m, i, second)) for i, iid in enumerate(ids) for m in metrics])
+                    put_points(
+                        cloudwatch,
+                        [(iid, m, second, synthetic_value(m, i, second)) for i, iid in enumerate(ids) for m in metrics],
+                    )
                 timer.take()
                 began = time.time()
                 report = run_ingest(store, settings, now, source)
                 seconds, in_aws, sent = time.time() - began, timer.take(), timer.sent
                 timer.sent = 0
-                rows.append({"cycle": label, "instances": report.instances, "calls": report.calls, "required": report.calls_required,
-                             "datapoints": report.rows, "errors": len(report.errors), "seconds": seconds, "aws": in_aws, "client": seconds - in_aws, "sent": sent})
-                print(f"{label}: {report.summary()} in {seconds:.1f} s ({in_aws:.1f} s waiting on moto, {sent} HTTP requests)", flush=True)
+                rows.append(
+                    {
+                        "cycle": label,
+                        "instances": report.instances,
+                        "calls": report.calls,
+                        "required": report.calls_required,
+                        "datapoints": report.rows,
+                        "errors": len(report.errors),
+                        "seconds": seconds,
+                        "aws": in_aws,
+                        "client": seconds - in_aws,
+                        "sent": sent,
+                    }
+                )
+                print(
+                    f"{label}: {report.summary()} in {seconds:.1f} s ({in_aws:.1f} s waiting on moto, {sent} HTTP requests)",
+                    flush=True,
+                )
             rows.append({"cycle": "stored", "datapoints": store.samples.count()})
         return rows
     finally:
@@ -179,16 +226,22 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the options, run the benchmark, print a markdown table."""
     parser = argparse.ArgumentParser(prog="python -m forecasting.bench ingest", description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--hours", type=float, default=0.5, help="backfill window written to moto and fetched (train_days = hours / 24)")
+    parser.add_argument(
+        "--hours", type=float, default=0.5, help="backfill window written to moto and fetched (train_days = hours / 24)"
+    )
     parser.add_argument("--period", type=int, default=300)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the moto child is stopped on the way out
     rows = run(args.instances, args.hours, args.period)
-    print("\n| cycle | instances | GetMetricData calls | calls required | datapoints stored | series errors | seconds | of which in AWS calls (moto) | of which in Headroom |")
+    print(
+        "\n| cycle | instances | GetMetricData calls | calls required | datapoints stored | series errors | seconds | of which in AWS calls (moto) | of which in Headroom |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows[:-1]:
-        print(f"| {row['cycle']} | {row['instances']} | {row['calls']} | {row['required']} | {row['datapoints']} | {row['errors']} "
-              f"| {row['seconds']:.1f} | {row['aws']:.1f} | {row['client']:.1f} |")
+        print(
+            f"| {row['cycle']} | {row['instances']} | {row['calls']} | {row['required']} | {row['datapoints']} | {row['errors']} "
+            f"| {row['seconds']:.1f} | {row['aws']:.1f} | {row['client']:.1f} |"
+        )
     print(f"\nsamples in the store afterwards: {rows[-1]['datapoints']}")
     ok = all(row["calls"] == row["required"] == row["sent"] for row in rows[:-1])
     print("calls made == calls required (no retries)" if ok else "MORE CALLS OR HTTP REQUESTS THAN REQUIRED")

@@ -51,39 +51,57 @@ def seeded_publisher(groups: dict[str, str]) -> Any:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Set up, train, run the cycles and publishes; one dict of figures."""
     from forecasting.alerts import evaluate_alerts
-    from forecasting.retrain_pool import retrain_due
     from forecasting.forecast import ModelCache, run_forecasts
     from forecasting.ingest import run_ingest
     from forecasting.publish import cycle_figures
+    from forecasting.retrain_pool import retrain_due
     from forecasting.settings import load_settings
     from forecasting.store import Store
 
     server, url = start_moto()
-    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+    )
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_CLOUDWATCH"):
         os.environ.pop(name, None)
     try:
         with tempfile.TemporaryDirectory(prefix="headroom-publish-") as tmp:
             now = int(time.time()) // 300 * 300
-            settings = load_settings(db=Path(tmp) / "headroom.db", demo_instances=args.instances, train_days=args.days,
-                                     history_days=max(args.days, 1.0), models=args.models, workers=args.workers, cloudwatch_publish=True,
-                                     region="us-east-1")
+            settings = load_settings(
+                db=Path(tmp) / "headroom.db",
+                demo_instances=args.instances,
+                train_days=args.days,
+                history_days=max(args.days, 1.0),
+                models=args.models,
+                workers=args.workers,
+                cloudwatch_publish=True,
+                region="us-east-1",
+            )
             started = time.perf_counter()
             with Store(settings.db) as store:
                 store.jobs.set_meta("demo_anchor", str(now - int(args.days * DAY)))
                 run_ingest(store, settings, now)
-                print(f"setup: {args.instances} demo instances, {args.days:g} days each, in {time.perf_counter() - started:.1f} s", flush=True)
+                print(
+                    f"setup: {args.instances} demo instances, {args.days:g} days each, in {time.perf_counter() - started:.1f} s",
+                    flush=True,
+                )
                 started = time.perf_counter()
                 trained = retrain_due(store, settings, now)
                 print(f"training: {trained.summary()} in {time.perf_counter() - started:.1f} s", flush=True)
                 ids = sorted(inst.instance_id for inst in store.samples.instances())
-                publisher = seeded_publisher({iid: f"bench-asg-{k % args.groups:03d}" for k, iid in enumerate(ids)} if args.groups else {})
+                publisher = seeded_publisher(
+                    {iid: f"bench-asg-{k % args.groups:03d}" for k, iid in enumerate(ids)} if args.groups else {}
+                )
                 cloudwatch = publisher._client("cloudwatch", settings)
                 requests = {"n": 0}
-                cloudwatch.meta.events.register("before-send.cloudwatch.PutMetricData", lambda **_: requests.__setitem__("n", requests["n"] + 1))
+                cloudwatch.meta.events.register(
+                    "before-send.cloudwatch.PutMetricData", lambda **_: requests.__setitem__("n", requests["n"] + 1)
+                )
                 cache = ModelCache()
                 runs = []
-                for k in range(args.runs + 1):  # the first cycle loads every model from disk (cold cache); all forecast the same data
+                for k in range(
+                    args.runs + 1
+                ):  # the first cycle loads every model from disk (cold cache); all forecast the same data
                     began = time.perf_counter()
                     made = run_forecasts(store, settings, now, cache=cache)
                     alerts = evaluate_alerts(store, settings, now)
@@ -94,24 +112,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     read = time.perf_counter() - began
                     result = publisher.publish(figures, settings)
                     publish = time.perf_counter() - began
-                    runs.append({"cycle_seconds": cycle, "forecasts": made.forecasts, "open_alerts": alerts.open_now,
-                                 "figures_seconds": read, "publish_seconds": publish, "instances": result.instances,
-                                 "datums": result.datums, "published": result.published, "calls": result.calls,
-                                 "calls_required": result.calls_required, "http_requests": requests["n"], "error": result.error})
-                    print(f"cycle {k}{' (cold)' if k == 0 else ''}: {made.summary()}, {alerts.open_now} alerts open, {cycle:.2f} s; "
-                          f"{result.summary()}, {requests['n']} HTTP requests, read {read * 1000:.0f} ms", flush=True)
+                    runs.append(
+                        {
+                            "cycle_seconds": cycle,
+                            "forecasts": made.forecasts,
+                            "open_alerts": alerts.open_now,
+                            "figures_seconds": read,
+                            "publish_seconds": publish,
+                            "instances": result.instances,
+                            "datums": result.datums,
+                            "published": result.published,
+                            "calls": result.calls,
+                            "calls_required": result.calls_required,
+                            "http_requests": requests["n"],
+                            "error": result.error,
+                        }
+                    )
+                    print(
+                        f"cycle {k}{' (cold)' if k == 0 else ''}: {made.summary()}, {alerts.open_now} alerts open, {cycle:.2f} s; "
+                        f"{result.summary()}, {requests['n']} HTTP requests, read {read * 1000:.0f} ms",
+                        flush=True,
+                    )
     finally:
         server.terminate()
         server.wait(timeout=30)
     warm = runs[1:]
     cycle = statistics.median(r["cycle_seconds"] for r in warm)
     publish = statistics.median(r["publish_seconds"] for r in warm)
-    return {"instances": args.instances, "days": args.days, "models": args.models, "groups": args.groups, "runs": runs,
-            "cold_cycle_seconds": round(runs[0]["cycle_seconds"], 3), "median_cycle_seconds": round(cycle, 3),
-            "median_publish_seconds": round(publish, 3),
-            "median_figures_seconds": round(statistics.median(r["figures_seconds"] for r in warm), 4),
-            "publish_share_of_cycle": round(publish / cycle, 4),
-            "calls_minimal": all(r["calls"] == r["calls_required"] == r["http_requests"] and r["error"] is None for r in runs)}
+    return {
+        "instances": args.instances,
+        "days": args.days,
+        "models": args.models,
+        "groups": args.groups,
+        "runs": runs,
+        "cold_cycle_seconds": round(runs[0]["cycle_seconds"], 3),
+        "median_cycle_seconds": round(cycle, 3),
+        "median_publish_seconds": round(publish, 3),
+        "median_figures_seconds": round(statistics.median(r["figures_seconds"] for r in warm), 4),
+        "publish_share_of_cycle": round(publish / cycle, 4),
+        "calls_minimal": all(r["calls"] == r["calls_required"] == r["http_requests"] and r["error"] is None for r in runs),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the moto child is stopped on the way out
     doc = run(args)
     last = doc["runs"][-1]
-    print(f"\n| instances | groups | datums | PutMetricData calls | minimum | HTTP requests | forecast cycle (median) | publish (median) "
-          f"| share | worker waits (figures read) |")
+    print(
+        "\n| instances | groups | datums | PutMetricData calls | minimum | HTTP requests | forecast cycle (median) | publish (median) "
+        "| share | worker waits (figures read) |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {doc['instances']} | {doc['groups']} | {last['datums']} | {last['calls']} | {last['calls_required']} | {last['http_requests']} "
-          f"| {doc['median_cycle_seconds']:.2f} s | {doc['median_publish_seconds'] * 1000:.0f} ms | {doc['publish_share_of_cycle']:.1%} "
-          f"| {doc['median_figures_seconds'] * 1000:.0f} ms |")
+    print(
+        f"| {doc['instances']} | {doc['groups']} | {last['datums']} | {last['calls']} | {last['calls_required']} | {last['http_requests']} "
+        f"| {doc['median_cycle_seconds']:.2f} s | {doc['median_publish_seconds'] * 1000:.0f} ms | {doc['publish_share_of_cycle']:.1%} "
+        f"| {doc['median_figures_seconds'] * 1000:.0f} ms |"
+    )
     print(f"cold first cycle: {doc['cold_cycle_seconds']:.2f} s")
     ok = doc["calls_minimal"] and doc["publish_share_of_cycle"] <= TARGET_SHARE
     print("target met: minimum calls, publish ≤ 5 % of the cycle" if ok else "TARGET MISSED")

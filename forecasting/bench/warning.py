@@ -75,8 +75,9 @@ def overload_events(cpu: np.ndarray, start: int, threshold: float, period: int) 
     return events
 
 
-def score_rule(states: np.ndarray, origins: np.ndarray, events: list[int], policy: AlertPolicy, horizon: int,
-               lead_steps: int, period: int) -> dict:
+def score_rule(
+    states: np.ndarray, origins: np.ndarray, events: list[int], policy: AlertPolicy, horizon: int, lead_steps: int, period: int
+) -> dict:
     """Recall at the lead, leads, episodes (right and false), precision, false warnings per day and time shares.
 
     ``states`` says, per cycle (one per row of ``origins``, consecutive grid rows), whether the
@@ -86,7 +87,7 @@ def score_rule(states: np.ndarray, origins: np.ndarray, events: list[int], polic
     leads = []
     for e in events:  # open at some cycle in [e − horizon, e − lead]
         low, high = max(first_row, e - horizon), e - lead_steps
-        window = states[max(0, low - first_row): max(0, high - first_row + 1)]
+        window = states[max(0, low - first_row) : max(0, high - first_row + 1)]
         if window.any():
             leads.append((e - low - int(np.argmax(window))) * period / 60)
     runs = [(first_row + a, first_row + b) for a, b in policy.episodes(states)]
@@ -94,19 +95,38 @@ def score_rule(states: np.ndarray, origins: np.ndarray, events: list[int], polic
     false_runs = [(a, b) for a, b in runs if not np.any((starts >= a) & (starts <= b + horizon))]
     cycles = len(origins)
     out = summarise_counts(len(events), leads, len(runs), len(runs) - len(false_runs))
-    return out | {"cycles": cycles, "days": cycles * period / DAY, "false_episodes": len(false_runs),
-                  "warning_steps": int(states.sum()), "false_steps": int(sum(b - a + 1 for a, b in false_runs)),
-                  "false_per_day": len(false_runs) / (cycles * period / DAY), "warning_share": float(states.mean()),
-                  "false_share": sum(b - a + 1 for a, b in false_runs) / cycles}
+    return out | {
+        "cycles": cycles,
+        "days": cycles * period / DAY,
+        "false_episodes": len(false_runs),
+        "warning_steps": int(states.sum()),
+        "false_steps": int(sum(b - a + 1 for a, b in false_runs)),
+        "false_per_day": len(false_runs) / (cycles * period / DAY),
+        "warning_share": float(states.mean()),
+        "false_share": sum(b - a + 1 for a, b in false_runs) / cycles,
+    }
 
 
 def summarise_counts(events: int, leads: list[float], episode_count: int, right: int) -> dict:
     """Recall, precision, F1 and median lead from the counts (None where undefined)."""
     recall = len(leads) / events if events else None
     precision = right / episode_count if episode_count else None
-    f1 = 2 * recall * precision / (recall + precision) if recall and precision else (0.0 if recall is not None and precision is not None else None)
-    return {"events": events, "caught": len(leads), "episodes": episode_count, "right_episodes": right, "recall": recall,
-            "precision": precision, "f1": f1, "median_lead_minutes": float(np.median(leads)) if leads else None, "leads": leads}
+    f1 = (
+        2 * recall * precision / (recall + precision)
+        if recall and precision
+        else (0.0 if recall is not None and precision is not None else None)
+    )
+    return {
+        "events": events,
+        "caught": len(leads),
+        "episodes": episode_count,
+        "right_episodes": right,
+        "recall": recall,
+        "precision": precision,
+        "f1": f1,
+        "median_lead_minutes": float(np.median(leads)) if leads else None,
+        "leads": leads,
+    }
 
 
 def linear_forecasts(cpu: np.ndarray, index: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> np.ndarray:
@@ -114,7 +134,7 @@ def linear_forecasts(cpu: np.ndarray, index: np.ndarray, origins: np.ndarray, ho
     out = np.full((len(origins), horizon), np.nan)
     series = pd.Series(cpu, index=index)
     for k, o in enumerate(origins):
-        recent = series.iloc[max(0, o - 3600 // period + 1): o + 1]
+        recent = series.iloc[max(0, o - 3600 // period + 1) : o + 1]
         if recent.notna().any():
             out[k] = np.clip(linear_extrapolation(recent, horizon, period), 0.0, 100.0)
     return out
@@ -126,8 +146,9 @@ def last_values(cpu: np.ndarray, origins: np.ndarray) -> np.ndarray:
 
 
 # ---- the replay ---------------------------------------------------------------
-def replay_champion(name: str, samples: Samples, settings: Settings, origins: np.ndarray, retrain_every_days: float,
-                    log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+def replay_champion(
+    name: str, samples: Samples, settings: Settings, origins: np.ndarray, retrain_every_days: float, log: Callable[[str], None]
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """Champion forecasts (mean, upper) [origins, horizon] from every origin, retraining on the accuracy cadence."""
     from forecasting.training import train_instance
 
@@ -147,8 +168,10 @@ def replay_champion(name: str, samples: Samples, settings: Settings, origins: np
         seen = {m: (ts[ts <= now], v[ts <= now]) for m, (ts, v) in samples.items()}
         clock = time.perf_counter()
         result = train_instance(name, seen, settings, now)
-        log(f"  retrain {n + 1}/{len(starts)} at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(now))}: "
-            f"{time.perf_counter() - clock:.1f} s, champion {result.champion}")
+        log(
+            f"  retrain {n + 1}/{len(starts)} at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(now))}: "
+            f"{time.perf_counter() - clock:.1f} s, champion {result.champion}"
+        )
         if not result.champion or not result.run["model_dir"]:
             continue
         model = load_model(Path(result.run["model_dir"]) / result.champion)
@@ -161,8 +184,9 @@ def replay_champion(name: str, samples: Samples, settings: Settings, origins: np
 RULES = ("headroom", "linear", "last_value")
 
 
-def evaluate_series(name: str, samples: Samples, settings: Settings, args: argparse.Namespace,
-                    log: Callable[[str], None]) -> dict:
+def evaluate_series(
+    name: str, samples: Samples, settings: Settings, args: argparse.Namespace, log: Callable[[str], None]
+) -> dict:
     """Threshold, events, and every rule's warnings through the shared alert policy, scored."""
     horizon, period = settings.horizon, settings.period
     frame = to_frame(samples, period)
@@ -179,10 +203,19 @@ def evaluate_series(name: str, samples: Samples, settings: Settings, args: argpa
         "linear": _peaks(linear_forecasts(cpu, index, origins, horizon, period)),
         "last_value": last_values(cpu, origins),
     }
-    scored = {rule: score_rule(policy.states(peaks[rule]), origins, events, policy, horizon, lead_steps, period) for rule in RULES}
+    scored = {
+        rule: score_rule(policy.states(peaks[rule]), origins, events, policy, horizon, lead_steps, period) for rule in RULES
+    }
     used = sorted({c for c in champions if c})
-    return {"name": name, "threshold": round(threshold, 3), "pooled": threshold >= MIN_POOLED_THRESHOLD, "champions": used,
-            **scored["headroom"], "linear": scored["linear"], "last_value": scored["last_value"]}
+    return {
+        "name": name,
+        "threshold": round(threshold, 3),
+        "pooled": threshold >= MIN_POOLED_THRESHOLD,
+        "champions": used,
+        **scored["headroom"],
+        "linear": scored["linear"],
+        "last_value": scored["last_value"],
+    }
 
 
 def _peaks(forecasts: np.ndarray) -> np.ndarray:
@@ -195,11 +228,17 @@ def pool(series: list[dict], key: str | None = None) -> dict:
     """Pooled figures over the series whose threshold is at least 20 %."""
     parts = [s if key is None else s[key] for s in series if s["pooled"]]
     leads = [lead for p in parts for lead in p["leads"]]
-    out = summarise_counts(sum(p["events"] for p in parts), leads, sum(p["episodes"] for p in parts), sum(p["right_episodes"] for p in parts))
+    out = summarise_counts(
+        sum(p["events"] for p in parts), leads, sum(p["episodes"] for p in parts), sum(p["right_episodes"] for p in parts)
+    )
     cycles, days = max(1, sum(p["cycles"] for p in parts)), sum(p["days"] for p in parts)
-    out |= {"false_episodes": sum(p["false_episodes"] for p in parts), "days": days,
-            "false_per_day": sum(p["false_episodes"] for p in parts) / days if days else None,
-            "warning_share": sum(p["warning_steps"] for p in parts) / cycles, "false_share": sum(p["false_steps"] for p in parts) / cycles}
+    out |= {
+        "false_episodes": sum(p["false_episodes"] for p in parts),
+        "days": days,
+        "false_per_day": sum(p["false_episodes"] for p in parts) / days if days else None,
+        "warning_share": sum(p["warning_steps"] for p in parts) / cycles,
+        "false_share": sum(p["false_steps"] for p in parts) / cycles,
+    }
     return {k: v for k, v in out.items() if k != "leads"}
 
 
@@ -212,8 +251,10 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 
 def _cells(p: dict) -> str:
-    return (f"{_fmt(p['recall']):>6s} {_fmt(p['precision']):>5s} {_fmt(p['f1']):>5s} {_fmt(p['median_lead_minutes'], '.0f'):>5s} "
-            f"{_fmt(p['false_per_day']):>5s} {_fmt(100 * p['warning_share'], '.1f'):>5s} {_fmt(100 * p['false_share'], '.1f'):>5s}")
+    return (
+        f"{_fmt(p['recall']):>6s} {_fmt(p['precision']):>5s} {_fmt(p['f1']):>5s} {_fmt(p['median_lead_minutes'], '.0f'):>5s} "
+        f"{_fmt(p['false_per_day']):>5s} {_fmt(100 * p['warning_share'], '.1f'):>5s} {_fmt(100 * p['false_share'], '.1f'):>5s}"
+    )
 
 
 def print_table(doc: dict) -> None:
@@ -224,7 +265,11 @@ def print_table(doc: dict) -> None:
         mark = "" if s["pooled"] else "  (not pooled: threshold < 20 %)"
         print(f"{s['name'][:34]:34s} {s['threshold']:6.1f} {s['events']:6d} | {_cells(s)} | {_cells(s['linear'])}{mark}")
     print(f"\n{'pooled':34s} {'':6s} {'events':>6s} | {head}")
-    for label, key in (("headroom (alerts)", "pooled"), ("linear (predict_linear)", "pooled_linear"), ("last value", "pooled_last_value")):
+    for label, key in (
+        ("headroom (alerts)", "pooled"),
+        ("linear (predict_linear)", "pooled_linear"),
+        ("last value", "pooled_last_value"),
+    ):
         p = doc[key]
         print(f"{label:34s} {'':6s} {p['events']:6d} | {_cells(p)}   ({p['right_episodes']}/{p['episodes']} episodes right)")
     for line in check_targets(doc):
@@ -236,10 +281,17 @@ def check_targets(doc: dict) -> list[str]:
     ours, linear = doc["pooled"], doc["pooled_linear"]
     if ours["f1"] is None or linear["f1"] is None:
         return ["targets: no pooled events to score"]
-    lines = [f"headroom F1 {ours['f1']:.3f} (target ≥ 0.80): {'met' if ours['f1'] >= 0.80 else 'missed'}",
-             f"headroom F1 − linear F1 = {ours['f1'] - linear['f1']:+.3f} (target ≥ +0.10): {'met' if ours['f1'] >= linear['f1'] + 0.10 else 'missed'}"]
-    for key, label in (("false_per_day", "false warnings per instance-day"), ("false_share", "share of time under a false warning")):
-        lines.append(f"{label}: headroom {ours[key]:.3f} vs linear {linear[key]:.3f} (target ≤): {'met' if ours[key] <= linear[key] + 1e-12 else 'missed'}")
+    lines = [
+        f"headroom F1 {ours['f1']:.3f} (target ≥ 0.80): {'met' if ours['f1'] >= 0.80 else 'missed'}",
+        f"headroom F1 − linear F1 = {ours['f1'] - linear['f1']:+.3f} (target ≥ +0.10): {'met' if ours['f1'] >= linear['f1'] + 0.10 else 'missed'}",
+    ]
+    for key, label in (
+        ("false_per_day", "false warnings per instance-day"),
+        ("false_share", "share of time under a false warning"),
+    ):
+        lines.append(
+            f"{label}: headroom {ours[key]:.3f} vs linear {linear[key]:.3f} (target ≤): {'met' if ours[key] <= linear[key] + 1e-12 else 'missed'}"
+        )
     return lines
 
 
@@ -251,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="one CPU threshold for every series instead")
     parser.add_argument("--models", nargs="+", help="models to train (default: settings)")
     parser.add_argument("--alert-on", choices=list(BASES), help="what opens an alert (default: settings, i.e. likely)")
-    parser.add_argument("--retrain-every", type=float, default=2.0, help="days of replayed time between retrains (default 2, as bench accuracy)")
+    parser.add_argument(
+        "--retrain-every", type=float, default=2.0, help="days of replayed time between retrains (default 2, as bench accuracy)"
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -269,16 +323,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.alert_on:
             overrides["alert_on"] = args.alert_on
         settings = load_settings(**overrides)
-        print(f"{len(series)} series, models {', '.join(settings.models)}, alert on {settings.alert_on}, margin {settings.alert_margin:g}, "
-              f"lead ≥ {args.lead:g} min, horizon {settings.horizon}, retrain every {args.retrain_every:g} d", flush=True)
+        print(
+            f"{len(series)} series, models {', '.join(settings.models)}, alert on {settings.alert_on}, margin {settings.alert_margin:g}, "
+            f"lead ≥ {args.lead:g} min, horizon {settings.horizon}, retrain every {args.retrain_every:g} d",
+            flush=True,
+        )
         results = []
         for k, (name, samples) in enumerate(series, 1):
             print(f"[{k}/{len(series)}] {name} ({time.perf_counter() - started:.0f} s so far)", flush=True)
             results.append(evaluate_series(name, samples, settings, args, lambda text: print(text, flush=True)))
-    doc = {"lead_minutes": args.lead, "models": settings.models, "alert_on": settings.alert_on, "alert_margin": settings.alert_margin,
-           "clear_cycles": CLEAR_CYCLES,
-           "series": [{k: v for k, v in s.items() if k != "leads"} | {key: _no_leads(s[key]) for key in ("linear", "last_value")} for s in results],
-           "pooled": pool(results), "pooled_linear": pool(results, "linear"), "pooled_last_value": pool(results, "last_value")}
+    doc = {
+        "lead_minutes": args.lead,
+        "models": settings.models,
+        "alert_on": settings.alert_on,
+        "alert_margin": settings.alert_margin,
+        "clear_cycles": CLEAR_CYCLES,
+        "series": [
+            {k: v for k, v in s.items() if k != "leads"} | {key: _no_leads(s[key]) for key in ("linear", "last_value")}
+            for s in results
+        ],
+        "pooled": pool(results),
+        "pooled_linear": pool(results, "linear"),
+        "pooled_last_value": pool(results, "last_value"),
+    }
     print_table(doc)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(f"total {doc['seconds'] / 60:.1f} min")

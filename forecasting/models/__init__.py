@@ -42,22 +42,54 @@ FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (
         ModelFamily("naive", "forecasting.models.baselines:NaiveModel", "baseline", "last value"),
-        ModelFamily("seasonal_naive", "forecasting.models.baselines:SeasonalNaiveModel", "baseline",
-                    "same time yesterday"),
-        ModelFamily("linear", "forecasting.models.baselines:LinearModel", "baseline",
-                    "least-squares trend of the last hour (Prometheus predict_linear)"),
-        ModelFamily("arima", "forecasting.models.arima:ArimaModel", "statistical",
-                    "ARIMA errors on daily Fourier terms, order by AIC (statsmodels)"),
+        ModelFamily("seasonal_naive", "forecasting.models.baselines:SeasonalNaiveModel", "baseline", "same time yesterday"),
+        ModelFamily(
+            "linear",
+            "forecasting.models.baselines:LinearModel",
+            "baseline",
+            "least-squares trend of the last hour (Prometheus predict_linear)",
+        ),
+        ModelFamily(
+            "arima",
+            "forecasting.models.arima:ArimaModel",
+            "statistical",
+            "ARIMA errors on daily Fourier terms, order by AIC (statsmodels)",
+        ),
         # off by default since the fleet model: worse median MASE than `fleet` on the real traces at ~40× the
         # training time per instance (docs/models.md, "Which models run by default"); HEADROOM_MODELS turns them on
-        ModelFamily("lstm", "forecasting.models.neural:LstmModel", "neural", "stacked LSTM, whole horizon out (Keras)",
-                    min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True, default=False),
-        ModelFamily("tcn", "forecasting.models.neural:TcnModel", "neural", "temporal convolutional network (keras-tcn)",
-                    min_history_days=2.0, inputs=_ALL_METRICS, takes_params=True, default=False),
-        ModelFamily("fleet", "forecasting.models.fleet:FleetModel", "fleet",
-                    "ridge regression on per-instance-scaled recent and day-ago CPU, learned across every instance", pooled=True),
-        ModelFamily("combined", "forecasting.models.combined:CombinedModel", "combination",
-                    "median of the three models that held up best in the backtest"),
+        ModelFamily(
+            "lstm",
+            "forecasting.models.neural:LstmModel",
+            "neural",
+            "stacked LSTM, whole horizon out (Keras)",
+            min_history_days=2.0,
+            inputs=_ALL_METRICS,
+            takes_params=True,
+            default=False,
+        ),
+        ModelFamily(
+            "tcn",
+            "forecasting.models.neural:TcnModel",
+            "neural",
+            "temporal convolutional network (keras-tcn)",
+            min_history_days=2.0,
+            inputs=_ALL_METRICS,
+            takes_params=True,
+            default=False,
+        ),
+        ModelFamily(
+            "fleet",
+            "forecasting.models.fleet:FleetModel",
+            "fleet",
+            "ridge regression on per-instance-scaled recent and day-ago CPU, learned across every instance",
+            pooled=True,
+        ),
+        ModelFamily(
+            "combined",
+            "forecasting.models.combined:CombinedModel",
+            "combination",
+            "median of the three models that held up best in the backtest",
+        ),
     )
 }
 

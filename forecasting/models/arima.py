@@ -85,13 +85,13 @@ class ArimaModel(ForecastModel):
         if "cpu" not in frame:
             raise ModelError("arima: no CPU column")
         cpu = frame["cpu"]
-        cpu = cpu.loc[int(cpu.index[-1]) - int(FIT_DAYS * DAY) + 1:] if len(cpu) else cpu
+        cpu = cpu.loc[int(cpu.index[-1]) - int(FIT_DAYS * DAY) + 1 :] if len(cpu) else cpu
         y = cpu.to_numpy(dtype=float)
         seen = np.isfinite(y)
         if seen.sum() < MIN_POINTS:
             raise ModelError(f"arima: needs at least {MIN_POINTS} points with CPU, got {int(seen.sum())}")
         first, last = np.flatnonzero(seen)[[0, -1]]
-        y, ts = y[first:last + 1], cpu.index.to_numpy(dtype=np.int64)[first:last + 1]
+        y, ts = y[first : last + 1], cpu.index.to_numpy(dtype=np.int64)[first : last + 1]
         seen = np.isfinite(y)
         spread = float(np.std(y[seen]))
         if spread < 1e-6:
@@ -137,8 +137,8 @@ class ArimaModel(ForecastModel):
             return np.empty((0, horizon))
         index = frame.index.to_numpy(dtype=np.int64)
         first = int(np.searchsorted(index, int(index[rows.min()]) - int(FILTER_DAYS * DAY) + 1))
-        ts = index[first: int(rows.max()) + 1]
-        z = (frame["cpu"].to_numpy(dtype=float)[first: int(rows.max()) + 1] - self.center) / self.scale
+        ts = index[first : int(rows.max()) + 1]
+        z = (frame["cpu"].to_numpy(dtype=float)[first : int(rows.max()) + 1] - self.center) / self.scale
         seen = np.isfinite(z)
         if not seen[: int(rows.min()) - first + 1].any():
             raise ModelError("arima: no CPU value in the last day before the origin")
@@ -166,7 +166,7 @@ class ArimaModel(ForecastModel):
     def state(self) -> dict[str, Any]:
         recent: dict[str, list] = {"ts": [], "cpu": []}
         if self.history is not None and len(self.history):
-            tail = self.history["cpu"].loc[int(self.history.index[-1]) - int(FILTER_DAYS * DAY) + 1:]
+            tail = self.history["cpu"].loc[int(self.history.index[-1]) - int(FILTER_DAYS * DAY) + 1 :]
             recent = {"ts": [int(t) for t in tail.index], "cpu": [None if np.isnan(v) else float(v) for v in tail]}
         return {
             "order": None if self.order is None else list(self.order),
@@ -208,7 +208,7 @@ def _choose_order(resid: np.ndarray, penalty: float) -> tuple[tuple[int, int, in
                 continue
             aic = float(result.aic) + penalty
             if np.isfinite(aic):
-                scores["%d,%d,%d" % order] = aic
+                scores[",".join(str(part) for part in order)] = aic
                 if best is None or aic < best[0]:
                     best = (aic, order, np.asarray(result.params[:-1], dtype=float))  # without sigma2
     return (None, None, scores) if best is None else (best[1], best[2], scores)
@@ -222,7 +222,8 @@ def _maximum_likelihood(resid: np.ndarray, order: tuple[int, int, int], start: n
         warnings.simplefilter("ignore")
         try:
             fitted = SARIMAX(resid, order=order, concentrate_scale=True).fit(
-                disp=False, start_params=_stable_start(start, order), maxiter=MAX_ITER)
+                disp=False, start_params=_stable_start(start, order), maxiter=MAX_ITER
+            )
             params = np.asarray(fitted.params, dtype=float)
         except Exception as error:
             raise ModelError(f"arima: maximum likelihood failed for order {order}: {error}".splitlines()[0]) from None

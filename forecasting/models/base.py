@@ -96,8 +96,9 @@ class ForecastModel(ABC):
         return np.stack([np.asarray(self.predict_mean(horizon, frame.iloc[: int(r) + 1]), dtype=float) for r in rows])
 
     # ---- shared behaviour ---------------------------------------------
-    def forecast_at(self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def forecast_at(
+        self, frame: pd.DataFrame, rows: np.ndarray, horizon: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, lower, upper) [len(rows), horizon] from several origins, clipped to 0–100, with calibrated bounds."""
         horizon = horizon or self.horizon
         rows = np.asarray(rows, dtype=np.int64)
@@ -109,7 +110,9 @@ class ForecastModel(ABC):
         cpu = frame["cpu"].to_numpy(dtype=float)
         if self.calibration.adaptive and self.calibration.ratios is not None:
             past = recent_origins(rows)
-            past_mean = np.clip(np.asarray(self.predict_at(frame, past, horizon), dtype=float).reshape(len(past), horizon), 0.0, 100.0)
+            past_mean = np.clip(
+                np.asarray(self.predict_at(frame, past, horizon), dtype=float).reshape(len(past), horizon), 0.0, 100.0
+            )
             lower, upper = recent_bounds(self.calibration, cpu, mean, rows, past, past_mean)
         else:
             lower, upper = self.calibration.bounds(mean, self.calibration.scales(cpu, rows))
@@ -159,4 +162,3 @@ class ForecastModel(ABC):
         model.set_state(meta.get("state") or {})
         model.load_files(path)
         return model
-

@@ -55,7 +55,7 @@ class BaselineModel(ForecastModel):
     def state(self) -> dict[str, Any]:
         if self.history is None or len(self.history) == 0:
             return {"ts": [], "cpu": []}
-        recent = self.history["cpu"].loc[int(self.history.index[-1]) - self.keep_seconds:]
+        recent = self.history["cpu"].loc[int(self.history.index[-1]) - self.keep_seconds :]
         return {"ts": [int(t) for t in recent.index], "cpu": [None if np.isnan(v) else float(v) for v in recent]}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -149,7 +149,7 @@ def linear_extrapolation(cpu: pd.Series, horizon: int, period: int, name: str = 
     With fewer than two samples in that hour the trend is unknown and the forecast is the last value.
     """
     origin = int(cpu.index[-1])
-    recent = cpu.loc[origin - TREND_SECONDS + 1:]
+    recent = cpu.loc[origin - TREND_SECONDS + 1 :]
     x = (recent.index.to_numpy(dtype=np.int64) - origin).astype(float)
     y = recent.to_numpy(dtype=float)
     ok = np.isfinite(y)

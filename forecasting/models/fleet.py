@@ -35,8 +35,10 @@ def read_coefficients(path: Path, period: int, horizon: int) -> tuple[np.ndarray
         raise ModelError(f"fleet: no fleet model at {path} ({error})".splitlines()[0]) from None
     coef = np.asarray(meta["coef"], dtype=float)
     if int(meta["period"]) != period or coef.shape[1] < horizon:
-        raise ModelError(f"fleet: the fleet model at {path} is for period {meta['period']} s and horizon {coef.shape[1]}, "
-                         f"not {period} s and {horizon}")
+        raise ModelError(
+            f"fleet: the fleet model at {path} is for period {meta['period']} s and horizon {coef.shape[1]}, "
+            f"not {period} s and {horizon}"
+        )
     return coef, meta
 
 

@@ -187,11 +187,11 @@ def chronological_split(origins: np.ndarray, horizon: int, share: float = VALIDA
     training target lies inside a validation window's future.
     """
     count = len(origins)
-    n_val = max(MIN_VALIDATION_WINDOWS, int(round(count * share)))
+    n_val = max(MIN_VALIDATION_WINDOWS, round(count * share))
     if count < n_val + 1:
         return np.arange(count), np.arange(0)
     order = np.argsort(origins, kind="stable")
-    val = order[count - n_val:]
+    val = order[count - n_val :]
     first_val_origin = origins[val].min()
     candidates = order[: count - n_val]
     train = candidates[origins[candidates] + horizon <= first_val_origin]
@@ -239,15 +239,19 @@ class NeuralModel(ForecastModel):
         """Train on ``frame`` with early stopping on its latest windows; raise ModelError if it is too short."""
         if "cpu" not in frame or frame["cpu"].notna().sum() < self.required_points():
             have = 0 if "cpu" not in frame else int(frame["cpu"].notna().sum())
-            raise ModelError(f"{self.name}: needs at least {self.required_points()} points with CPU (a day of lag + lookback "
-                             f"{self.params.lookback} + horizon {self.horizon} + {MIN_WINDOWS} windows), got {have}")
+            raise ModelError(
+                f"{self.name}: needs at least {self.required_points()} points with CPU (a day of lag + lookback "
+                f"{self.params.lookback} + horizon {self.horizon} + {MIN_WINDOWS} windows), got {have}"
+            )
         if self.horizon >= DAY // self.period:
             raise ModelError(f"{self.name}: horizon {self.horizon} must be shorter than a day of steps")
         raw = model_inputs(frame, self.period, self.horizon)
-        _, _, origins = sliding_windows(raw.to_numpy(np.float32), raw["cpu"].to_numpy(np.float32), self.params.lookback, self.horizon)
+        _, _, origins = sliding_windows(
+            raw.to_numpy(np.float32), raw["cpu"].to_numpy(np.float32), self.params.lookback, self.horizon
+        )
         if len(origins) < MIN_WINDOWS:
             raise ModelError(f"{self.name}: only {len(origins)} complete windows without gaps, needs {MIN_WINDOWS}")
-        origins = origins[::-1][::WINDOW_STRIDE][::-1][-self.params.max_windows:]
+        origins = origins[::-1][::WINDOW_STRIDE][::-1][-self.params.max_windows :]
         train_idx, val_idx = chronological_split(origins, self.horizon)
         last_train_row = int(origins[train_idx].max()) + self.horizon
         self.scaler = fit_scaler(raw.iloc[: last_train_row + 1])
@@ -255,7 +259,7 @@ class NeuralModel(ForecastModel):
         x, y, all_origins = self.windows(raw, self.scaler)
         x, y = x[np.isin(all_origins, origins)], y[np.isin(all_origins, origins)]
         self.weights = self._train(x[train_idx], y[train_idx], x[val_idx], y[val_idx])
-        self.fit_info.update(windows=int(len(origins)), train_windows=int(len(train_idx)), validation_windows=int(len(val_idx)))
+        self.fit_info.update(windows=len(origins), train_windows=len(train_idx), validation_windows=len(val_idx))
         self.history = frame
         return self
 
@@ -269,8 +273,16 @@ class NeuralModel(ForecastModel):
         trainer.reset()
         keras.utils.set_random_seed(self.params.seed)
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.params.patience, restore_best_weights=True)
-        result = trainer.network.fit(x, y, validation_data=(xv, yv), epochs=self.params.epochs,
-                                     batch_size=self.params.batch_size, shuffle=True, callbacks=[stop], verbose=0)
+        result = trainer.network.fit(
+            x,
+            y,
+            validation_data=(xv, yv),
+            epochs=self.params.epochs,
+            batch_size=self.params.batch_size,
+            shuffle=True,
+            callbacks=[stop],
+            verbose=0,
+        )
         weights = trainer.network.get_weights()
         _checkin(key, trainer)
         losses = result.history["val_loss"]
@@ -292,7 +304,9 @@ class NeuralModel(ForecastModel):
         if self.weights is None:
             raise ModelError(f"{self.name}: not fitted")
         _tf()
-        arch = {k: v for k, v in self.params.model_dump().items() if k in ("lookback", "units", "layers", "dilations", "kernel_size")}
+        arch = {
+            k: v for k, v in self.params.model_dump().items() if k in ("lookback", "units", "layers", "dilations", "kernel_size")
+        }
         key = json.dumps([self.name, arch, len(self.columns), self.horizon], sort_keys=True)
         return _predictor(key, lambda: self.build_network(len(self.columns)))
 
@@ -329,7 +343,7 @@ class NeuralModel(ForecastModel):
             return np.empty((0, horizon))
         lookback, lag = self.params.lookback, DAY // self.period
         start = max(0, int(rows.min()) - lookback - lag + 1)
-        part = frame.iloc[start: int(rows.max()) + 1]
+        part = frame.iloc[start : int(rows.max()) + 1]
         raw = model_inputs(part, self.period, self.horizon)
         scaled = self.scaler.transform(raw).ffill().fillna(0.0).to_numpy(dtype=np.float32)
         rel = rows - start
@@ -339,7 +353,7 @@ class NeuralModel(ForecastModel):
         if np.any(rel < lookback - 1):  # too little history: repeat the first row backwards
             pad = lookback - 1 - int(rel.min())
             scaled, rel = np.concatenate([np.repeat(scaled[:1], pad, axis=0), scaled]), rel + pad
-        x, spread = network_input(np.stack([scaled[r - lookback + 1: r + 1] for r in rel]), self.columns)
+        x, spread = network_input(np.stack([scaled[r - lookback + 1 : r + 1] for r in rel]), self.columns)
         delta = self.forward(x)[:, :horizon] * spread
         return last_cpu[:, None] + delta * self.scaler.scale["cpu"]
 

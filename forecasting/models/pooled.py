@@ -60,12 +60,11 @@ def day_spread(cpu: np.ndarray, origins: np.ndarray, season: int) -> np.ndarray:
     start = np.maximum(0, end - season)
     n = (end - start).astype(float)
     mean = (s1[end] - s1[start]) / n
-    var = np.maximum((s2[end] - s2[start]) / n - mean ** 2, 0.0)
+    var = np.maximum((s2[end] - s2[start]) / n - mean**2, 0.0)
     return np.maximum(np.sqrt(var), MIN_SPREAD)
 
 
-def design(cpu: np.ndarray, origins: np.ndarray, period: int, horizon: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def design(cpu: np.ndarray, origins: np.ndarray, period: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Design rows [origins, features] and each origin's centre (CPU at the origin) and spread.
 
     ``cpu`` must already be filled (see :func:`fill_forward`) wherever inputs are read; a day-ago
@@ -83,8 +82,7 @@ def design(cpu: np.ndarray, origins: np.ndarray, period: int, horizon: int
     day = cpu[np.clip(day_rows, 0, None)]
     has_day &= np.all(np.isfinite(day), axis=1)
     day = np.where(has_day[:, None], (np.nan_to_num(day) - centre[:, None]) / spread[:, None], 0.0)
-    x = np.column_stack([np.clip(lags, -CLIP, CLIP), np.clip(day, -CLIP, CLIP), has_day.astype(float),
-                         np.ones(len(origins))])
+    x = np.column_stack([np.clip(lags, -CLIP, CLIP), np.clip(day, -CLIP, CLIP), has_day.astype(float), np.ones(len(origins))])
     return x, centre, spread
 
 

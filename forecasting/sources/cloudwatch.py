@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from forecasting.metrics import METRICS, Metric
 from forecasting.settings import Settings
-from forecasting.sources.base import FetchResult, SourceInstance, SeriesRequest, align
+from forecasting.sources.base import FetchResult, SeriesRequest, SourceInstance, align
 
 log = logging.getLogger("headroom.cloudwatch")
 
@@ -46,8 +46,13 @@ FILTER_VALUES_MAX = 200  # EC2 accepts at most 200 values in one filter
 
 def client_config(settings: Settings) -> Config:
     """botocore's own timeouts and retries for every AWS call Headroom makes."""
-    return Config(connect_timeout=settings.aws_timeout, read_timeout=settings.aws_timeout, tcp_keepalive=True,
-                  retries={"mode": "adaptive", "max_attempts": settings.aws_max_attempts}, user_agent_extra="headroom")
+    return Config(
+        connect_timeout=settings.aws_timeout,
+        read_timeout=settings.aws_timeout,
+        tcp_keepalive=True,
+        retries={"mode": "adaptive", "max_attempts": settings.aws_max_attempts},
+        user_agent_extra="headroom",
+    )
 
 
 class CloudWatchError(RuntimeError):
@@ -68,7 +73,9 @@ class PlannedCall:
         return len(self.requests) * ((self.end - self.start) // period)
 
 
-def plan_calls(requests: Iterable[SeriesRequest], end: int, period: int, max_queries: int = MAX_QUERIES, max_datapoints: int = MAX_DATAPOINTS) -> list[PlannedCall]:
+def plan_calls(
+    requests: Iterable[SeriesRequest], end: int, period: int, max_queries: int = MAX_QUERIES, max_datapoints: int = MAX_DATAPOINTS
+) -> list[PlannedCall]:
     """The fewest calls that fetch every series from its start to ``end`` within both per-call limits."""
     end = -(-end // period) * period
     window_cap = max_datapoints * period  # longest time range one series may span in one call
@@ -118,7 +125,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def _when(ts: int) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def _one_line(error: Exception) -> str:
@@ -169,7 +176,9 @@ class CloudWatchSource:
                 for item in self._describe([{"Name": "instance-id", "Values": chunk}]):
                     found[item["InstanceId"]] = instance_info(item)
         except (ClientError, BotoCoreError) as error:
-            log.warning("ec2 DescribeInstances failed (%s): monitoring the listed instances without names or tags", _one_line(error))
+            log.warning(
+                "ec2 DescribeInstances failed (%s): monitoring the listed instances without names or tags", _one_line(error)
+            )
         missing = [instance_id for instance_id in ids if instance_id not in found]
         if missing and found:
             log.warning("instances not found by DescribeInstances (still monitored): %s", ", ".join(missing[:10]))
@@ -200,7 +209,9 @@ class CloudWatchSource:
                     if ids and (ids[0] not in found or len(dims) < len(found[ids[0]])):
                         found[ids[0]] = dims
         except (ClientError, BotoCoreError) as error:
-            log.warning("cloudwatch ListMetrics failed (%s): querying %s/%s for every instance", _one_line(error), namespace, name)
+            log.warning(
+                "cloudwatch ListMetrics failed (%s): querying %s/%s for every instance", _one_line(error), namespace, name
+            )
             return None
         return found
 
@@ -225,7 +236,9 @@ class CloudWatchSource:
                 self._fetch_call(call, end, result)
             except (ClientError, BotoCoreError) as error:
                 failures.append(_one_line(error))
-                result.errors.append(f"GetMetricData failed for {len(call.requests)} series ({call.requests[0].instance_id} ...): {failures[-1]}")
+                result.errors.append(
+                    f"GetMetricData failed for {len(call.requests)} series ({call.requests[0].instance_id} ...): {failures[-1]}"
+                )
         if plan and len(failures) == len(plan):
             raise CloudWatchError(f"cloudwatch GetMetricData failed: {failures[0]}")
         return result
@@ -235,7 +248,11 @@ class CloudWatchSource:
         namespace, name = self.where(metric)
         dims = (self._published.get(metric.key) or {}).get(request.instance_id)
         dims = dims or [{"Name": metric.dimension, "Value": request.instance_id}]
-        stat = {"Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dims}, "Period": self.period, "Stat": metric.statistic}
+        stat = {
+            "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dims},
+            "Period": self.period,
+            "Stat": metric.statistic,
+        }
         return {"Id": query_id, "MetricStat": stat, "ReturnData": True}
 
     def _fetch_call(self, call: PlannedCall, end: int, result: FetchResult) -> None:
@@ -266,7 +283,7 @@ class CloudWatchSource:
                 if status in ("InternalError", "Forbidden"):
                     problems.setdefault(item["Id"], set()).update([status, *notes])
                 low = max(request.start, call.start)
-                for stamp, value in zip(item.get("Timestamps", []), item.get("Values", [])):
+                for stamp, value in zip(item.get("Timestamps", []), item.get("Values", []), strict=False):
                     ts = int(stamp.timestamp())
                     if low <= ts < min(end, call.end) and math.isfinite(value):
                         result.rows.append((request.instance_id, request.metric, ts, float(value)))

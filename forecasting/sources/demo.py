@@ -17,7 +17,7 @@ import numpy as np
 
 from forecasting.clock import DAY
 from forecasting.metrics import default_metrics
-from forecasting.sources.base import FetchResult, SourceInstance, SeriesRequest
+from forecasting.sources.base import FetchResult, SeriesRequest, SourceInstance
 
 SIMULATED = ("cpu", "memory", "network_in", "network_out")
 """The metrics the demo has a simulation for (see :meth:`DemoSource.values`); others it never publishes."""
@@ -26,12 +26,12 @@ SIMULATED = ("cpu", "memory", "network_in", "network_out")
 @dataclass(frozen=True)
 class Profile:
     name: str
-    base: float          # mean CPU %
-    daily: float         # amplitude of the daily cycle
-    weekend: float       # factor applied on Saturday and Sunday
-    noise: float         # noise standard deviation
-    drift: float         # CPU points gained per day
-    bursts: float        # share of 5-min slots that start a burst
+    base: float  # mean CPU %
+    daily: float  # amplitude of the daily cycle
+    weekend: float  # factor applied on Saturday and Sunday
+    noise: float  # noise standard deviation
+    drift: float  # CPU points gained per day
+    bursts: float  # share of 5-min slots that start a burst
     climber: bool = False
     has_memory: bool = True
 
@@ -57,8 +57,9 @@ class DemoSource:
     ``metrics`` are the configured metric keys (default: those on by default); the demo publishes those it simulates.
     """
 
-    def __init__(self, count: int = 6, seed: int = 42, anchor: int = 0, period: int = 300,
-                 metrics: list[str] | None = None) -> None:
+    def __init__(
+        self, count: int = 6, seed: int = 42, anchor: int = 0, period: int = 300, metrics: list[str] | None = None
+    ) -> None:
         self.count, self.seed, self.anchor, self.period = count, seed, anchor, period
         wanted = default_metrics() if metrics is None else metrics
         self.metrics = [key for key in wanted if key in SIMULATED]
@@ -89,7 +90,9 @@ class DemoSource:
             if len(ts) == 0:
                 continue
             values = self.values(index, request.metric, ts)
-            result.rows.extend(zip([request.instance_id] * len(ts), [request.metric] * len(ts), ts.tolist(), values.tolist(), strict=True))
+            result.rows.extend(
+                zip([request.instance_id] * len(ts), [request.metric] * len(ts), ts.tolist(), values.tolist(), strict=True)
+            )
         return result
 
     # ---- the simulation, vectorised over timestamps ----------------------

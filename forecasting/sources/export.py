@@ -33,7 +33,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -44,7 +44,9 @@ TIMESTAMP_COLUMNS = ("timestamp", "ts", "time", "datetime", "date")
 INSTANCE_RE = re.compile(r"i[-_][0-9a-f]{8,17}", re.IGNORECASE)
 DEFAULT_LIMIT_BYTES = 100 * 1024 * 1024
 LATEST_TS = 253_402_300_799  # 9999-12-31T23:59:59Z: timestamps must lie in 1970..9999
-STATISTIC_RE = re.compile(r"(?i)(?<![a-z0-9])(avg|average|mean|max|maximum|min|minimum|sum|samplecount|p\d+(?:\.\d+)?)(?![a-z0-9])")
+STATISTIC_RE = re.compile(
+    r"(?i)(?<![a-z0-9])(avg|average|mean|max|maximum|min|minimum|sum|samplecount|p\d+(?:\.\d+)?)(?![a-z0-9])"
+)
 STATISTIC_NAMES = {"avg": "average", "mean": "average", "max": "maximum", "min": "minimum"}
 TEXT_OUTPUT_RE = re.compile(r"^(METRICDATARESULTS|MESSAGES|NEXTTOKEN|TIMESTAMPS|VALUES)\t", re.MULTILINE)
 TABLE_OUTPUT_RE = re.compile(r"^\s*-{5,}\s*\n\s*\|", re.MULTILINE)
@@ -85,9 +87,11 @@ def metric_key(name: str) -> str | None:
     """
     cleaned = INSTANCE_RE.sub("", normalise(name)).strip("_")
     named = [(alias, metric.key) for metric in METRICS.values() for alias in metric.names()]
-    for matches in ([pair for pair in named if pair[0] == cleaned],
-                    [pair for pair in named if pair[0] != "value" and f"_{pair[0]}_" in f"_{cleaned}_"],
-                    [pair for pair in named if len(pair[0]) > 4 and pair[0] in cleaned]):
+    for matches in (
+        [pair for pair in named if pair[0] == cleaned],
+        [pair for pair in named if pair[0] != "value" and f"_{pair[0]}_" in f"_{cleaned}_"],
+        [pair for pair in named if len(pair[0]) > 4 and pair[0] in cleaned],
+    ):
         if matches:
             return max(matches, key=lambda pair: len(pair[0]))[1]
     return None
@@ -113,7 +117,7 @@ def parse_timestamp(text: object, where: str) -> int:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         seconds = moment.timestamp()
     except (ValueError, OverflowError):
         raise ExportError(f"{where}: timestamp {text[:40]!r} is not ISO 8601") from None
@@ -184,12 +188,16 @@ def _results(docs: list[object], name: str) -> list[dict]:
     for doc in docs:
         pages.extend(doc if isinstance(doc, list) else [doc])
     if pages and isinstance(pages[-1], dict) and pages[-1].get("NextToken"):
-        raise ExportError(f"{name}: the export is partial: its last page has a NextToken, so CloudWatch had more to send; "
-                          "fetch every page (drop --max-items, or call again with --next-token) and save them together")
+        raise ExportError(
+            f"{name}: the export is partial: its last page has a NextToken, so CloudWatch had more to send; "
+            "fetch every page (drop --max-items, or call again with --next-token) and save them together"
+        )
     results: list[dict] = []
     for p, page in enumerate(pages):
         if not isinstance(page, dict) or not isinstance(page.get("MetricDataResults"), list):
-            raise ExportError(f"{name}: page {p + 1} has no MetricDataResults list (is this `aws cloudwatch get-metric-data` output?)")
+            raise ExportError(
+                f"{name}: page {p + 1} has no MetricDataResults list (is this `aws cloudwatch get-metric-data` output?)"
+            )
         for r, result in enumerate(page["MetricDataResults"]):
             if not isinstance(result, dict):
                 raise ExportError(f"{name}: MetricDataResults[{r}] of page {p + 1} is not an object")
@@ -282,15 +290,19 @@ def _check_series(series_of: dict[tuple[str | None, str], list[str]], status: di
         if len({stat for key in keys if (stat := _statistic(key))}) > 1 or named is not None:
             raise ExportError(
                 f"{name}: {len(keys)} {metric} series{whose} ({shown}), e.g. two statistics of one metric; "
-                f"export one statistic per metric ({_statistics()})")
+                f"export one statistic per metric ({_statistics()})"
+            )
         raise ExportError(
             f"{name}: {len(keys)} {metric} series ({shown}) do not say which instance each belongs to "
             "(an export holds no dimensions); name each query after its instance, e.g. Id cpu_i_0abc1234 or "
-            "Label 'i-0abc1234 CPUUtilization', or export one instance per file")
+            "Label 'i-0abc1234 CPUUtilization', or export one instance per file"
+        )
     for key, code in status.items():
         if code != "Complete":
-            raise ExportError(f"{name}: the export is partial: {key} has StatusCode {code}; fetch it again "
-                              "(every page, a shorter time range) until each result is Complete")
+            raise ExportError(
+                f"{name}: the export is partial: {key} has StatusCode {code}; fetch it again "
+                "(every page, a shorter time range) until each result is Complete"
+            )
 
 
 def _csv_rows(text: str, name: str) -> Iterator[tuple[int, list[str]]]:
@@ -342,7 +354,9 @@ def parse_csv_export(text: str, instance: str = "upload", name: str = "export") 
     return collector.finish(name)
 
 
-def parse_export(data: bytes | str, instance: str = "upload", name: str = "export", limit_bytes: int = DEFAULT_LIMIT_BYTES) -> ParsedExport:
+def parse_export(
+    data: bytes | str, instance: str = "upload", name: str = "export", limit_bytes: int = DEFAULT_LIMIT_BYTES
+) -> ParsedExport:
     """Parse an export given as bytes or text; JSON or CSV is told from the content."""
     size = len(data)
     if size > limit_bytes:
@@ -383,8 +397,10 @@ def check_not_future(parsed: ParsedExport, latest: int, name: str) -> None:
     """ExportError when a sample lies after ``latest`` (now plus one period, for stored data): it would never age out."""
     newest = max((int(ts[-1]) for metrics in parsed.series.values() for ts, _ in metrics.values() if len(ts)), default=None)
     if newest is not None and newest > latest:
-        when = datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        raise ExportError(f"{name}: samples up to {when} lie in the future; check the export's timestamps (and this machine's clock)")
+        when = datetime.fromtimestamp(newest, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise ExportError(
+            f"{name}: samples up to {when} lie in the future; check the export's timestamps (and this machine's clock)"
+        )
 
 
 def to_json_export(parsed: ParsedExport) -> str:
@@ -392,11 +408,13 @@ def to_json_export(parsed: ParsedExport) -> str:
     results = []
     for iid, metrics in parsed.series.items():
         for metric, (ts, vals) in metrics.items():
-            results.append({
-                "Id": f"{metric}_{iid.replace('-', '_')}",
-                "Label": f"{iid} {metric}",
-                "Timestamps": [datetime.fromtimestamp(int(t), timezone.utc).isoformat() for t in ts],
-                "Values": [float(v) for v in vals],
-                "StatusCode": "Complete",
-            })
+            results.append(
+                {
+                    "Id": f"{metric}_{iid.replace('-', '_')}",
+                    "Label": f"{iid} {metric}",
+                    "Timestamps": [datetime.fromtimestamp(int(t), UTC).isoformat() for t in ts],
+                    "Values": [float(v) for v in vals],
+                    "StatusCode": "Complete",
+                }
+            )
     return json.dumps({"MetricDataResults": results, "Messages": []}, indent=1)

@@ -10,6 +10,8 @@ import pytest
 from tests.fixtures.stores import ROOT, demo_export, worker_env
 
 ENTRY = ROOT / "streamlit_app.py"
+
+
 @pytest.fixture()
 def dashboard_env(worker_db: Path) -> Iterator[dict[str, str]]:
     """Point the dashboard (settings read from the environment) at the test store for one test."""

@@ -22,7 +22,13 @@ from tests.fixtures.stores import ROOT, worker_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
 ROW_PX = 35  # st.dataframe's default row (and header) height
 
@@ -53,9 +59,25 @@ def dashboard_url(worker_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     port = free_port()
     log = (tmp_path_factory.mktemp("streamlit") / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env={**os.environ, **worker_env(worker_db)}, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **worker_env(worker_db)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -70,13 +92,15 @@ def dashboard_url(worker_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         log.close()
 
 
-def assert_clean(page) -> None:  # noqa: ANN001 - a Playwright Page
+def assert_clean(page) -> None:
     """No exception box and no traceback anywhere on the page."""
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "Traceback" not in page.inner_text("body")
 
 
-def test_fleet_instance_and_upload_in_a_real_browser(dashboard_url: str, worker_db: Path, demo_export: bytes, tmp_path: Path) -> None:
+def test_fleet_instance_and_upload_in_a_real_browser(
+    dashboard_url: str, worker_db: Path, demo_export: bytes, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     with Store(worker_db, readonly=True) as store:

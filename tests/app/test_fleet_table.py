@@ -21,8 +21,9 @@ def _instance(iid: str, threshold: float = 80.0) -> Instance:
 
 def _forecast(iid: str, mean: list[float], spread: float = 5.0, start: int = NOW + 300) -> ForecastRecord:
     stamps = tuple(start + 300 * k for k in range(len(mean)))
-    return ForecastRecord(1, iid, 1, "arima", True, NOW, NOW, stamps, tuple(mean), tuple(m - spread for m in mean),
-                          tuple(m + spread for m in mean))
+    return ForecastRecord(
+        1, iid, 1, "arima", True, NOW, NOW, stamps, tuple(mean), tuple(m - spread for m in mean), tuple(m + spread for m in mean)
+    )
 
 
 def _run(iid: str, champion: str) -> TrainingRun:
@@ -74,8 +75,8 @@ def test_fleet_rows_are_sorted_by_risk_then_time_to_limit() -> None:
     cpu["over"] = _cpu(91.0)
     forecasts = [
         _forecast("calm", [40.0] * 12),
-        _forecast("soon", [60.0, 85.0] + [90.0] * 10),      # crosses at step 2: 10 min
-        _forecast("later", [60.0] * 8 + [85.0] * 4),        # crosses at step 9: 45 min
+        _forecast("soon", [60.0, 85.0] + [90.0] * 10),  # crosses at step 2: 10 min
+        _forecast("later", [60.0] * 8 + [85.0] * 4),  # crosses at step 9: 45 min
         _forecast("over", [90.0] * 12),
         _forecast("alerted", [70.0] * 12),
     ]

@@ -39,8 +39,9 @@ def test_pages_render_without_importing_tensorflow(worker_db: Path, demo_export:
     export = tmp_path / "export.json"
     export.write_bytes(demo_export)
     env = {**os.environ, **worker_env(worker_db), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(export), str(ENTRY)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(export), str(ENTRY)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert all(count > 0 for _, count in report["shown"]), report["shown"]  # every page drew its charts, tables or buttons

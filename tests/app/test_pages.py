@@ -84,8 +84,9 @@ def test_instance_page_reads_the_instance_from_the_query_string(worker_db: Path)
     assert at.metric[3].value == champion
 
 
-def test_instance_page_draws_the_forecast_deployed_an_hour_ago_over_what_happened(worker_db: Path, tmp_path: Path,
-                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_instance_page_draws_the_forecast_deployed_an_hour_ago_over_what_happened(
+    worker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
 
     db = tmp_path / "copy.db"
@@ -97,9 +98,22 @@ def test_instance_page_draws_the_forecast_deployed_an_hour_ago_over_what_happene
         newest = int(ts[-1])
         mean = [float(v) + 1.5 for v in cpu[-24:-12]]  # made two hours ago: its twelve steps have all happened
         latest = store.forecasts.latest(iid, champion_only=False)
-        store.forecasts.record([{"instance_id": iid, "run_id": store.runs.latest()[iid].run_id, "model": "arima",
-                                 "is_champion": True, "made_at": newest - 7200, "origin_ts": int(ts[-25]),
-                                 "timestamps": [int(t) for t in ts[-24:-12]], "mean": mean, "lower": mean, "upper": mean}])
+        store.forecasts.record(
+            [
+                {
+                    "instance_id": iid,
+                    "run_id": store.runs.latest()[iid].run_id,
+                    "model": "arima",
+                    "is_champion": True,
+                    "made_at": newest - 7200,
+                    "origin_ts": int(ts[-25]),
+                    "timestamps": [int(t) for t in ts[-24:-12]],
+                    "mean": mean,
+                    "lower": mean,
+                    "upper": mean,
+                }
+            ]
+        )
         store.forecasts.record([asdict(f) for f in latest])  # still the newest
     monkeypatch.setenv("HEADROOM_DB", str(db))
     at = open_page("pages/instance.py", instance=iid)
@@ -170,7 +184,9 @@ def test_models_page_shows_scores_backtest_and_champion_history(worker_db: Path)
     assert len(table) == len(scores)
     assert set(table["model"]) == {score.model for score in scores}
     champions = table[table["champion"]]
-    assert {(r.instance_id, r.model) for r in champions.itertuples()} == {(i, run.champion) for i, run in runs.items() if run.champion}
+    assert {(r.instance_id, r.model) for r in champions.itertuples()} == {
+        (i, run.champion) for i, run in runs.items() if run.champion
+    }
     assert len(at.get("plotly_chart")) == 4  # fleet scores, instance scores, backtest, champion history
     backtest = figure(at, 2)
     assert trace_names(backtest)[0] == "actual" and len(backtest["data"]) > 1
@@ -179,8 +195,9 @@ def test_models_page_shows_scores_backtest_and_champion_history(worker_db: Path)
     assert len(at.dataframe[2].value) >= 1  # training runs of the picked instance
 
 
-def test_models_page_shows_the_realised_accuracy_of_stored_forecasts(worker_db: Path, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_page_shows_the_realised_accuracy_of_stored_forecasts(
+    worker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
     import time
 
@@ -193,10 +210,22 @@ def test_models_page_shows_the_realised_accuracy_of_stored_forecasts(worker_db: 
     iid, now = ALERTING_INSTANCE, int(time.time())
     with Store(db) as store:
         ts, cpu = store.samples.series(iid, metrics=["cpu"])["cpu"]
-        store.forecasts.record([{"instance_id": iid, "run_id": store.runs.latest()[iid].run_id, "model": "seasonal_naive",
-                                 "is_champion": True, "made_at": now - 7200, "origin_ts": int(ts[-13]),
-                                 "timestamps": [int(t) for t in ts[-12:]], "mean": [float(cpu[-13])] * 12,
-                                 "lower": [0.0] * 12, "upper": [100.0] * 12}])
+        store.forecasts.record(
+            [
+                {
+                    "instance_id": iid,
+                    "run_id": store.runs.latest()[iid].run_id,
+                    "model": "seasonal_naive",
+                    "is_champion": True,
+                    "made_at": now - 7200,
+                    "origin_ts": int(ts[-13]),
+                    "timestamps": [int(t) for t in ts[-12:]],
+                    "mean": [float(cpu[-13])] * 12,
+                    "lower": [0.0] * 12,
+                    "upper": [100.0] * 12,
+                }
+            ]
+        )
         store.jobs.set_meta(CURSOR, "0")  # the worker's own pass already moved past two hours ago: score from the start
         score_realised(store, load_settings(db=db), now)
         expected = realised_scores(store, now, iid)[iid]
@@ -207,7 +236,10 @@ def test_models_page_shows_the_realised_accuracy_of_stored_forecasts(worker_db: 
     mine = table[table["instance_id"] == iid].set_index("model")
     assert {"seasonal_naive", "auto"} <= set(mine.index)  # the champion's forecast also counts as what was deployed
     assert mine.loc["seasonal_naive", "mase"] == pytest.approx(expected["seasonal_naive"]["day"]["mase"])
-    assert mine.loc["auto", "coverage"] == 1.0 and mine.loc["seasonal_naive", "points"] == expected["seasonal_naive"]["day"]["points"]
+    assert (
+        mine.loc["auto", "coverage"] == 1.0
+        and mine.loc["seasonal_naive", "points"] == expected["seasonal_naive"]["day"]["points"]
+    )
     at.radio(key="realised_window").set_value("week").run()
     assert at.dataframe[1].value["points"].sum() >= 24
 
@@ -221,7 +253,7 @@ def test_alerts_page_lists_the_open_alert_with_a_link_and_says_email_is_off(work
     with Store(worker_db, readonly=True) as store:
         opened = store.alerts.open()
     at = open_page("pages/alerts.py")
-    assert [s.value for s in at.subheader][0] == f"Open ({len(opened)})"
+    assert next(s.value for s in at.subheader) == f"Open ({len(opened)})"
     table = at.dataframe[0].value  # the open alerts come first
     assert set(table["instance_id"]) == {a.instance_id for a in opened} and ALERTING_INSTANCE in set(table["instance_id"])
     assert (table["threshold"] > 0).all() and table["model"].notna().all()
@@ -236,7 +268,9 @@ def test_alerts_page_without_alerts_says_so(tmp_path: Path, monkeypatch: pytest.
     assert "No alerts" in at.success[0].value
 
 
-def test_send_test_email_button_delivers_through_the_configured_server(smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_send_test_email_button_delivers_through_the_configured_server(
+    smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HEADROOM_SMTP_HOST", smtp_sink.host)
     monkeypatch.setenv("HEADROOM_SMTP_PORT", str(smtp_sink.port))
     monkeypatch.setenv("HEADROOM_SMTP_TLS", "none")

@@ -47,7 +47,7 @@ def test_forecast_beats_a_far_off_guess_on_the_daily_cycle(fitted: ArimaModel, f
     for back in range(30, 90, 10):
         origin = len(frame) - back
         forecast = fitted.predict(12, history=frame.iloc[: origin + 1]).mean
-        actual = frame["cpu"].iloc[origin + 1: origin + 13].to_numpy()
+        actual = frame["cpu"].iloc[origin + 1 : origin + 13].to_numpy()
         errors.append(np.mean(np.abs(forecast - actual)))
         mean_errors.append(np.mean(np.abs(frame["cpu"].mean() - actual)))
     assert np.mean(errors) < np.mean(mean_errors)

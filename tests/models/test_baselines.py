@@ -100,7 +100,7 @@ def test_save_load_round_trip_gives_identical_forecasts(cls, tmp_path) -> None:
 def test_batched_forecasts_equal_one_origin_at_a_time(cls) -> None:
     frame = to_frame(demo_samples(days=3), PERIOD)
     frame.iloc[300:340, frame.columns.get_loc("cpu")] = np.nan  # a gap: the last seen value and yesterday fall back
-    frame.iloc[300 + DAY // PERIOD: 320 + DAY // PERIOD, frame.columns.get_loc("cpu")] = np.nan
+    frame.iloc[300 + DAY // PERIOD : 320 + DAY // PERIOD, frame.columns.get_loc("cpu")] = np.nan
     model = cls(PERIOD, 12).fit(frame)
     rows = np.array([0, 5, 299, 303, 310, 339, 341, 300 + DAY // PERIOD + 5, len(frame) - 1])
     one_by_one = np.stack([model.predict_mean(12, frame.iloc[: r + 1]) for r in rows])

@@ -17,7 +17,11 @@ from tests.test_features import PERIOD, demo_samples
 def test_members_are_the_three_lowest_errors_and_unusable_scores_are_ignored() -> None:
     errors = {"naive": 1.0, "seasonal_naive": 0.7, "linear": None, "arima": 0.8, "lstm": float("nan"), "tcn": 0.75}
     assert combination_members(errors) == ["seasonal_naive", "tcn", "arima"]
-    assert combination_members({"naive": 1.0, "arima": 1.0, "tcn": 1.0, "lstm": 1.0}) == ["naive", "arima", "tcn"]  # ties: given order
+    assert combination_members({"naive": 1.0, "arima": 1.0, "tcn": 1.0, "lstm": 1.0}) == [
+        "naive",
+        "arima",
+        "tcn",
+    ]  # ties: given order
     assert combination_members({"naive": None}) == []
 
 
@@ -33,7 +37,9 @@ def test_a_combination_cannot_be_fitted_on_its_own() -> None:
 
 
 def test_training_saves_the_combination_beside_its_members_and_it_reloads_to_the_same_forecast(tmp_path) -> None:
-    settings = load_settings(db=tmp_path / "h.db", models=["naive", "seasonal_naive", "linear", "arima", "combined"], backtest_days=1)
+    settings = load_settings(
+        db=tmp_path / "h.db", models=["naive", "seasonal_naive", "linear", "arima", "combined"], backtest_days=1
+    )
     samples = demo_samples(2.5, index=2)
     result = train_instance("i-combined", samples, settings, int(samples["cpu"][0][-1]))
     scores = {s["model"]: s for s in result.scores}
@@ -45,7 +51,11 @@ def test_training_saves_the_combination_beside_its_members_and_it_reloads_to_the
     members = [load_model(f"{result.run['model_dir']}/{name}").predict(12, history=frame).mean for name in combined.names]
     forecast = combined.predict(12, history=frame)
     assert np.allclose(forecast.mean, combine(members))
-    assert (forecast.lower <= forecast.mean).all() and (forecast.upper >= forecast.mean).all() and (forecast.upper > forecast.lower).any()
+    assert (
+        (forecast.lower <= forecast.mean).all()
+        and (forecast.upper >= forecast.mean).all()
+        and (forecast.upper > forecast.lower).any()
+    )
 
 
 def test_a_combination_whose_member_is_gone_fails_to_load_with_one_line(tmp_path) -> None:

@@ -108,7 +108,7 @@ def test_the_family_is_built_with_the_cycle_fleet_model_and_reads_only_rows_up_t
 
 
 def test_a_fleet_model_for_another_grid_or_a_shorter_horizon_is_refused(saved) -> None:
-    settings, path = saved
+    _settings, path = saved
     with pytest.raises(ModelError, match="period"):
         FleetModel(period=60, horizon=12, source=path).fit(frame_of(daily(50, 5, 1)))
     with pytest.raises(ModelError, match="horizon"):

@@ -29,8 +29,19 @@ pytestmark = pytest.mark.slow
 PERIOD = 300
 HORIZON = 6
 START = 1_699_999_800  # on the 5-min grid
-TINY = ModelParams(lookback=12, units=4, layers=1, dilations=[1, 2], kernel_size=2, epochs=3,
-                   batch_size=32, learning_rate=0.01, patience=2, max_windows=400, seed=11)
+TINY = ModelParams(
+    lookback=12,
+    units=4,
+    layers=1,
+    dilations=[1, 2],
+    kernel_size=2,
+    epochs=3,
+    batch_size=32,
+    learning_rate=0.01,
+    patience=2,
+    max_windows=400,
+    seed=11,
+)
 FAMILIES = {"lstm": LstmModel, "tcn": TcnModel}
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,7 +121,7 @@ def test_no_leak_data_after_the_origin_changes_nothing(fitted, frame):
     origin = 480
     before = fitted.predict_at(frame, np.array([origin]))
     changed = frame.copy()
-    changed.iloc[origin + 1:, :] = changed.iloc[origin + 1:, :] * 3 + 17  # a wildly different future
+    changed.iloc[origin + 1 :, :] = changed.iloc[origin + 1 :, :] * 3 + 17  # a wildly different future
     np.testing.assert_array_equal(fitted.predict_at(changed, np.array([origin])), before)
     # ...while changing the origin's own value does change it (the test can fail)
     changed.iloc[origin, changed.columns.get_loc("cpu")] += 30
@@ -186,7 +197,11 @@ def test_tcn_loads_in_a_fresh_process(trained, frame, tmp_path):
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "tcn"), str(tmp_path / "frame.csv")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -201,7 +216,7 @@ def test_validation_split_lies_after_training():
     assert origins[train].max() + HORIZON <= origins[val].min()
     assert set(train).isdisjoint(val) and len(train) + len(val) >= len(origins) - HORIZON
     shuffled = np.random.default_rng(0).permutation(origins)
-    train2, val2 = chronological_split(shuffled, horizon=HORIZON)
+    _train2, val2 = chronological_split(shuffled, horizon=HORIZON)
     np.testing.assert_array_equal(np.sort(shuffled[val2]), origins[-30:])
 
 
@@ -259,14 +274,15 @@ def test_models_of_one_architecture_share_a_network_without_mixing_weights(train
 
 @pytest.mark.slow
 def test_tensorflow_start_up_noise_stays_out_of_the_console_but_later_errors_do_not() -> None:
-    script = (
-        "import os\n"
-        "from forecasting.models.neural import _tf\n"
-        "_tf()\n"
-        "os.write(2, b'heard after start-up\\n')\n"
+    script = "import os\nfrom forecasting.models.neural import _tf\n_tf()\nos.write(2, b'heard after start-up\\n')\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True,
-                          cwd=Path(__file__).resolve().parents[2])
     assert "heard after start-up" in done.stderr  # the descriptor is restored: real errors still reach the log
     noise = [line for line in done.stderr.splitlines() if "cuda" in line.lower() or "absl" in line.lower()]
     assert noise == [], noise

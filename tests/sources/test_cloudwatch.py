@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -37,7 +37,15 @@ ALL = ["cpu", "memory", "network_in", "network_out"]
 
 
 def cw_settings(tmp_path: Path, **overrides: object) -> Settings:
-    base: dict[str, object] = {"source": "cloudwatch", "db": tmp_path / "headroom.db", "train_days": 0.25, "instances": [], "instance_tag": None, "thresholds": {}, "threshold": 80}
+    base: dict[str, object] = {
+        "source": "cloudwatch",
+        "db": tmp_path / "headroom.db",
+        "train_days": 0.25,
+        "instances": [],
+        "instance_tag": None,
+        "thresholds": {},
+        "threshold": 80,
+    }
     return load_settings(**{**base, **overrides})
 
 
@@ -56,7 +64,7 @@ def ingest(settings: Settings, now: int, source: CloudWatchSource | None = None)
 
 
 def when(ts: int) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 # ---- the plan (pure) -------------------------------------------------------
@@ -94,7 +102,11 @@ def test_plan_is_the_minimum_the_limits_allow(windows: list[int], max_q: int, ma
     end = 1_800_000_000
     requests = [SeriesRequest(f"i-{n}", "cpu", end - w * P) for n, w in enumerate(windows)]
     calls = plan_calls(requests, end, P, max_queries=max_q, max_datapoints=max_d)
-    best = min(len(p) for p in _partitions(list(range(len(windows)))) if all(len(b) <= max_q and len(b) * max(windows[i] for i in b) <= max_d for b in p))
+    best = min(
+        len(p)
+        for p in _partitions(list(range(len(windows))))
+        if all(len(b) <= max_q and len(b) * max(windows[i] for i in b) <= max_d for b in p)
+    )
     assert len(calls) == best
     assert sorted(r.instance_id for c in calls for r in c.requests) == sorted(r.instance_id for r in requests)
     for call in calls:
@@ -103,7 +115,9 @@ def test_plan_is_the_minimum_the_limits_allow(windows: list[int], max_q: int, ma
 
 
 def test_threshold_tag_parsing(caplog: pytest.LogCaptureFixture) -> None:
-    assert parse_threshold("65", "i-a") == 65 and parse_threshold(" 72.5% ", "i-a") == 72.5 and parse_threshold(None, "i-a") is None
+    assert (
+        parse_threshold("65", "i-a") == 65 and parse_threshold(" 72.5% ", "i-a") == 72.5 and parse_threshold(None, "i-a") is None
+    )
     for bad in ("lots", "0", "150", "nan", ""):
         assert parse_threshold(bad, "i-a") is None
     assert "headroom:threshold" in caplog.text
@@ -138,7 +152,16 @@ def test_late_data_in_the_overlap_shows_up(aws, tmp_path: Path) -> None:
     ec2, cw = boto3.client("ec2"), boto3.client("cloudwatch")
     a, b, c = create_fleet(ec2, 3)
     now = align(time.time(), P)
-    put_points(cw, [(iid, m, now - k * P, 30.0 + k) for iid in (a, b, c) for m in ("cpu", "memory") for k in range(1, 13) if not (iid == c and m == "memory" and k == 2)])
+    put_points(
+        cw,
+        [
+            (iid, m, now - k * P, 30.0 + k)
+            for iid in (a, b, c)
+            for m in ("cpu", "memory")
+            for k in range(1, 13)
+            if not (iid == c and m == "memory" and k == 2)
+        ],
+    )
     settings = cw_settings(tmp_path)
     ingest(settings, now)
     before = stored(settings.db)
@@ -206,7 +229,9 @@ def test_memory_with_agent_dimensions_and_the_legacy_metric(aws, tmp_path: Path)
     settings = cw_settings(tmp_path)
     source = CloudWatchSource(settings)
     ingest(settings, now, source)
-    assert source.metrics_of(agent) == ["cpu", "memory", "network_in", "network_out"] and "memory" not in source.metrics_of(legacy)
+    assert source.metrics_of(agent) == ["cpu", "memory", "network_in", "network_out"] and "memory" not in source.metrics_of(
+        legacy
+    )
     assert stored(settings.db)[(agent, "memory")] == {now - P: 61.0} and (legacy, "memory") not in stored(settings.db)
     old = cw_settings(tmp_path / "legacy", memory_metric="legacy")
     ingest(old, now)
@@ -219,9 +244,21 @@ def test_worker_cli_fills_samples_from_moto(aws, tmp_path: Path) -> None:
     now = align(time.time(), P)
     put_points(cw, [(iid, m, now - k * P, 12.0 + k) for iid in ids for m in ALL for k in range(1, 7)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
-    env.update(HEADROOM_SOURCE="cloudwatch", HEADROOM_DB=str(tmp_path / "cli.db"), HEADROOM_TRAIN_DAYS="0.25", HEADROOM_CONFIG=str(tmp_path / "none.toml"))
+    env.update(
+        HEADROOM_SOURCE="cloudwatch",
+        HEADROOM_DB=str(tmp_path / "cli.db"),
+        HEADROOM_TRAIN_DAYS="0.25",
+        HEADROOM_CONFIG=str(tmp_path / "none.toml"),
+    )
     assert env["AWS_ENDPOINT_URL"] == aws.url
-    done = subprocess.run([sys.executable, str(ROOT / "worker.py"), "--once", "--only", "ingest"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "worker.py"), "--once", "--only", "ingest"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     data = stored(tmp_path / "cli.db")
     assert {key: len(series) for key, series in data.items()} == {(iid, m): 6 for iid in ids for m in ALL}
@@ -247,12 +284,21 @@ def test_next_token_pages_are_followed_and_counted(stubbed) -> None:
     t0, end = 1_800_000_000, 1_800_000_000 + 6 * P
     requests = [SeriesRequest("i-a", "cpu", t0), SeriesRequest("i-b", "cpu", t0 + 2 * P)]
     expect = {"MetricDataQueries": ANY, "StartTime": when(t0), "EndTime": when(end), "ScanBy": "TimestampAscending"}
-    page1 = {"MetricDataResults": [_result("q0", [t0, t0 + P], [1.0, 2.0], "PartialData"), _result("q1", [t0 + P, t0 + 2 * P], [8.0, 9.0], "PartialData")], "NextToken": "page-2"}
+    page1 = {
+        "MetricDataResults": [
+            _result("q0", [t0, t0 + P], [1.0, 2.0], "PartialData"),
+            _result("q1", [t0 + P, t0 + 2 * P], [8.0, 9.0], "PartialData"),
+        ],
+        "NextToken": "page-2",
+    }
     page2 = {"MetricDataResults": [_result("q0", [t0 + 2 * P, t0 + 3 * P], [3.0, 4.0]), _result("q1", [t0 + 3 * P], [10.0])]}
     stubber.add_response("get_metric_data", page1, expect)
     stubber.add_response("get_metric_data", page2, {**expect, "NextToken": "page-2"})
     result = source.fetch(requests, end)
-    assert sorted(result.rows) == [("i-a", "cpu", t0 + k * P, float(k + 1)) for k in range(4)] + [("i-b", "cpu", t0 + 2 * P, 9.0), ("i-b", "cpu", t0 + 3 * P, 10.0)]
+    assert sorted(result.rows) == [("i-a", "cpu", t0 + k * P, float(k + 1)) for k in range(4)] + [
+        ("i-b", "cpu", t0 + 2 * P, 9.0),
+        ("i-b", "cpu", t0 + 3 * P, 10.0),
+    ]
     assert (result.calls, result.calls_required, result.errors) == (2, 1, [])
 
 
@@ -268,12 +314,16 @@ def test_internal_error_and_forbidden_are_reported_per_query(stubbed, caplog: py
         ],
         "Messages": [{"Code": "Notice", "Value": "whole-call message"}],
     }
-    stubber.add_response("get_metric_data", response, {"MetricDataQueries": ANY, "StartTime": ANY, "EndTime": ANY, "ScanBy": "TimestampAscending"})
+    stubber.add_response(
+        "get_metric_data", response, {"MetricDataQueries": ANY, "StartTime": ANY, "EndTime": ANY, "ScanBy": "TimestampAscending"}
+    )
     with caplog.at_level(logging.WARNING):
         result = source.fetch(requests, end)
     assert sorted(result.rows) == [("i-a", "cpu", t0, 1.0), ("i-a", "cpu", t0 + P, 2.0)]
     assert len(result.errors) == 2
-    assert result.errors[0].startswith("i-b cpu") and "InternalError" in result.errors[0] and "try again later" in result.errors[0]
+    assert (
+        result.errors[0].startswith("i-b cpu") and "InternalError" in result.errors[0] and "try again later" in result.errors[0]
+    )
     assert result.errors[1] == "i-c cpu: Forbidden" and "whole-call message" in caplog.text
 
 
@@ -281,7 +331,9 @@ def test_a_failed_call_loses_only_its_own_series(stubbed) -> None:
     source, stubber = stubbed
     end = 1_800_000_000
     requests = [SeriesRequest(f"i-{n:02d}", "cpu", end - 14 * 86_400) for n in range(30)]  # 25 + 5 series
-    stubber.add_client_error("get_metric_data", service_error_code="AccessDenied", service_message="not allowed", http_status_code=403)
+    stubber.add_client_error(
+        "get_metric_data", service_error_code="AccessDenied", service_message="not allowed", http_status_code=403
+    )
     stubber.add_response("get_metric_data", {"MetricDataResults": [_result("q0", [end - P], [7.0])]})
     result = source.fetch(requests, end)
     assert result.rows == [("i-25", "cpu", end - P, 7.0)]
@@ -308,4 +360,6 @@ def test_implausible_values_from_cloudwatch_are_dropped_and_reported(aws, tmp_pa
     settings = cw_settings(tmp_path)
     report = ingest(settings, now)
     assert stored(settings.db)[(iid, "cpu")] == {now - 3 * P: 40.0, now - P: 100.0}  # 1000 % dropped, 100.5 % clipped
-    assert [e for e in report.errors if "implausible" in e] == [f"1 implausible datapoints dropped (e.g. {iid} cpu 1000 at {now - 2 * P})"]
+    assert [e for e in report.errors if "implausible" in e] == [
+        f"1 implausible datapoints dropped (e.g. {iid} cpu 1000 at {now - 2 * P})"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,6 @@ from tests.fixtures.stores import demo_parsed
 START = 1_760_000_000 // 300 * 300
 
 
-
-
-
 def assert_same(a: ParsedExport, b: ParsedExport) -> None:
     """Same instances, metrics, timestamps and values, bit for bit."""
     assert {i: sorted(m) for i, m in a.series.items()} == {i: sorted(m) for i, m in b.series.items()}
@@ -45,7 +43,14 @@ def export_doc(results: list[dict]) -> str:
 
 
 def cpu_result(**fields: object) -> dict:
-    return {"Id": "cpu", "Label": "CPUUtilization", "Timestamps": [START, START + 300], "Values": [12.5, 14.0], "StatusCode": "Complete", **fields}
+    return {
+        "Id": "cpu",
+        "Label": "CPUUtilization",
+        "Timestamps": [START, START + 300],
+        "Values": [12.5, 14.0],
+        "StatusCode": "Complete",
+        **fields,
+    }
 
 
 # ---- valid exports ---------------------------------------------------------
@@ -86,13 +91,31 @@ def test_points_come_back_sorted_and_a_repeated_timestamp_keeps_the_later_value(
 @pytest.mark.parametrize(
     ("name", "key"),
     [
-        ("cpu", "cpu"), ("CPUUtilization", "cpu"), ("cpu_utilization", "cpu"), ("CPU-Percent", "cpu"), ("value", "cpu"),
-        ("memory", "memory"), ("mem_used_percent", "memory"), ("MemoryUtilization", "memory"), ("mem", "memory"),
-        ("NetworkIn", "network_in"), ("network-in", "network_in"), ("net_in", "network_in"),
-        ("NetworkOut", "network_out"), ("network out", "network_out"), ("net_out", "network_out"),
-        ("i-0abc1234def567890 CPUUtilization", "cpu"), ("cpu_i_0abc1234def567890", "cpu"), ("m_network_out_i_0abc12345", "network_out"),
-        ("CPUCreditBalance", "cpu_credits"), ("cpu_credit_balance_avg", "cpu_credits"),
-            ("DiskReadOps", None), ("NetworkPacketsIn", None), ("StatusCheckFailed", None), ("m1", None), ("", None),
+        ("cpu", "cpu"),
+        ("CPUUtilization", "cpu"),
+        ("cpu_utilization", "cpu"),
+        ("CPU-Percent", "cpu"),
+        ("value", "cpu"),
+        ("memory", "memory"),
+        ("mem_used_percent", "memory"),
+        ("MemoryUtilization", "memory"),
+        ("mem", "memory"),
+        ("NetworkIn", "network_in"),
+        ("network-in", "network_in"),
+        ("net_in", "network_in"),
+        ("NetworkOut", "network_out"),
+        ("network out", "network_out"),
+        ("net_out", "network_out"),
+        ("i-0abc1234def567890 CPUUtilization", "cpu"),
+        ("cpu_i_0abc1234def567890", "cpu"),
+        ("m_network_out_i_0abc12345", "network_out"),
+        ("CPUCreditBalance", "cpu_credits"),
+        ("cpu_credit_balance_avg", "cpu_credits"),
+        ("DiskReadOps", None),
+        ("NetworkPacketsIn", None),
+        ("StatusCheckFailed", None),
+        ("m1", None),
+        ("", None),
     ],
 )
 def test_metric_names(name: str, key: str | None) -> None:
@@ -113,8 +136,17 @@ def test_the_instance_comes_from_the_id_or_label_else_from_the_default() -> None
 
 def test_timestamp_forms() -> None:
     t = 1_760_000_100
-    forms = ["2025-10-09T08:55:00Z", "2025-10-09T08:55:00+00:00", "2025-10-09T10:55:00+02:00", "2025-10-09 08:55:00",
-             "2025-10-09T08:55:00.000Z", str(t), f"{t}.0", t, float(t)]
+    forms = [
+        "2025-10-09T08:55:00Z",
+        "2025-10-09T08:55:00+00:00",
+        "2025-10-09T10:55:00+02:00",
+        "2025-10-09 08:55:00",
+        "2025-10-09T08:55:00.000Z",
+        str(t),
+        f"{t}.0",
+        t,
+        float(t),
+    ]
     assert {parse_timestamp(form, "x") for form in forms} == {t}
 
 
@@ -134,16 +166,18 @@ def test_a_csv_with_an_instance_column_and_gaps() -> None:
     text = "ts,instance_id,value,memory\n1760000000,i-0aaa11112222,5,\n1760000300,,6,50\n1760000000,i-0bbb11112222,7,8\n"
     parsed = parse_export(text, instance="default")
     assert parsed.rows() == [
-        ("default", "cpu", 1_760_000_300, 6.0), ("default", "memory", 1_760_000_300, 50.0),
+        ("default", "cpu", 1_760_000_300, 6.0),
+        ("default", "memory", 1_760_000_300, 50.0),
         ("i-0aaa11112222", "cpu", 1_760_000_000, 5.0),
-        ("i-0bbb11112222", "cpu", 1_760_000_000, 7.0), ("i-0bbb11112222", "memory", 1_760_000_000, 8.0),
+        ("i-0bbb11112222", "cpu", 1_760_000_000, 7.0),
+        ("i-0bbb11112222", "memory", 1_760_000_000, 8.0),
     ]
 
 
 def to_iso(ts: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---- bad input: one line, saying what and where ------------------------------------
@@ -161,12 +195,18 @@ BAD = {
     "NaN": (export_doc([cpu_result()]).replace("14.0", "NaN"), "point 1: value 'nan' is not a finite number"),
     "Infinity": (export_doc([cpu_result()]).replace("14.0", "-Infinity"), "not a finite number"),
     "huge integer": (export_doc([cpu_result()]).replace("14.0", "1" + "0" * 400), "too large"),
-    "bad timestamp": (export_doc([cpu_result(Timestamps=["yesterday", START])]), "point 0: timestamp 'yesterday' is not ISO 8601"),
+    "bad timestamp": (
+        export_doc([cpu_result(Timestamps=["yesterday", START])]),
+        "point 0: timestamp 'yesterday' is not ISO 8601",
+    ),
     "timestamp in milliseconds": (export_doc([cpu_result(Timestamps=[START * 1000, START])]), "outside 1970..9999"),
     "timestamp before 1970": (export_doc([cpu_result(Timestamps=["1969-12-31T23:00:00Z", START])]), "outside 1970..9999"),
     "no CPU series": (export_doc([cpu_result(Id="mem", Label="mem_used_percent")]), "no CPU series"),
     "no results at all": (export_doc([]), "no CPU series"),
-    "unknown metric": (export_doc([cpu_result(), cpu_result(Id="m2", Label="DiskReadOps")]), "MetricDataResults[1] (m2): cannot tell which metric"),
+    "unknown metric": (
+        export_doc([cpu_result(), cpu_result(Id="m2", Label="DiskReadOps")]),
+        "MetricDataResults[1] (m2): cannot tell which metric",
+    ),
     "nested too deep": ("[" * 50_000, "nested too deeply"),
     "empty": ("", "the file is empty"),
     "blank": (" \n\t\n", "the file is empty"),
@@ -177,7 +217,10 @@ BAD = {
     "CSV NaN": ("timestamp,cpu\n1760000000,nan\n", "line 2, column 'cpu'"),
     "CSV two CPU columns": ("timestamp,cpu,CPUUtilization\n1760000000,3,4\n", "columns 'cpu', 'CPUUtilization' are all cpu"),
     "CPU over 100 %": (export_doc([cpu_result(Values=[12.0, 250.0])]), "point 1: cpu value 250 is outside 0-100 %"),
-    "negative network": (export_doc([cpu_result(), cpu_result(Id="net_in", Label="NetworkIn", Values=[5.0, -1.0])]), "network_in value -1 is negative"),
+    "negative network": (
+        export_doc([cpu_result(), cpu_result(Id="net_in", Label="NetworkIn", Values=[5.0, -1.0])]),
+        "network_in value -1 is negative",
+    ),
     "unsafe instance": ("timestamp,instance_id,cpu\n1760000000,i-a b,3\n", "line 2: invalid instance id 'i-a b'"),
     "CSV huge field": ('timestamp,cpu\n1760000000,"' + "9" * 200_000 + '"\n', "line 2 is not valid CSV"),
 }
@@ -281,7 +324,13 @@ near_results = st.fixed_dictionaries(
     optional={
         "Id": st.sampled_from(["cpu", "mem", "NetworkIn", "m1", "cpu_i_0abc12345", 7]) | json_values,
         "Label": st.sampled_from(["CPUUtilization", "i-0abc12345 memory", ""]) | json_values,
-        "Timestamps": st.lists(st.integers(-10, 2**70) | st.text(max_size=30) | st.sampled_from(["2025-01-01T00:00:00Z", "1760000000"]) | json_values, max_size=5),
+        "Timestamps": st.lists(
+            st.integers(-10, 2**70)
+            | st.text(max_size=30)
+            | st.sampled_from(["2025-01-01T00:00:00Z", "1760000000"])
+            | json_values,
+            max_size=5,
+        ),
         "Values": st.lists(st.floats() | st.integers() | st.text(max_size=10) | json_values, max_size=5),
         "StatusCode": st.sampled_from(["Complete", "PartialData", "InternalError"]),
     },
@@ -289,7 +338,13 @@ near_results = st.fixed_dictionaries(
 
 
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(st.fixed_dictionaries({"MetricDataResults": st.lists(near_results | json_values, max_size=4)}), json_values), min_size=1, max_size=3))
+@given(
+    st.lists(
+        st.one_of(st.fixed_dictionaries({"MetricDataResults": st.lists(near_results | json_values, max_size=4)}), json_values),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_export_shaped_garbage_parses_or_raises_export_error(pages: list[object]) -> None:
     text = "\n".join(json.dumps(page) for page in pages)
     parse_or_export_error(text)

@@ -30,7 +30,11 @@ def cli_json(response: dict[str, Any]) -> str:
 
 
 def cpu_query(query_id: str, instance_id: str, stat: str = "Average", label: str | None = None) -> dict[str, Any]:
-    metric = {"Namespace": "AWS/EC2", "MetricName": "CPUUtilization", "Dimensions": [{"Name": "InstanceId", "Value": instance_id}]}
+    metric = {
+        "Namespace": "AWS/EC2",
+        "MetricName": "CPUUtilization",
+        "Dimensions": [{"Name": "InstanceId", "Value": instance_id}],
+    }
     query: dict[str, Any] = {"Id": query_id, "MetricStat": {"Metric": metric, "Period": P, "Stat": stat}, "ReturnData": True}
     if label is not None:
         query["Label"] = label
@@ -43,19 +47,27 @@ def fleet(aws: MotoServer) -> tuple[Any, int, dict[str, list[float]]]:
     cloudwatch = boto3.client("cloudwatch")
     end = align(time.time(), P)
     values = {iid: [10.0 * (n + 1) + k for k in range(12)] for n, iid in enumerate(IDS)}
-    put_points(cloudwatch, [(iid, "cpu", end - (12 - k) * P, value) for iid, vals in values.items() for k, value in enumerate(vals)])
+    put_points(
+        cloudwatch, [(iid, "cpu", end - (12 - k) * P, value) for iid, vals in values.items() for k, value in enumerate(vals)]
+    )
     return cloudwatch, end, values
 
 
 def fetch(cloudwatch: Any, end: int, queries: list[dict[str, Any]]) -> dict[str, Any]:
-    return cloudwatch.get_metric_data(MetricDataQueries=queries, StartTime=datetime.fromtimestamp(end - 13 * P),
-                                      EndTime=datetime.fromtimestamp(end), ScanBy="TimestampAscending")
+    return cloudwatch.get_metric_data(
+        MetricDataQueries=queries,
+        StartTime=datetime.fromtimestamp(end - 13 * P),
+        EndTime=datetime.fromtimestamp(end),
+        ScanBy="TimestampAscending",
+    )
 
 
 def test_several_instances_under_ids_m1_m3_and_default_labels_are_refused(fleet) -> None:
     cloudwatch, end, _ = fleet
     response = fetch(cloudwatch, end, [cpu_query(f"m{n}", iid) for n, iid in enumerate(IDS, 1)])
-    assert [r["Id"] for r in response["MetricDataResults"]] == ["m1", "m2", "m3"] and all(r["Values"] for r in response["MetricDataResults"])
+    assert [r["Id"] for r in response["MetricDataResults"]] == ["m1", "m2", "m3"] and all(
+        r["Values"] for r in response["MetricDataResults"]
+    )
     with pytest.raises(ExportError, match=r"3 cpu series \(m1, m2, m3\) do not say which instance each belongs to"):
         parse_export(cli_json(response), instance="i-0given000000001", name="fleet.json")
 
@@ -73,10 +85,19 @@ def test_the_same_instances_with_labels_that_name_them_are_read_apart(fleet) -> 
 def test_two_statistics_of_one_metric_are_refused(fleet) -> None:
     cloudwatch, end, _ = fleet
     response = fetch(cloudwatch, end, [cpu_query("cpu_avg", IDS[0]), cpu_query("cpu_max", IDS[0], stat="Maximum")])
-    with pytest.raises(ExportError, match=r"2 cpu series \(cpu_avg, cpu_max\), e\.g\. two statistics of one metric; export one statistic per metric"):
+    with pytest.raises(
+        ExportError,
+        match=r"2 cpu series \(cpu_avg, cpu_max\), e\.g\. two statistics of one metric; export one statistic per metric",
+    ):
         parse_export(cli_json(response), instance=IDS[0])
-    named = fetch(cloudwatch, end, [cpu_query("a", IDS[0], label=f"{IDS[0]} CPU Average"),
-                                    cpu_query("b", IDS[0], stat="Maximum", label=f"{IDS[0]} CPU Maximum")])
+    named = fetch(
+        cloudwatch,
+        end,
+        [
+            cpu_query("a", IDS[0], label=f"{IDS[0]} CPU Average"),
+            cpu_query("b", IDS[0], stat="Maximum", label=f"{IDS[0]} CPU Maximum"),
+        ],
+    )
     with pytest.raises(ExportError, match=rf"2 cpu series for {IDS[0]} \(a, b\)"):
         parse_export(cli_json(named))
 
