@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 import streamlit as st
@@ -60,7 +60,7 @@ def store(db: str) -> Store:
     return _open_store(db)
 
 
-def _ready(db: str | None) -> bool:
+def _ready(db: str | None) -> TypeGuard[str]:
     """True when the database exists and its schema is in place (the worker may be creating it)."""
     if db is None:
         return False

@@ -90,7 +90,7 @@ def _test_cloudwatch(settings: Settings, now: int) -> tuple[bool, str]:
 
     session = boto3.session.Session()
     region = settings.region or session.region_name or "us-east-1"
-    client = session.client("cloudwatch", region_name=region, config=Config(user_agent_extra="headroom", **CLIENT_CONFIG))  # type: ignore[arg-type]
+    client = session.client("cloudwatch", region_name=region, config=Config(user_agent_extra="headroom", **CLIENT_CONFIG))
     try:
         client.put_metric_data(Namespace=settings.cloudwatch_namespace, MetricData=[_datum("NotifyTest", 1.0, [], now)])
     except Exception as error:

@@ -69,7 +69,7 @@ class AlertPolicy:
             return True, 0
         return below + 1 < self.clear_cycles, below + 1
 
-    def states(self, peaks: Sequence[float]) -> np.ndarray:
+    def states(self, peaks: Sequence[float] | np.ndarray) -> np.ndarray:
         """Whether the warning is open after each cycle, given each cycle's forecast peak (NaN: no forecast)."""
         is_open, below = False, 0
         out = np.zeros(len(peaks), dtype=bool)
@@ -265,11 +265,11 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
         if forecast is not None and forecast.timestamps[-1] <= now:
             report.stale.append(instance_id)  # its whole horizon has passed: it says nothing about the future
             forecast = None
-        change = current.get(instance_id)
-        if change is not None and change.row["state"] == "cleared" and now >= int(change.row["cleared_at"]) + grace:
-            change = None  # its grace period is over: a new crossing is a new alert
-        if change is not None:
-            step_alert(change, forecast, AlertPolicy(threshold, settings.alert_margin), settings.alert_on, now, grace)
+        held = current.get(instance_id)
+        if held is not None and held.row["state"] == "cleared" and now >= int(held.row["cleared_at"]) + grace:
+            held = None  # its grace period is over: a new crossing is a new alert
+        if held is not None:
+            step_alert(held, forecast, AlertPolicy(threshold, settings.alert_margin), settings.alert_on, now, grace)
         elif forecast is not None:
             crossing = find_crossing(forecast, threshold, settings.alert_on, now)
             if crossing is not None:

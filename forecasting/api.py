@@ -143,7 +143,8 @@ class ApiState:
             self._stores.clear()
             if self._empty is not None:
                 self._empty.close()
-                self._empty_dir.cleanup()
+                if self._empty_dir is not None:
+                    self._empty_dir.cleanup()
                 self._empty = None
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
@@ -193,7 +194,8 @@ def reject_unknown_query(request: Request) -> None:
 
 
 def _query_names(route: APIRoute) -> frozenset[str]:
-    names, todo = set(), [route.dependant]
+    names: set[str] = set()
+    todo = [route.dependant]
     while todo:
         dependant = todo.pop()
         names.update(param.alias for param in dependant.query_params)
@@ -310,7 +312,7 @@ UploadInstance = Annotated[
 )
 async def predict(
     request: Request,
-    model: PredictModel = PredictModel("auto"),  # type: ignore[valid-type]
+    model: PredictModel = PredictModel("auto"),
     horizon: Annotated[int | None, Query(ge=1, le=288, description="steps ahead (default HEADROOM_HORIZON)")] = None,
     instance: UploadInstance = None,
 ) -> UploadForecast:
@@ -330,7 +332,7 @@ async def predict(
 )
 async def validate(
     request: Request,
-    model: ValidateModel | None = None,  # type: ignore[valid-type]
+    model: ValidateModel | None = None,
     instance: UploadInstance = None,
 ) -> Validation:
     """Backtest scores of ``model`` (or of every configured model) on the uploaded data, and the champion."""
@@ -409,8 +411,9 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         "predict and validate on an uploaded CloudWatch export.",
     )
     app.state.headroom = state
-    app.add_exception_handler(RequestValidationError, _invalid)
-    app.add_exception_handler(UnknownInstance, _unknown_instance)
+    # Starlette types every handler as taking Exception; these take the one they are registered for
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(UnknownInstance, _unknown_instance)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health_router)
     app.include_router(router)

@@ -23,7 +23,8 @@ SLOT_POLL_SECONDS = 0.05
 class Slots(Protocol):
     """What uploads need of the app's state: settings, training threads and slots."""
 
-    settings: Settings
+    @property
+    def settings(self) -> Settings: ...
 
     def take_slot(self) -> bool: ...
 

@@ -69,7 +69,7 @@ class Crossing:
     basis: str  # 'mean', 'likely' or 'upper'
 
 
-def first_at_or_above(values: Sequence[float], threshold: float) -> int | None:
+def first_at_or_above(values: Sequence[float] | np.ndarray, threshold: float) -> int | None:
     """Index of the first value at or above ``threshold`` (None if none is)."""
     hits = np.flatnonzero(np.asarray(values, dtype=float) >= threshold)
     return int(hits[0]) if len(hits) else None

@@ -29,7 +29,7 @@ def _dates(ts: Any) -> np.ndarray:
 
 
 def forecast_chart(
-    history: tuple[np.ndarray, np.ndarray],
+    history: tuple[Any, Any],  # (timestamps, CPU values): arrays or lists
     forecast: ForecastRecord | None,
     threshold: float,
     crossing_ts: int | None = None,

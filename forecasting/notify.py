@@ -146,7 +146,7 @@ def new_message(
     for name, cid in cids.items():
         html = html.replace(f"cid:{name}", f"cid:{cid[1:-1]}")
     message.add_alternative(html, subtype="html")
-    html_part = message.get_payload()[1]
+    html_part: EmailMessage = message.get_payload()[1]  # type: ignore[index,assignment]  # the html alternative just added
     for name, png in images.items():
         html_part.add_related(png, maintype="image", subtype="png", cid=cids[name], filename=f"{name}.png", disposition="inline")
     return message
@@ -304,9 +304,11 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
         [m, v["points"], _fmt(v["mape"], ".2f"), _fmt(v["mase"], ".3f"), _fmt(v["coverage"], ".2f")]
         for m, v in fleet_realised(store, now, "day").items()
     ]
-    images = {}
+    images: dict[str, bytes] = {}
     for _, _, iid in sorted(risk)[:DIGEST_CHARTS]:
-        cpu = store.samples.series(iid, start=now - CHART_HOURS * HOUR, end=now, metrics=["cpu"]).get("cpu", ([], []))
+        cpu: tuple[Any, Any] = store.samples.series(iid, start=now - CHART_HOURS * HOUR, end=now, metrics=["cpu"]).get(
+            "cpu", ([], [])
+        )
         images[f"chart-{len(images)}"] = forecast_chart(cpu, forecasts.get(iid), thresholds[iid], crossings[iid], title=iid)
     sections: list[tuple[str, list[str], Sequence[Sequence[Any]]]] = [
         ("Fleet", ["instance", "name", "CPU now %", "threshold %", "forecast peak %", "champion", "state"], fleet),

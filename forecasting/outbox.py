@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -163,7 +164,7 @@ Sender = Callable[[Destination, str, str, str, float], SendResult]
 
 
 def send_with_retries(
-    target: Destination, row: Mapping[str, Any], settings: Settings, deadline: float, sender: Sender = post
+    target: Destination, row: Mapping[str, Any] | sqlite3.Row, settings: Settings, deadline: float, sender: Sender = post
 ) -> tuple[SendResult, int]:
     """Up to ``webhook_attempts`` tries of one message, with exponential backoff, within the deadline; (result, tries)."""
     result = SendResult(ok=False, error="deadline reached before sending")

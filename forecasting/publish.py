@@ -208,7 +208,7 @@ class Publisher:
             region = settings.region or session.region_name or "us-east-1"
             self._clients[service] = session.client(
                 service, region_name=region, config=Config(user_agent_extra="headroom", **CLIENT_CONFIG)
-            )  # type: ignore[arg-type]
+            )
         return self._clients[service]
 
     def groups(self, settings: Settings, errors: list[str]) -> dict[str, str]:
@@ -234,7 +234,7 @@ class Publisher:
             planned = batches(items)
             result.datums, result.calls_required = len(items), len(planned)
             result.groups = len({groups[f.instance_id] for f in figures if f.instance_id in groups})
-            client = self._client("cloudwatch", settings) if planned else None
+            client: Any = self._client("cloudwatch", settings) if planned else None
             for batch in planned:
                 if time.monotonic() - started > DEADLINE_SECONDS:
                     result.errors.append(f"deadline: {len(planned) - result.calls} calls dropped")

@@ -15,7 +15,10 @@ that both can share this one function.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +87,7 @@ def score_forecast(
     )
 
 
-def total(rows: list[dict]) -> ErrorSums:
+def total(rows: Iterable[Mapping[str, Any] | sqlite3.Row]) -> ErrorSums:
     """The sum of stored rows (dicts or sqlite rows with the ``FIELDS`` columns)."""
     out = ErrorSums()
     for row in rows:

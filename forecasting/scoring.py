@@ -72,7 +72,13 @@ def score_realised(store: Store, settings: Settings, now: int) -> ScoringReport:
         scale = instance_scale(ts, cpu, first, settings.period)
         for f in forecasts:
             scored = score_forecast(
-                *(np.asarray(series, dtype=float) for series in (f.timestamps, f.mean, f.lower, f.upper)), ts, cpu, scale
+                np.asarray(f.timestamps, dtype=float),
+                np.asarray(f.mean, dtype=float),
+                np.asarray(f.lower, dtype=float),
+                np.asarray(f.upper, dtype=float),
+                ts,
+                cpu,
+                scale,
             )
             hour = f.made_at // HOUR * HOUR
             for model in (f.model, "auto") if f.is_champion else (f.model,):

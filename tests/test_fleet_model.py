@@ -12,7 +12,7 @@ from forecasting.forecast import ModelCache, run_forecasts
 from forecasting.retrain_pool import retrain_due
 from forecasting.sources.demo import DemoSource
 from tests.test_features import demo_samples
-from tests.test_fleet import NOW, P, fleet_store
+from tests.test_retrain_pool import NOW, P, fleet_store
 
 MODELS = ["naive", "seasonal_naive", "linear", "fleet", "combined"]
 

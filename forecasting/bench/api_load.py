@@ -57,7 +57,7 @@ def fill_store(db: Path, instances: int, cycles: int, now: int) -> dict[str, int
         last = store.samples.latest_values("cpu")
         for inst in store.samples.instances():
             scores = [_score(rng, model) for model in MODEL_NAMES]
-            champion = min(scores, key=lambda s: s["mase"])["model"]
+            champion = min(scores, key=lambda s: float(s["mase"]))["model"]  # type: ignore[arg-type]
             store.runs.record(
                 {
                     "instance_id": inst.instance_id,

@@ -95,7 +95,7 @@ def _tf():
         tf.config.list_physical_devices()  # device discovery: where the CUDA stub lines come from
     tf.get_logger().setLevel("ERROR")
     tf.config.experimental.enable_op_determinism()
-    _tf.configured = True  # type: ignore[attr-defined]
+    _tf.configured = True
     return tf
 
 
