@@ -48,7 +48,7 @@ lint: install-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install-dev browser
+test: install-dev browser lint
 	$(PY) -m pytest
 
 clean:
