@@ -328,7 +328,9 @@ def test_store_without_models_says_training_is_running(ingest_only_db: Path, mon
     # the demo feed follows the wall clock, so which instance is over depends on when the test runs
     with Store(ingest_only_db, readonly=True) as store:
         latest = store.samples.latest_values("cpu")
-        expected = {i.instance_id: "over" if latest[i.instance_id][1] >= i.threshold else "unknown" for i in store.samples.instances()}
+        expected = {
+            i.instance_id: "over" if latest[i.instance_id][1] >= i.threshold else "unknown" for i in store.samples.instances()
+        }
     assert expected[ALERTING_INSTANCE] == "over"  # its 1 % limit is always under the current CPU
     assert table["level"].to_dict() == expected
     at = open_page("pages/models.py")
