@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.clock import HOUR, MINUTE
-from forecasting.crossing import BASES, BASIS_TEXT, Crossing, basis_series, find_crossing, outlook  # noqa: F401 (re-exported: forecasting/bench/warning.py imports them from here)
+from forecasting.crossing import BASIS_TEXT, Crossing, find_crossing, outlook
 from forecasting.settings import Settings
 from forecasting.store import ForecastRecord, Store
 

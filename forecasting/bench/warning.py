@@ -44,8 +44,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from forecasting.alerts import BASES, CLEAR_CYCLES, AlertPolicy, basis_series
+from forecasting.alerts import CLEAR_CYCLES, AlertPolicy
 from forecasting.bench.accuracy import evaluation_plan, series_from
+from forecasting.crossing import BASES, basis_series
 from forecasting.features import DAY, to_frame
 from forecasting.models.baselines import linear_extrapolation
 from forecasting.models.registry import load_model
