@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.calibration import Calibration, calibrate, cross_fitted_bounds, local_scale
-from forecasting.features import DAY
+from forecasting.clock import DAY
 from forecasting.models import FAMILIES
 from forecasting.models.base import ForecastModel, ModelError
 

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from forecasting.backtest import BacktestPlan, ModelBacktest, backtest_forecasts, backtest_model, choose_deployed, plan_backtest
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY
+from forecasting.features import to_frame
 from forecasting.ids import folder_name
 from forecasting.metrics import TARGET
 from forecasting.models import family

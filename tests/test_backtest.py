@@ -25,7 +25,8 @@ from forecasting.backtest import (
     smape,
 )
 from forecasting.calibration import conformal_offsets, cross_fitted_bounds
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY
+from forecasting.features import to_frame
 from forecasting.models import FAMILIES, MODEL_NAMES, NEURAL
 from forecasting.models.base import ForecastModel, ModelError
 from forecasting.models.registry import make_model

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecasting.features import DAY
+from forecasting.clock import DAY
 from forecasting.ids import folder_name
 from forecasting.models.registry import load_model
 from forecasting.settings import load_settings

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from forecasting.backtest import mase_scale, score
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY
+from forecasting.features import to_frame
 from forecasting.models import BASELINES, FAMILIES, MODEL_NAMES
 from forecasting.models.registry import load_model
 from forecasting.settings import Settings, load_settings

@@ -46,8 +46,9 @@ import pandas as pd
 
 from forecasting.alerts import CLEAR_CYCLES, AlertPolicy
 from forecasting.bench.accuracy import evaluation_plan, series_from
+from forecasting.clock import DAY
 from forecasting.crossing import BASES, basis_series
-from forecasting.features import DAY, to_frame
+from forecasting.features import to_frame
 from forecasting.models.baselines import linear_extrapolation
 from forecasting.models.registry import load_model
 from forecasting.settings import Settings, load_settings

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from forecasting.features import DAY
+from forecasting.clock import DAY
 from forecasting.models.base import ForecastModel, ModelError
 
 FIT_DAYS = 3.0

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from forecasting.features import DAY
+from forecasting.clock import DAY
 from forecasting.models.base import ForecastModel, ModelError
 
 TREND_SECONDS = 3600

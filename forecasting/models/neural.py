@@ -39,7 +39,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from forecasting.features import DAY, Scaler, design_matrix, sliding_windows
+from forecasting.clock import DAY
+from forecasting.features import Scaler, design_matrix, sliding_windows
 from forecasting.models.base import ForecastModel, ModelError
 from forecasting.settings import ModelParams
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from forecasting.calibration import Calibration
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY
+from forecasting.features import to_frame
 from forecasting.models import arima
 from forecasting.models.arima import ArimaModel, fourier_terms
 from forecasting.models.base import ModelError

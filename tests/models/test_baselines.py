@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from forecasting.calibration import Calibration
-from forecasting.features import DAY, to_frame
+from forecasting.clock import DAY
+from forecasting.features import to_frame
 from forecasting.models.base import ModelError
 from forecasting.models.baselines import LinearModel, NaiveModel, SeasonalNaiveModel
 from tests.test_features import PERIOD, START, demo_samples
