@@ -238,3 +238,34 @@ def test_every_rule_in_the_benchmark_goes_through_the_same_policy() -> None:
     lines = linear_forecasts(cpu, index, np.array([20]), 12, P)
     assert lines[0, -1] == pytest.approx(min(100.0, cpu[20] + 12 * (cpu[1] - cpu[0])))  # the ramp continues
     assert last_values(np.array([1.0, np.nan, np.nan, 4.0]), np.array([2, 3])).tolist() == [1.0, 4.0]
+
+
+def test_the_benchmark_says_how_far_the_pooled_f1_moves_without_any_one_series() -> None:
+    from forecasting.bench.warning import leave_one_out_f1, pool
+
+    def scored(name: str, events: int, caught: int, episodes: int, right: int, pooled: bool = True) -> dict:
+        return {
+            "name": name,
+            "pooled": pooled,
+            "events": events,
+            "leads": [60.0] * caught,
+            "episodes": episodes,
+            "right_episodes": right,
+            "false_episodes": episodes - right,
+            "cycles": 288,
+            "days": 1.0,
+            "warning_steps": 0,
+            "false_steps": 0,
+        }
+
+    series = [
+        scored("big", 80, 72, 10, 10),  # most of the events, nearly all caught
+        scored("small", 10, 2, 4, 2),
+        scored("other", 10, 5, 4, 3),
+        scored("low threshold", 50, 0, 9, 0, pooled=False),  # never pooled, never left out
+    ]
+    spread = leave_one_out_f1(series)
+    without_big = pool([s for s in series if s["name"] != "big"])["f1"]
+    assert spread["low"] == pytest.approx(without_big) and spread["most_moved_by"] == "big"
+    assert spread["low"] < pool(series)["f1"] < spread["high"]
+    assert leave_one_out_f1(series[:1]) == {"low": None, "high": None, "most_moved_by": None}  # one series: nothing to leave out

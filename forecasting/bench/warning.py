@@ -244,6 +244,25 @@ def pool(series: list[dict], key: str | None = None) -> dict:
     return {k: v for k, v in out.items() if k != "leads"}
 
 
+def leave_one_out_f1(series: list[dict], key: str | None = None) -> dict[str, float | str | None]:
+    """Pooled F1 with each pooled series left out in turn: its lowest and highest, and the series whose absence moves it most.
+
+    A pooled figure can rest on one series that holds most of the events; this says how far
+    it moves without any single one, so a result that holds only on one trace shows itself.
+    """
+    names = [s["name"] for s in series if s["pooled"]]
+    whole = pool(series, key)["f1"]
+    scores = {name: pool([s for s in series if s["name"] != name], key)["f1"] for name in names} if len(names) > 1 else {}
+    known = {name: f1 for name, f1 in scores.items() if f1 is not None}
+    if not known or whole is None:
+        return {"low": None, "high": None, "most_moved_by": None}
+    return {
+        "low": min(known.values()),
+        "high": max(known.values()),
+        "most_moved_by": max(known, key=lambda name: abs(known[name] - whole)),
+    }
+
+
 def _no_leads(scored: dict) -> dict:
     return {k: v for k, v in scored.items() if k != "leads"}
 
@@ -274,6 +293,12 @@ def print_table(doc: dict) -> None:
     ):
         p = doc[key]
         print(f"{label:34s} {'':6s} {p['events']:6d} | {_cells(p)}   ({p['right_episodes']}/{p['episodes']} episodes right)")
+    for rule, spread in doc.get("leave_one_out_f1", {}).items():
+        if spread["low"] is not None:
+            print(
+                f"pooled F1 of {rule} with one series left out: {spread['low']:.2f}–{spread['high']:.2f} "
+                f"(moved most by leaving out {spread['most_moved_by']})"
+            )
     for line in check_targets(doc):
         print(line)
 
@@ -347,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "pooled": pool(results),
         "pooled_linear": pool(results, "linear"),
         "pooled_last_value": pool(results, "last_value"),
+        "leave_one_out_f1": {"headroom": leave_one_out_f1(results), "linear": leave_one_out_f1(results, "linear")},
     }
     print_table(doc)
     doc["seconds"] = round(time.perf_counter() - started, 1)
