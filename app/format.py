@@ -5,6 +5,21 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+SCORE_COLUMNS = [
+    "model",
+    "champion",
+    "status",
+    "mape",
+    "smape",
+    "mase",
+    "rmse",
+    "coverage",
+    "fit_seconds",
+    "predict_seconds",
+    "reason",
+]
+"""The columns of a model score table, in the order the Models and Upload pages show them."""
+
 
 def utc_text(ts: float | None, with_date: bool = True) -> str:
     """Unix seconds as a short UTC time, e.g. ``2026-11-28 14:05 UTC`` (or ``—`` when unknown)."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.format import SCORE_COLUMNS
 from forecasting.clock import HOUR
 from forecasting.metrics import METRICS, TARGET
 from forecasting.models import BASELINES
@@ -28,19 +29,6 @@ VALIDATE_CHOICES: dict[str, list[str] | None] = {
     "All": None,
 }
 """What the Validate button trains; baselines always run beside the choice so it is measured against them."""
-SCORE_COLUMNS = [
-    "model",
-    "champion",
-    "status",
-    "mape",
-    "smape",
-    "mase",
-    "rmse",
-    "coverage",
-    "fit_seconds",
-    "predict_seconds",
-    "reason",
-]
 
 
 def validate_models(choice: str, configured: Sequence[str]) -> list[str]:

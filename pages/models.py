@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, data, nav, ui
-from app.format import utc_text
+from app.format import SCORE_COLUMNS, utc_text
 from forecasting.models import FAMILIES
 
 
@@ -24,21 +24,7 @@ def family_table() -> list[dict[str, object]]:
     ]
 
 
-SCORE_COLUMNS = [
-    "name",
-    "instance_id",
-    "model",
-    "champion",
-    "status",
-    "mape",
-    "smape",
-    "mase",
-    "rmse",
-    "coverage",
-    "fit_seconds",
-    "predict_seconds",
-    "reason",
-]
+INSTANCE_SCORE_COLUMNS = ["name", "instance_id", *SCORE_COLUMNS]
 METRICS = {"mase": "MASE", "mape": "MAPE", "smape": "sMAPE", "rmse": "RMSE", "coverage": "coverage", "fit_seconds": "fit seconds"}
 
 nav.require_entry()
@@ -61,7 +47,7 @@ st.caption(
     "beats it clearly on both halves of the backtest. Click a header to sort."
 )
 st.dataframe(
-    scores[SCORE_COLUMNS],
+    scores[INSTANCE_SCORE_COLUMNS],
     hide_index=True,
     placeholder="—",
     key="scores_table",
