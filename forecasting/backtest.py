@@ -159,6 +159,7 @@ class ModelBacktest:
     calibrating_mase: float | None = None  # and over the calibrating ones
     fit_seconds: float = 0.0
     predict_seconds: float = 0.0
+    yardstick: ModelBacktest | None = None  # a combination's: what a single model must beat to be deployed instead
 
     def rows(self) -> list[tuple[str, int, int, float, float, float, float]]:
         """``backtest_points`` rows (model, origin_ts, ts, actual, mean, lower, upper) with a known actual."""
@@ -244,20 +245,22 @@ def choose_deployed(backtests: dict[str, ModelBacktest]) -> str | None:
 
     A single model replaces the combination only when its MASE is at least ``CLEAR_EDGE`` lower
     on *both* the choosing and the calibrating origins: a win in one short window is mostly
-    noise, and deploying it is the weak step that combination avoids. Without a combination,
+    noise, and deploying it is the weak step that combination avoids. The combination's figures
+    are those of its ``yardstick`` where it has one (see ``training``). Without a combination,
     the lowest MASE over all origins wins (ties to the simpler family).
     """
     combined = next((b for b in backtests.values() if FAMILIES.get(b.model) and FAMILIES[b.model].combines), None)
     if combined is None:
         return choose_champion([{"model": n, "status": "ok", "mase": b.scores.get("mase")} for n, b in backtests.items()])
+    bar = combined.yardstick or combined
+    first_target, second_target = bar.choosing_mase, bar.calibrating_mase
+    if first_target is None or second_target is None:
+        return combined.model
     halves = {
         name: (b.choosing_mase, b.calibrating_mase)
         for name, b in backtests.items()
         if b.choosing_mase is not None and b.calibrating_mase is not None
     }
-    if combined.model not in halves:
-        return combined.model
-    first_target, second_target = halves[combined.model]
     rank = {name: i for i, name in enumerate(FAMILIES)}
     clear = [
         name

@@ -35,7 +35,7 @@ from forecasting.ids import folder_name
 from forecasting.metrics import TARGET
 from forecasting.models import family
 from forecasting.models.base import Forecast, ForecastModel, ModelError
-from forecasting.models.combined import combination_members, combine
+from forecasting.models.combined import MEMBERS, combination_members, combine
 from forecasting.models.registry import make_model, model_class
 from forecasting.settings import Settings
 
@@ -171,16 +171,25 @@ def _deployable(model: ForecastModel, backtest: ModelBacktest, frame: pd.DataFra
 def _combine(
     name: str, outcomes: list[_Outcome], frame: pd.DataFrame, plan: BacktestPlan, settings: Settings, horizon: int
 ) -> _Outcome:
-    """A combination of the models that held up on the choosing origins, backtested and calibrated like a model."""
+    """A combination of every fitted model (ranked on the choosing origins), backtested and calibrated like a model.
+
+    Its ``yardstick`` is the median of the ``MEMBERS`` best on the choosing origins, fixed: what the
+    backtest alone would combine. A single model is deployed instead only if it clearly beats that
+    (``choose_deployed``); the deployed combination then keeps re-choosing its members from recent
+    errors, whose own backtest (warming up on the first origins) sizes its interval.
+    """
     fitted = {o.name: (o.backtest, o.model) for o in outcomes if o.backtest is not None and o.model is not None}
-    members = combination_members({n: backtest.choosing_mase for n, (backtest, _) in fitted.items()})
-    if len(members) < 2:
+    ranking = combination_members({n: backtest.choosing_mase for n, (backtest, _) in fitted.items()}, count=len(fitted))
+    if len(ranking) < 2:
         return _Outcome(name, reason="fewer than two models fitted: nothing to combine")
-    backtests = [fitted[n][0] for n in members]
-    result = backtest_forecasts(name, frame, plan, combine([b.mean for b in backtests]))
-    result.fit_seconds = sum(b.fit_seconds for b in backtests)
-    result.predict_seconds = sum(b.predict_seconds for b in backtests)
-    combined = model_class(name).of({n: fitted[n][1] for n in members}, settings.period, horizon)  # type: ignore[attr-defined]
+    fitted_until = int(frame.index[plan.split - 1])  # the first origin: the candidates were fitted on the rows up to it
+    combined = model_class(name).of({n: fitted[n][1] for n in ranking}, settings.period, horizon, fitted_until)  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    mean = combined.predict_at(frame.iloc[: int(plan.origins[-1]) + 1], plan.origins, horizon)
+    result = backtest_forecasts(name, frame, plan, mean)
+    result.fit_seconds = sum(fitted[n][0].fit_seconds for n in ranking)
+    result.predict_seconds = (time.perf_counter() - started) / len(plan.origins)
+    result.yardstick = backtest_forecasts(name, frame, plan, combine([fitted[n][0].mean for n in ranking[:MEMBERS]]))
     return _Outcome(name, backtest=result, model=_deployable(combined, result, frame))
 
 

@@ -202,6 +202,12 @@ def test_the_combination_is_deployed_unless_one_model_beats_it_clearly_on_both_h
     clear = _halves("arima", edge - 0.01, edge - 0.02)
     clearer = _halves("tcn", edge - 0.2, edge - 0.1)
     assert choose_deployed({"combined": combined, "arima": clear, "tcn": clearer}) == "tcn"
+    combined.yardstick = _halves(
+        "combined", 0.5, 0.5
+    )  # a single model must beat the yardstick, not the combination's own figures
+    assert choose_deployed({"combined": combined, "arima": clear, "tcn": clearer}) == "combined"
+    combined.yardstick = _halves("combined", 2.0, 2.0)
+    assert choose_deployed({"combined": combined, "arima": close}) == "arima"
     assert (
         choose_deployed({"arima": _halves("arima", 0.9, 0.9), "naive": _halves("naive", 0.8, 1.2)}) == "arima"
     )  # no combination: lowest MASE
