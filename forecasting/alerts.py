@@ -2,7 +2,8 @@
 
 An alert opens at the forecast's crossing (``forecasting.crossing``: the first step at or above the
 instance's threshold of the series ``HEADROOM_ALERT_ON`` watches, the point forecast tried first;
-the alert's ``basis`` says which series crossed). It stays open while later forecasts keep crossing
+the alert's ``basis`` says which series crossed), or, when the forecast does not cross, at the
+newest CPU sample if that is already at or over the threshold (basis ``now``). It stays open while later forecasts keep crossing
 and clears with hysteresis: the forecast peak below threshold − margin for ``CLEAR_CYCLES``
 consecutive cycles. The real CPU decides how it ended: ``caught`` (the first sample at or above the
 threshold came after the alert opened), ``late`` (the newest sample when it opened was already at
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.clock import HOUR, MINUTE
-from forecasting.crossing import BASIS_TEXT, Crossing, find_crossing, outlook
+from forecasting.crossing import BASIS_TEXT, Crossing, outlook
 from forecasting.settings import Settings
 from forecasting.store import ForecastRecord, Store
 
@@ -46,7 +47,9 @@ def iso_utc(ts: int | float) -> str:
 class AlertPolicy:
     """The one rule that opens, holds and clears a warning, for Headroom's alerts and every rule they are compared with.
 
-    A cycle whose forecast peak reaches the threshold opens (or holds) the warning; a peak within
+    A cycle's peak is its forecast's peak, or CPU now where that is higher (``crossing.with_cpu_now``:
+    an instance over its limit is overloaded whatever was forecast). A cycle whose peak reaches
+    the threshold opens (or holds) the warning; a peak within
     ``margin`` below it holds an open one; ``clear_cycles`` consecutive cycles below
     threshold − margin clear it. A warning that opens again within ``grace_cycles`` of clearing
     continues the same episode (the same alert is reopened, and not mailed again).
@@ -161,11 +164,17 @@ def describe(crossing: Crossing, threshold: float, model: str) -> str:
 
 
 def step_alert(
-    change: AlertChange, forecast: ForecastRecord | None, policy: AlertPolicy, alert_on: str, now: int, grace: int
+    change: AlertChange,
+    forecast: ForecastRecord | None,
+    policy: AlertPolicy,
+    alert_on: str,
+    now: int,
+    grace: int,
+    latest: tuple[int, float] | None = None,
 ) -> None:
-    """Advance one existing alert by a cycle's forecast: update, count towards clearing, clear, or reopen."""
+    """Advance one existing alert by a cycle's forecast (and the newest CPU sample): update, count towards clearing, clear, or reopen."""
     row, threshold = change.row, policy.threshold
-    seen = outlook(forecast, threshold, alert_on, now) if forecast is not None else None
+    seen = outlook(forecast, threshold, alert_on, now, latest) if forecast is not None else None
     crossing = seen.crossing if seen is not None else None
     if row["state"] == "cleared":  # only pending ones (within the grace period) are stepped
         if forecast is not None and crossing is not None and row["outcome"] is None and now < int(row["cleared_at"]) + grace:
@@ -251,6 +260,7 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
     grace = settings.horizon * settings.period
     forecasts = {f.instance_id: f for f in store.forecasts.latest()}
     thresholds = {i.instance_id: i.threshold for i in store.samples.instances()}
+    latest = store.samples.latest_values("cpu")
     current: dict[str, AlertChange] = {}  # the one alert of each instance a forecast acts on
     pending: list[AlertChange] = []
     for alert in store.alerts.unresolved():  # newest first
@@ -269,9 +279,10 @@ def evaluate_alerts(store: Store, settings: Settings, now: int) -> AlertReport:
         if held is not None and held.row["state"] == "cleared" and now >= int(held.row["cleared_at"]) + grace:
             held = None  # its grace period is over: a new crossing is a new alert
         if held is not None:
-            step_alert(held, forecast, AlertPolicy(threshold, settings.alert_margin), settings.alert_on, now, grace)
+            policy = AlertPolicy(threshold, settings.alert_margin)
+            step_alert(held, forecast, policy, settings.alert_on, now, grace, latest.get(instance_id))
         elif forecast is not None:
-            crossing = find_crossing(forecast, threshold, settings.alert_on, now)
+            crossing = outlook(forecast, threshold, settings.alert_on, now, latest.get(instance_id)).crossing
             if crossing is not None:
                 pending.append(open_alert(instance_id, crossing, threshold, forecast.model, now))
     for change in pending:  # the real CPU decides how each one ends

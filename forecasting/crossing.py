@@ -8,6 +8,11 @@ plain values; ``now`` is always an argument.
   ``HEADROOM_ALERT_ON``: ``mean`` (the point forecast), ``likely`` (the default: a step has at least a
   40 % chance of reaching the threshold, see :func:`basis_series`) or ``upper`` (the upper bound of the
   90 % interval). The point forecast is always tried first; the series that crosses is the ``basis``.
+- **Over now**: where the caller passes the newest CPU sample (the alerts do), a forecast that
+  does not cross while that sample is already at or over the threshold crosses *now* (basis
+  ``now``, lead 0), and the peak is never below that sample (:func:`with_cpu_now`). An instance
+  over its limit is the surest sign of overload there is, whatever the forecast says: the alert
+  opens at the start of an overload a forecast missed, and does not clear in the middle of one.
 - **Time to limit**: minutes from now to the crossing, never negative (0 once it is due).
 - **Peak**: the highest value of the series that crossed; when none does, of the widest series
   ``alert_on`` watches (what an open alert's hysteresis compares with threshold − margin).
@@ -35,12 +40,18 @@ bell-shaped error: z(0.60) / z(0.95). Stored forecasts keep mean and bounds only
 is read from them this way."""
 BASES: dict[str, tuple[str, ...]] = {"mean": ("mean",), "likely": ("mean", "likely"), "upper": ("mean", "upper")}
 """For each ``alert_on``, the series tried in order (the first that crosses is the basis)."""
-BASIS_TEXT = {"mean": "point forecast", "likely": "at least a 40 % chance", "upper": "upper bound only"}
+BASIS_TEXT = {
+    "mean": "point forecast",
+    "likely": "at least a 40 % chance",
+    "upper": "upper bound only",
+    "now": "over the limit now",
+}
 """How logs and webhooks name a basis, in short."""
 BASIS_MEANING = {
     "mean": "the point forecast crosses",
     "likely": "a step has at least a 40 % chance of crossing",
     "upper": "only the upper bound of the 90 % interval crosses",
+    "now": "the forecast does not cross, but the newest CPU sample is already at or over the limit",
 }
 """What a basis means, in a sentence (the mail and the API's documentation)."""
 
@@ -62,7 +73,7 @@ AT_RISK = ("over", "alert", "risk")
 class Crossing:
     """Where a forecast first reaches the threshold."""
 
-    step: int  # 0-based forecast step
+    step: int  # 0-based forecast step; -1: the newest sample (basis 'now')
     ts: int  # its timestamp (unix seconds)
     lead_minutes: float  # from now to the crossing, never negative
     peak: float  # highest value of the series that crossed
@@ -117,12 +128,26 @@ class Outlook:
         return None if self.crossing is None else self.crossing.lead_minutes
 
 
-def outlook(forecast: ForecastRecord, threshold: float, alert_on: str, now: float) -> Outlook:
-    """The crossing and the peak of one forecast by the alert rule (the peak: see the module's docstring)."""
+def with_cpu_now(peak: float | np.ndarray, cpu_now: float | np.ndarray | None) -> np.ndarray:
+    """The level a cycle is judged by: the forecast's peak, or CPU now where that is higher (no forecast peak: NaN)."""
+    peak = np.asarray(peak, dtype=float)
+    return np.where(np.isfinite(peak), np.fmax(peak, np.asarray(np.nan if cpu_now is None else cpu_now, dtype=float)), np.nan)
+
+
+def outlook(
+    forecast: ForecastRecord, threshold: float, alert_on: str, now: float, latest: tuple[int, float] | None = None
+) -> Outlook:
+    """The crossing and the peak of one forecast by the alert rule (see the module's docstring).
+
+    ``latest`` is the newest CPU sample (ts, value); it counts only when it is not older than the
+    forecast's origin, so a forecast is never judged by a value from before it.
+    """
     crossing = find_crossing(forecast, threshold, alert_on, now)
-    if crossing is not None:
-        return Outlook(crossing, crossing.peak)
-    return Outlook(None, float(np.max(basis_series(forecast, BASES[alert_on][-1]))))
+    cpu_now = latest[1] if latest is not None and latest[0] >= forecast.origin_ts and np.isfinite(latest[1]) else None
+    if crossing is None and cpu_now is not None and cpu_now >= threshold:
+        crossing = Crossing(-1, int(latest[0]), 0.0, float(cpu_now), "now")  # type: ignore[index]
+    peak = crossing.peak if crossing is not None else float(np.max(basis_series(forecast, BASES[alert_on][-1])))
+    return Outlook(crossing, float(with_cpu_now(peak, cpu_now)))
 
 
 def shown_crossing(

@@ -193,6 +193,31 @@ def test_all_writes_of_an_evaluation_commit_together_or_not_at_all(
 
 
 # ---- the shared alert policy and the warning benchmark's definitions (pure) -----------------------------
+def test_cpu_over_the_limit_opens_an_alert_the_forecast_missed_and_holds_it_until_cpu_falls_back(
+    store: Store, settings: Settings
+) -> None:
+    cpu(store, {T - k * P: 60.0 for k in range(2, 13)} | {T - P: 83.0})  # the newest sample is over 80 already
+    cycle(store, settings, T, [70.0] * 12, spread=1.0)  # a forecast that falls back below the limit
+    (alert,) = store.alerts.recent()
+    assert (alert.state, alert.basis, alert.crossing_ts, alert.lead_minutes, alert.peak) == ("open", "now", T - P, 0.0, 83.0)
+    assert alert.outcome == "late"  # the instance was already over its limit: opened, but not ahead
+    cpu(store, {T: 84.0, T + P: 85.0})
+    cycle(store, settings, T + P, [60.0] * 12, spread=1.0)
+    cycle(store, settings, T + 2 * P, [60.0] * 12, spread=1.0)  # two forecasts far below, but CPU is still over: held
+    assert store.alerts.recent()[0].state == "open" and store.alerts.recent()[0].below_count == 0
+    cpu(store, {T + 2 * P: 61.0, T + 3 * P: 60.0})
+    cycle(store, settings, T + 3 * P, [60.0] * 12, spread=1.0)
+    cycle(store, settings, T + 4 * P, [60.0] * 12, spread=1.0)
+    assert store.alerts.recent()[0].state == "cleared"  # CPU back under threshold − margin: the usual hysteresis
+    assert len(store.alerts.recent()) == 1
+
+
+def test_a_sample_older_than_the_forecast_does_not_open_an_alert(store: Store, settings: Settings) -> None:
+    cpu(store, {T - 3 * P: 90.0})  # over the limit, but from before the forecast's origin (T − P)
+    cycle(store, settings, T, [70.0] * 12, spread=1.0)
+    assert store.alerts.recent() == []
+
+
 def test_the_policy_opens_on_a_crossing_holds_within_the_margin_and_clears_after_two_cycles_below() -> None:
     policy = AlertPolicy(threshold=80, margin=5, clear_cycles=2, grace_cycles=3)
     peaks = [70, 85, 78, 60, 85, 60, 60, np.nan, 79, 60, 60]

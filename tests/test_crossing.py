@@ -14,6 +14,7 @@ from forecasting.crossing import (
     outlook,
     risk_level,
     shown_crossing,
+    with_cpu_now,
 )
 from forecasting.store import ForecastRecord
 
@@ -118,3 +119,18 @@ def test_the_crossing_shown_is_now_when_over_else_the_forecasts_else_the_open_al
     assert shown_crossing(seen, T + 3000, 80, T - P, 60.0) == seen.crossing.ts  # type: ignore[union-attr]
     assert shown_crossing(calm, T + 3000, 80, T - P, 60.0) == T + 3000  # held open within the margin: the alert's
     assert shown_crossing(calm, None, 80, T - P, 60.0) is None and shown_crossing(None, None, 80, None, None) is None
+
+
+def test_cpu_over_the_limit_now_crosses_now_when_the_forecast_does_not_and_raises_the_peak() -> None:
+    calm = forecast(T - P, [70.0] * 12, spread=1.0)
+    assert outlook(calm, 80, "likely", T).crossing is None  # without the newest sample: the forecast alone
+    seen = outlook(calm, 80, "likely", T, latest=(T - P, 83.0))
+    assert seen.crossing is not None and (seen.crossing.basis, seen.crossing.ts, seen.minutes_to_limit) == ("now", T - P, 0.0)
+    assert seen.peak == 83.0  # what the hysteresis compares: CPU now is higher than the forecast's peak
+    assert outlook(calm, 80, "likely", T, latest=(T - 2 * P, 90.0)).crossing is None  # older than the forecast: not now
+    under = outlook(calm, 80, "likely", T, latest=(T - P, 78.0))
+    assert under.crossing is None and under.peak == 78.0  # under the limit, but within the margin: it holds an alert
+    ramping = outlook(forecast(T - P, ramp(70, 90)), 80, "mean", T, latest=(T - P, 85.0))
+    assert ramping.crossing is not None and ramping.crossing.basis == "mean"  # the forecast's own crossing comes first
+    assert with_cpu_now(np.array([70.0, np.nan, 90.0]), np.array([75.0, 99.0, 80.0])).tolist()[::2] == [75.0, 90.0]
+    assert np.isnan(with_cpu_now(np.array([np.nan]), np.array([99.0]))[0])  # no forecast: the cycle says nothing

@@ -14,9 +14,9 @@ One definition, so figures compare across runs (the same as DESIGN.md's section 
   ``--alert-on`` / ``HEADROOM_ALERT_ON``, by default ``likely``), ``linear`` (Prometheus' ``predict_linear``: the
   least-squares line through the last hour) and ``last_value`` (the last value, i.e. CPU is over
   the threshold now). Every rule goes through the same ``alerts.AlertPolicy`` as Headroom's real
-  alerts: it opens when its forecast peak reaches the threshold, holds while the peak stays
-  within the margin, clears after ``CLEAR_CYCLES`` cycles below, and a reopening within one
-  horizon continues the same episode;
+  alerts: it opens when its forecast peak (or CPU now, where higher, as the alerts read it)
+  reaches the threshold, holds while that stays within the margin, clears after
+  ``CLEAR_CYCLES`` cycles below, and a reopening within one horizon continues the same episode;
 * an event is an upward crossing of the threshold inside the window; a crossing less than 30 min
   after the previous one merges into it;
 * an event is caught when a warning was open at some cycle between one horizon and ``--lead``
@@ -47,7 +47,7 @@ import pandas as pd
 from forecasting.alerts import CLEAR_CYCLES, AlertPolicy
 from forecasting.bench.accuracy import evaluation_plan, series_from
 from forecasting.clock import DAY
-from forecasting.crossing import BASES, basis_series
+from forecasting.crossing import BASES, basis_series, with_cpu_now
 from forecasting.features import to_frame
 from forecasting.models.baselines import linear_extrapolation
 from forecasting.models.registry import load_model
@@ -200,10 +200,14 @@ def evaluate_series(
     lead_steps = int(np.ceil(args.lead * 60 / period))
     mean, upper, champions = replay_champion(name, samples, settings, origins, args.retrain_every, log)
     policy = AlertPolicy(threshold, settings.alert_margin, grace_cycles=horizon)
+    cpu_now = last_values(cpu, origins)
     peaks = {
-        "headroom": _peaks(basis_series(SimpleNamespace(mean=mean, upper=upper), BASES[settings.alert_on][-1])),  # type: ignore[arg-type]
-        "linear": _peaks(linear_forecasts(cpu, index, origins, horizon, period)),
-        "last_value": last_values(cpu, origins),
+        "headroom": with_cpu_now(
+            _peaks(basis_series(SimpleNamespace(mean=mean, upper=upper), BASES[settings.alert_on][-1])),  # type: ignore[arg-type]
+            cpu_now,
+        ),
+        "linear": with_cpu_now(_peaks(linear_forecasts(cpu, index, origins, horizon, period)), cpu_now),
+        "last_value": cpu_now,
     }
     scored = {
         rule: score_rule(policy.states(peaks[rule]), origins, events, policy, horizon, lead_steps, period) for rule in RULES

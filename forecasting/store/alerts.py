@@ -23,7 +23,7 @@ class AlertRecord:
     lead_minutes: float  # at opening
     peak: float
     model: str
-    basis: str  # 'mean', 'likely' or 'upper'
+    basis: str  # 'mean', 'likely', 'upper' or 'now' (CPU already at or over the threshold)
     below_count: int
     actual_crossing_ts: int | None  # first real sample at or above the threshold while open
     outcome: str | None  # 'caught', 'late' or 'false' once known

@@ -94,7 +94,7 @@ MIGRATIONS: list[str] = [
         lead_minutes REAL NOT NULL,   -- at opening
         peak REAL NOT NULL,
         model TEXT NOT NULL,
-        basis TEXT NOT NULL,          -- 'mean' (point forecast crosses), 'likely' (≥ 40 % chance) or 'upper' (only the bound does)
+        basis TEXT NOT NULL,          -- 'mean' (point forecast crosses), 'likely' (≥ 40 % chance), 'upper' (only the bound does) or 'now' (CPU already over)
         below_count INTEGER NOT NULL DEFAULT 0,
         actual_crossing_ts INTEGER,   -- first real sample at or above threshold while open
         outcome TEXT,                 -- 'caught', 'late', 'false' once known
