@@ -95,7 +95,8 @@ def build_fleet_table(
         cpu_now = float(values[-1]) if len(values) else None
         forecast = by_instance.get(iid)
         alert = alerts.get(iid)
-        seen = outlook(forecast, inst.threshold, alert_on, now) if forecast is not None and forecast.mean else None
+        latest = (int(ts[-1]), float(values[-1])) if len(values) else None
+        seen = outlook(forecast, inst.threshold, alert_on, now, latest) if forecast is not None and forecast.mean else None
         level = risk_level(cpu_now, inst.threshold, margin, seen, alert is not None)
         crossing = shown_crossing(
             seen, alert.crossing_ts if alert is not None else None, inst.threshold, int(ts[-1]) if len(ts) else None, cpu_now

@@ -162,11 +162,18 @@ def _minutes_until(ts: int, now: int) -> int:
     return round(minutes_to_limit(ts, now))
 
 
-def subject_line(alert: AlertRecord, name: str | None, now: int) -> str:
-    """The alert mail's subject, e.g. ``[Headroom] i-0abc (web-1) will cross 80 % CPU in about 35 min``."""
+def headline(alert: AlertRecord, name: str | None, now: int) -> str:
+    """What an alert says in one line, e.g. ``i-0abc (web-1) will cross 80 % CPU in about 35 min``."""
+    who = _who(alert.instance_id, name)
+    if alert.basis == "now":  # opened by the newest sample, not by the forecast
+        return f"{who} is over {alert.threshold:g} % CPU now"
     lead = _minutes_until(alert.crossing_ts, now)
-    when = f"in about {lead} min" if lead else "now"
-    return f"[Headroom] {_who(alert.instance_id, name)} will cross {alert.threshold:g} % CPU {when}"
+    return f"{who} will cross {alert.threshold:g} % CPU " + (f"in about {lead} min" if lead else "now")
+
+
+def subject_line(alert: AlertRecord, name: str | None, now: int) -> str:
+    """The alert mail's subject: ``[Headroom]`` and the alert's headline."""
+    return f"[Headroom] {headline(alert, name, now)}"
 
 
 def alert_facts(alert: AlertRecord, name: str | None, latest: tuple[int, float] | None, now: int) -> list[tuple[str, str]]:
@@ -228,13 +235,13 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def alert_html(alert: AlertRecord, name: str | None, latest: tuple[int, float] | None, now: int, chart: str) -> str:
     """The HTML body of an alert mail; the chart is referenced as ``cid:<chart>``."""
     who = html.escape(_who(alert.instance_id, name))
+    title = html.escape(headline(alert, name, now))
     facts = "".join(
         f"<tr><td style='padding:2px 12px 2px 0;color:#555'>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
         for k, v in alert_facts(alert, name, latest, now)
     )
     return (
-        f"<div style='font-family:sans-serif'><h2 style='font-size:17px'>{who} will cross {alert.threshold:g} % CPU "
-        f"in about {_minutes_until(alert.crossing_ts, now)} min</h2><table>{facts}</table>"
+        f"<div style='font-family:sans-serif'><h2 style='font-size:17px'>{title}</h2><table>{facts}</table>"
         f"<p><img src='cid:{chart}' alt='CPU, forecast and threshold of {who}' width='800'></p>"
         "<p style='color:#777;font-size:12px'>Headroom early warning</p></div>"
     )
@@ -257,7 +264,8 @@ def digest_message(store: Store, settings: Settings, now: int, since: int) -> tu
     for inst in store.samples.instances():
         iid, f, alert = inst.instance_id, forecasts.get(inst.instance_id), open_alerts.get(inst.instance_id)
         last_ts, cpu_now = latest.get(iid, (None, None))
-        seen = outlook(f, inst.threshold, settings.alert_on, now) if f else None  # the alerts' rule, as on the Fleet page
+        # the alerts' rule, as on the Fleet page
+        seen = outlook(f, inst.threshold, settings.alert_on, now, latest.get(iid)) if f else None
         level = risk_level(cpu_now, inst.threshold, settings.alert_margin, seen, alert is not None)
         thresholds[iid] = inst.threshold
         crossings[iid] = shown_crossing(seen, alert.crossing_ts if alert else None, inst.threshold, last_ts, cpu_now)

@@ -77,11 +77,13 @@ class StoreCollector(Collector):
         }
         thresholds = {inst.instance_id: inst.threshold for inst in store.samples.instances()}
         warned = {alert.instance_id for alert in store.alerts.open()}
+        newest = store.samples.latest_values("cpu")
         for forecast in store.forecasts.latest():
             iid = forecast.instance_id
             for bound, values in (("mean", forecast.mean), ("lower", forecast.lower), ("upper", forecast.upper)):
                 predicted.add_metric([iid, bound], float(values[-1]))
-            seen = outlook(forecast, thresholds.get(iid, self.settings.threshold_for(iid)), self.settings.alert_on, now)
+            threshold = thresholds.get(iid, self.settings.threshold_for(iid))
+            seen = outlook(forecast, threshold, self.settings.alert_on, now, newest.get(iid))
             peak.add_metric([iid], seen.peak)
             made.add_metric([iid], float(forecast.made_at))
             if seen.minutes_to_limit is not None:

@@ -68,9 +68,16 @@ class Figures:
     warning_open: bool
 
 
-def instance_figures(forecast: ForecastRecord, threshold: float, alert_on: str, warning_open: bool, now: int) -> Figures:
-    """One instance's figures from its champion forecast: peak and time to limit by the alerts' rule."""
-    seen = outlook(forecast, threshold, alert_on, now)
+def instance_figures(
+    forecast: ForecastRecord,
+    threshold: float,
+    alert_on: str,
+    warning_open: bool,
+    now: int,
+    latest: tuple[int, float] | None = None,
+) -> Figures:
+    """One instance's figures from its champion forecast and newest CPU sample: peak and time to limit by the alerts' rule."""
+    seen = outlook(forecast, threshold, alert_on, now, latest)
     minutes = seen.minutes_to_limit
     return Figures(
         forecast.instance_id,
@@ -87,12 +94,13 @@ def cycle_figures(store: Store, now: int, max_age: float, alert_on: str) -> list
     """The figures of every instance whose champion forecast was made in this cycle and still looks ahead."""
     thresholds = {inst.instance_id: inst.threshold for inst in store.samples.instances()}
     warned = {alert.instance_id for alert in store.alerts.open()}
+    latest = store.samples.latest_values("cpu")
     out = []
     for forecast in store.forecasts.latest():
         iid = forecast.instance_id
         if now - forecast.made_at > max_age or forecast.timestamps[-1] <= now or iid not in thresholds:
             continue  # a failed forecast publishes nothing rather than an old value
-        out.append(instance_figures(forecast, thresholds[iid], alert_on, iid in warned, now))
+        out.append(instance_figures(forecast, thresholds[iid], alert_on, iid in warned, now, latest.get(iid)))
     return out
 
 

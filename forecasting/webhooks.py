@@ -77,6 +77,8 @@ def summary_line(kind: str, alert: Mapping[str, Any], at: int, margin: float | N
         return f"{who}: CPU warning cleared{below}"
     sure = BASIS_TEXT.get(alert["basis"], alert["basis"])
     prefix = {"opened": "", "reopened": "again: ", "updated": "update: "}.get(kind, "")
+    if alert["basis"] == "now":  # opened by the newest sample, not by the forecast
+        return f"{prefix}{who} is over {threshold} CPU now (at {iso_utc(alert['crossing_ts'])}, {alert['peak']:.1f} %)"
     return (
         f"{prefix}{who} will cross {threshold} CPU at {iso_utc(alert['crossing_ts'])}, in about "
         f"{_minutes_left(alert, at):.0f} min (peak {alert['peak']:.1f} %, {alert['model']}, {sure})"

@@ -71,7 +71,9 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     cpu_ts, cpu = samples.get("cpu", ([], []))
     last_ts, cpu_now = (int(cpu_ts[-1]), float(cpu[-1])) if len(cpu) else (None, None)
     now = time.time()
-    seen = outlook(champion, threshold, config.alert_on, now) if champion else None  # the alerts' rule, as on the Fleet page
+    latest = (last_ts, cpu_now) if last_ts is not None and cpu_now is not None else None
+    # the alerts' rule, as on the Fleet page
+    seen = outlook(champion, threshold, config.alert_on, now, latest) if champion else None
     crossing = shown_crossing(seen, open_alert.crossing_ts if open_alert else None, threshold, last_ts, cpu_now)
 
     cols = st.columns([1, 1, 1, 1.5, 1])

@@ -40,6 +40,22 @@ OPENS = {
 }
 
 
+def champion_forecast(mean: list[float]) -> dict:
+    """The instance's champion forecast made at T (origin one period before), with a band of ± 6."""
+    return {
+        "instance_id": IID,
+        "run_id": 1,
+        "model": "arima",
+        "is_champion": True,
+        "made_at": T,
+        "origin_ts": T - P,
+        "timestamps": [T + P * k for k in range(len(mean))],
+        "mean": mean,
+        "lower": [m - 6 for m in mean],
+        "upper": [m + 6 for m in mean],
+    }
+
+
 def fleet_row(store: Store, settings: Settings) -> dict:
     """The instance's Fleet row, from the same reads the dashboard makes."""
     frame = build_fleet_table(
@@ -77,22 +93,7 @@ async def test_page_api_and_mail_agree_with_the_alert(tmp_path: Path, clean_env:
     with Store(settings.db) as store:
         store.samples.upsert_instance(IID, "web-7", 80.0, T - DAY)
         store.samples.upsert((IID, "cpu", T - k * P, 60.0) for k in range(1, 13))
-        store.forecasts.record(
-            [
-                {
-                    "instance_id": IID,
-                    "run_id": 1,
-                    "model": "arima",
-                    "is_champion": True,
-                    "made_at": T,
-                    "origin_ts": T - P,
-                    "timestamps": [T + P * k for k in range(12)],
-                    "mean": mean,
-                    "lower": [m - 6 for m in mean],
-                    "upper": [m + 6 for m in mean],
-                }
-            ]
-        )
+        store.forecasts.record([champion_forecast(mean)])
         before = fleet_row(store, settings)  # the page between the forecast and the alert evaluation
         evaluate_alerts(store, settings, T)
         alerts = store.alerts.recent()
@@ -134,6 +135,28 @@ async def test_page_api_and_mail_agree_with_the_alert(tmp_path: Path, clean_env:
         fleet_line = next(line for line in digest.splitlines() if line.startswith(IID))
         assert f"{alert.peak:.1f}" in fleet_line and fleet_line.endswith(f"alert: crossing {iso_utc(alert.crossing_ts)}")
         assert len(charts) == 1
+
+
+@pytest.mark.anyio
+async def test_page_api_and_mail_agree_when_cpu_is_over_the_limit_now(tmp_path: Path, clean_env: Path) -> None:
+    """A forecast that does not cross, and a newest sample (made after the forecast's origin) already over the limit."""
+    settings = load_settings(db=tmp_path / "headroom.db", threshold=80, alert_margin=5)
+    mean = FORECASTS["nothing crosses"]  # so only CPU now can open the alert
+    with Store(settings.db) as store:
+        store.samples.upsert_instance(IID, "web-7", 80.0, T - DAY)
+        store.samples.upsert((IID, "cpu", T - k * P, 60.0) for k in range(1, 13))
+        store.samples.upsert([(IID, "cpu", T, 92.0)])
+        store.forecasts.record([champion_forecast(mean)])
+        evaluate_alerts(store, settings, T)
+        (alert,) = store.alerts.recent()
+        row = fleet_row(store, settings)
+        metrics, _ = await api_answers(settings)
+        message = alert_message(store, settings, alert, T)
+
+    assert (alert.basis, alert.crossing_ts, alert.lead_minutes, alert.peak) == ("now", T, 0.0, 92.0)
+    assert row["level"] == "over" and row["crossing_ts"] == T and row["peak"] == 92.0
+    assert metrics["headroom_minutes_to_limit"][IID] == 0.0 and metrics["headroom_predicted_peak_cpu_percent"][IID] == 92.0
+    assert message["Subject"] == f"[Headroom] {IID} (web-7) is over 80 % CPU now"
 
 
 @pytest.fixture()

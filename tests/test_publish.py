@@ -56,6 +56,11 @@ def test_figures_follow_the_forecast_and_the_alert_crossing_rule() -> None:
     assert instance_figures(near, threshold=80, alert_on="mean", warning_open=False, now=now).minutes_to_limit is None
     likely = instance_figures(near, threshold=80, alert_on="likely", warning_open=False, now=now)
     assert likely.minutes_to_limit == 55.0 and likely.peak == pytest.approx(79.5 + 0.154 * 5, abs=0.01)
+    # CPU already over the limit: the limit is reached now, and the peak is never below it; an older sample does not count
+    over = instance_figures(stored(forecast("i-d", now, [30.0] * 12)), 80, "mean", True, now, latest=(now, 93.0))
+    assert over.minutes_to_limit == 0.0 and over.peak == 93.0
+    old = instance_figures(stored(forecast("i-d", now, [30.0] * 12)), 80, "mean", False, now, latest=(now - 2 * P, 93.0))
+    assert old.minutes_to_limit is None and old.peak == 30.0
 
 
 def test_datums_dimensions_group_aggregates_and_the_fewest_calls() -> None:

@@ -61,6 +61,8 @@ def test_the_generic_message_carries_the_documented_fields() -> None:
     cleared = event_message("cleared", {**ALERT, "cleared_at": T + 3600}, event_id=40, at=T + 3600, margin=5)
     assert cleared["alert"]["state"] == "cleared" and cleared["alert"]["minutes_to_limit"] == 0.0
     assert cleared["summary"] == "i-0abc0000000000001 (web-1): CPU warning cleared (forecast peak below 75 %)"
+    over = event_message("opened", {**ALERT, "basis": "now", "crossing_ts": T, "peak": 91.0}, event_id=32, at=T)
+    assert over["summary"] == "i-0abc0000000000001 (web-1) is over 80 % CPU now (at 2027-01-15T08:00:00Z, 91.0 %)"
 
 
 def test_slack_and_pagerduty_bodies() -> None:

@@ -115,11 +115,16 @@ class Samples:
         return {ids[a]: (ts[a:b], vals[a:b]) for a, b in pairwise(cuts)}
 
     def latest_values(self, metric: str = "cpu") -> dict[str, tuple[int, float]]:
-        """The newest (ts, value) of one metric for every instance."""
+        """The newest (ts, value) of one metric for every known instance.
+
+        One primary-key lookup per instance, like ``trailing``: a scan grouped by instance reads every
+        stored sample of the metric (150 ms for 500 instances × 3 days, against 3 ms), and the alerts,
+        the publisher and ``/metrics`` read this every cycle or scrape.
+        """
         rows = self.db.query(
-            "SELECT s.instance_id, s.ts, s.value FROM samples s JOIN "
-            "(SELECT instance_id, MAX(ts) AS ts FROM samples WHERE metric = ? GROUP BY instance_id) m "
-            "ON s.instance_id = m.instance_id AND s.ts = m.ts WHERE s.metric = ?",
+            "SELECT s.instance_id, s.ts, s.value FROM instances i CROSS JOIN samples s "
+            "ON s.instance_id = i.instance_id AND s.metric = ? AND s.ts = "
+            "(SELECT MAX(m.ts) FROM samples m WHERE m.instance_id = i.instance_id AND m.metric = ?)",
             (metric, metric),
         )
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}

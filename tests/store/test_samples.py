@@ -51,6 +51,9 @@ def test_series_latest_values_and_newest_timestamps(store: Store) -> None:
     assert window["cpu"][0].dtype == np.int64 and window["cpu"][1].dtype == float
     assert list(store.samples.series("i-a", metrics=["memory"])) == ["memory"]
     assert store.samples.series("i-none") == {}
+    assert store.samples.latest_values() == {}  # samples of instances the store does not know are not read
+    for iid in ("i-a", "i-b"):
+        store.samples.upsert_instance(iid, None, 80, T0)
     assert store.samples.latest_values() == {"i-a": (T0 + 1500, 15.0), "i-b": (T0 + 600, 72.0)}
     assert store.samples.latest_values("memory") == {"i-a": (T0 + 1500, 55.0)}
     assert store.samples.newest_ts("i-b") == T0 + 600 and store.samples.newest_ts("i-b", "memory") is None
