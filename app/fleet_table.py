@@ -92,15 +92,13 @@ def build_fleet_table(
     for inst in instances:
         iid = inst.instance_id
         ts, values = cpu.get(iid, (np.empty(0, dtype=np.int64), np.empty(0)))
-        cpu_now = float(values[-1]) if len(values) else None
+        latest = (int(ts[-1]), float(values[-1])) if len(values) else None  # the newest sample (ts, CPU)
+        last_ts, cpu_now = latest or (None, None)
         forecast = by_instance.get(iid)
         alert = alerts.get(iid)
-        latest = (int(ts[-1]), float(values[-1])) if len(values) else None
         seen = outlook(forecast, inst.threshold, alert_on, now, latest) if forecast is not None and forecast.mean else None
         level = risk_level(cpu_now, inst.threshold, margin, seen, alert is not None)
-        crossing = shown_crossing(
-            seen, alert.crossing_ts if alert is not None else None, inst.threshold, int(ts[-1]) if len(ts) else None, cpu_now
-        )
+        crossing = shown_crossing(seen, alert.crossing_ts if alert is not None else None, inst.threshold, last_ts, cpu_now)
         run = runs.get(iid)
         rows.append(
             {

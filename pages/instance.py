@@ -69,9 +69,9 @@ def live(instance_id: str, hours: float, show_all: bool) -> None:
     champion = next((f for f in forecasts if f.is_champion), None)
     open_alert = next((a for a in view.alerts if a.state == "open"), None)
     cpu_ts, cpu = samples.get("cpu", ([], []))
-    last_ts, cpu_now = (int(cpu_ts[-1]), float(cpu[-1])) if len(cpu) else (None, None)
+    latest = (int(cpu_ts[-1]), float(cpu[-1])) if len(cpu) else None  # the newest sample (ts, CPU)
+    last_ts, cpu_now = latest or (None, None)
     now = time.time()
-    latest = (last_ts, cpu_now) if last_ts is not None and cpu_now is not None else None
     # the alerts' rule, as on the Fleet page
     seen = outlook(champion, threshold, config.alert_on, now, latest) if champion else None
     crossing = shown_crossing(seen, open_alert.crossing_ts if open_alert else None, threshold, last_ts, cpu_now)
